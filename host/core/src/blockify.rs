@@ -1,0 +1,274 @@
+//! Turning byte streams into block trees.
+//!
+//! Input is read in large buffers; the [`Chunker`] (steered by an optional
+//! [`Scanner`]) cuts each buffer into blocks; the blocks of a buffer are
+//! hashed, compressed and stored on all cores at once; the leaf references
+//! are then gathered into a tree of indirect blocks whose fan-out is itself
+//! content-defined, so an edit rewrites only the indirect blocks on its path.
+
+use std::collections::VecDeque;
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use rayon::prelude::*;
+
+use crate::block::{encode_indirect, BlockRef};
+use crate::chunker::{ChunkParams, Chunker, Scanner};
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// Content up to this many bytes is inlined as a literal block.
+pub const LITERAL_MAX: usize = 32;
+
+/// Bytes read from input per buffer.
+const BUFFER: usize = 8 << 20;
+
+/// Average number of refs per indirect block (a power of two).
+const FANOUT_AVG: u64 = 64;
+/// Most refs in one indirect block.
+const FANOUT_MAX: usize = 512;
+
+/// Counters of what blockify saw and what was new to the store.
+#[derive(Debug, Default)]
+pub struct AddStats {
+    /// Content bytes processed.
+    pub bytes: AtomicU64,
+    /// Blocks offered to the store (leaves, indirect and Dir blocks).
+    pub blocks: AtomicU64,
+    /// Bytes of blocks the store did not already have.
+    pub new_bytes: AtomicU64,
+    /// Blocks the store did not already have.
+    pub new_blocks: AtomicU64,
+}
+
+impl AddStats {
+    fn count(&self, len: usize, new: bool) {
+        self.blocks.fetch_add(1, Relaxed);
+        if new {
+            self.new_blocks.fetch_add(1, Relaxed);
+            self.new_bytes.fetch_add(len as u64, Relaxed);
+        }
+    }
+}
+
+/// Adds blocks to a store and builds block trees.
+pub struct Blockifier<'a> {
+    store: &'a dyn Store,
+    chunker: Chunker,
+    stats: &'a AddStats,
+}
+
+fn single_octet(d: &[u8]) -> Option<u8> {
+    let (&first, rest) = d.split_first()?;
+    rest.iter().all(|&b| b == first).then_some(first)
+}
+
+impl<'a> Blockifier<'a> {
+    /// A blockifier adding to `store`, counting into `stats`.
+    pub fn new(store: &'a dyn Store, params: ChunkParams, stats: &'a AddStats) -> Self {
+        Blockifier {
+            store,
+            chunker: Chunker::new(params),
+            stats,
+        }
+    }
+
+    /// The store blocks go to.
+    pub fn store(&self) -> &'a dyn Store {
+        self.store
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &'a AddStats {
+        self.stats
+    }
+
+    /// Stores one block of data and returns its reference.
+    pub fn add_block(&self, data: &[u8]) -> Result<BlockRef> {
+        let (hash, new) = self.store.add(data)?;
+        self.stats.count(data.len(), new);
+        Ok(BlockRef::Direct {
+            hash,
+            span: data.len() as u64,
+        })
+    }
+
+    fn leaf(&self, data: &[u8]) -> Result<BlockRef> {
+        if data.len() >= 64 {
+            if let Some(octet) = single_octet(data) {
+                return Ok(BlockRef::Rle {
+                    span: data.len() as u64,
+                    octet,
+                });
+            }
+        }
+        self.add_block(data)
+    }
+
+    /// Blockifies all of `input`, proposing boundaries through `scanner`.
+    pub fn blockify_read(
+        &self,
+        mut input: impl Read,
+        mut scanner: Option<&mut dyn Scanner>,
+    ) -> Result<BlockRef> {
+        let mut buf: Vec<u8> = Vec::with_capacity(BUFFER);
+        let mut buf_offset: u64 = 0; // absolute offset of buf[0]
+        let mut proposals: VecDeque<u64> = VecDeque::new();
+        let mut leaves: Vec<BlockRef> = Vec::new();
+        let mut eof = false;
+        let mut total: u64 = 0;
+        while !eof {
+            // Fill the buffer.
+            let old = buf.len();
+            buf.resize(BUFFER.max(old + self.chunker.params().max), 0);
+            let mut filled = old;
+            while filled < buf.len() {
+                match input.read(&mut buf[filled..]) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(Error::io("reading input", e)),
+                }
+            }
+            buf.truncate(filled);
+            total += (filled - old) as u64;
+            if eof && buf_offset == 0 && filled <= LITERAL_MAX {
+                self.stats.bytes.fetch_add(total, Relaxed);
+                return Ok(BlockRef::Literal(buf));
+            }
+            if let Some(s) = scanner.as_deref_mut() {
+                let fresh_at = buf_offset + old as u64;
+                let end = buf_offset + filled as u64;
+                let mut last = proposals.back().copied().unwrap_or(0).max(fresh_at.min(1));
+                for o in s.scan(fresh_at, &buf[old..filled]) {
+                    // Scanners only propose: keep what is sorted and in range.
+                    if o > last && o <= end {
+                        proposals.push_back(o);
+                        last = o;
+                    }
+                }
+            }
+            // Cut.
+            let mut cuts: Vec<(usize, usize)> = Vec::new();
+            let mut pos = 0usize;
+            while pos < buf.len() {
+                let start_abs = buf_offset + pos as u64;
+                let min_abs = start_abs + self.chunker.params().min as u64;
+                while proposals.front().is_some_and(|&p| p < min_abs) {
+                    proposals.pop_front();
+                }
+                let prop = proposals.front().map(|&p| (p - start_abs) as usize);
+                match self.chunker.cut(&buf[pos..], prop, eof) {
+                    Some(n) => {
+                        cuts.push((pos, pos + n));
+                        pos += n;
+                    }
+                    None => break,
+                }
+            }
+            // Store this buffer's blocks on all cores.
+            let refs: Vec<BlockRef> = cuts
+                .par_iter()
+                .map(|&(a, b)| self.leaf(&buf[a..b]))
+                .collect::<Result<_>>()?;
+            for r in refs {
+                push_leaf(&mut leaves, r);
+            }
+            buf.drain(..pos);
+            buf_offset += pos as u64;
+        }
+        self.stats.bytes.fetch_add(total, Relaxed);
+        self.build_tree(leaves)
+    }
+
+    /// Blockifies a byte slice.
+    pub fn blockify_bytes(&self, data: &[u8]) -> Result<BlockRef> {
+        if data.len() <= LITERAL_MAX {
+            self.stats.bytes.fetch_add(data.len() as u64, Relaxed);
+            return Ok(BlockRef::Literal(data.to_vec()));
+        }
+        self.blockify_read(data, None)
+    }
+
+    /// Builds a tree of indirect blocks over `leaves`, in order.
+    ///
+    /// The fan-out is content-defined: a group ends after a ref whose
+    /// level-salted hash has its low bits zero (average [`FANOUT_AVG`]),
+    /// or at [`FANOUT_MAX`] refs.
+    pub fn build_tree(&self, mut level: Vec<BlockRef>) -> Result<BlockRef> {
+        let mut depth: u64 = 0;
+        loop {
+            match level.len() {
+                0 => return Ok(BlockRef::empty()),
+                1 => return level.pop().ok_or_else(|| Error::Store("empty tree".into())),
+                _ => {}
+            }
+            let mut groups: Vec<Vec<BlockRef>> = vec![Vec::new()];
+            let n = level.len();
+            for (i, r) in level.into_iter().enumerate() {
+                let cut = boundary_hash(&r, depth) % FANOUT_AVG == 0;
+                let g = groups.last_mut().expect("groups is never empty");
+                g.push(r);
+                if (cut || g.len() >= FANOUT_MAX) && i + 1 < n {
+                    groups.push(Vec::new());
+                }
+            }
+            if groups.len() == n {
+                // Every ref was a boundary: regroup by count so we progress.
+                let flat: Vec<BlockRef> = groups.into_iter().flatten().collect();
+                groups = flat.chunks(FANOUT_AVG as usize).map(|c| c.to_vec()).collect();
+            }
+            level = groups
+                .par_iter()
+                .map(|g| {
+                    if g.len() == 1 {
+                        return Ok(g[0].clone());
+                    }
+                    let data = encode_indirect(g);
+                    let (hash, new) = self.store.add(&data)?;
+                    self.stats.count(data.len(), new);
+                    Ok(BlockRef::Indirect {
+                        hash,
+                        span: g.iter().map(BlockRef::span).sum(),
+                    })
+                })
+                .collect::<Result<_>>()?;
+            depth += 1;
+        }
+    }
+}
+
+/// Appends a leaf, merging adjacent runs of the same byte.
+fn push_leaf(leaves: &mut Vec<BlockRef>, r: BlockRef) {
+    if let (
+        Some(BlockRef::Rle { span, octet }),
+        BlockRef::Rle {
+            span: s2,
+            octet: o2,
+        },
+    ) = (leaves.last_mut(), &r)
+    {
+        if octet == o2 {
+            *span += s2;
+            return;
+        }
+    }
+    leaves.push(r);
+}
+
+/// A hash of a ref for fan-out decisions, salted by tree level.
+fn boundary_hash(r: &BlockRef, depth: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ depth.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let bytes = match r.hash() {
+        Some(hash) => hash.bytes[..16].to_vec(),
+        None => r.to_bytes(),
+    };
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^ (h >> 29)
+}

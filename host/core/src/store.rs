@@ -1,0 +1,54 @@
+//! The `Store` trait: a mapping from hashcode to block data.
+
+use crate::error::Result;
+use crate::hash::{Hash, HashKind};
+
+/// Counts a store keeps of its contents.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Distinct blocks held.
+    pub blocks: u64,
+    /// Their uncompressed size.
+    pub raw_bytes: u64,
+    /// Bytes they occupy on the medium (compressed, with record headers).
+    pub stored_bytes: u64,
+}
+
+/// A content-addressed block store.
+///
+/// Stores are shared between threads: blockify adds blocks from every core
+/// at once, and readers fetch ahead in parallel.
+pub trait Store: Send + Sync {
+    /// The hash function new blocks are named with.
+    fn hash_kind(&self) -> HashKind;
+
+    /// Stores `data` under `hash` (which the caller computed with
+    /// [`Store::hash_kind`]); returns true if the block was new.
+    fn add_hashed(&self, hash: &Hash, data: &[u8]) -> Result<bool>;
+
+    /// Hashes and stores `data`; returns its hashcode and whether it was new.
+    fn add(&self, data: &[u8]) -> Result<(Hash, bool)> {
+        let h = self.hash_kind().digest(data);
+        let new = self.add_hashed(&h, data)?;
+        Ok((h, new))
+    }
+
+    /// The data of block `hash`, or `None` if the store does not have it.
+    /// A store never returns data that does not match its hash.
+    fn get(&self, hash: &Hash) -> Result<Option<Vec<u8>>>;
+
+    /// The data of block `hash`, or [`crate::Error::Missing`].
+    fn fetch(&self, hash: &Hash) -> Result<Vec<u8>> {
+        self.get(hash)?.ok_or(crate::Error::Missing(*hash))
+    }
+
+    /// Whether the store holds block `hash`.
+    fn contains(&self, hash: &Hash) -> Result<bool>;
+
+    /// Makes every block added so far durable. Nothing may refer to a block
+    /// (a Dirent on disk, an archive line) until this has returned.
+    fn sync(&self) -> Result<()>;
+
+    /// Counts of the store's contents.
+    fn stats(&self) -> Result<StoreStats>;
+}
