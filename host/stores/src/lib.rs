@@ -1,1 +1,12 @@
-//! placeholder
+//! Store implementations for vt.
+//!
+//! - [`MemoryStore`]: blocks in memory, optionally a bounded lossy cache.
+//! - [`DataDir`]: the embedded default: append-only `.vtd` datafiles of
+//!   compressed records plus an LMDB index that can be rebuilt from them.
+
+pub mod datadir;
+pub mod datafile;
+pub mod memory;
+
+pub use datadir::{DataDir, FsckReport};
+pub use memory::MemoryStore;
