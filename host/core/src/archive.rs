@@ -78,10 +78,7 @@ impl Archive {
             match parse_line(text) {
                 Ok(e) => out.push(e),
                 Err(_) if !complete => {
-                    tracing::warn!(
-                        "{}: ignoring incomplete last line {n}",
-                        self.path.display()
-                    );
+                    tracing::warn!("{}: ignoring incomplete last line {n}", self.path.display());
                 }
                 Err(e) => {
                     return Err(Error::decode(
@@ -127,7 +124,8 @@ impl Archive {
             buf.push(b'\n');
         }
         buf.extend_from_slice(line.as_bytes());
-        f.write_all(&buf).map_err(|e| Error::io(ctx("append to"), e))?;
+        f.write_all(&buf)
+            .map_err(|e| Error::io(ctx("append to"), e))?;
         f.sync_all().map_err(|e| Error::io(ctx("sync"), e))?;
         Ok(entry)
     }

@@ -186,7 +186,11 @@ impl BlockRef {
                 let _ = write!(out, "I{{hash:{},span:{span}}}", hash_text(hash));
             }
             BlockRef::Literal(d) => {
-                let _ = write!(out, "LB{{hex:{}}}", if d.is_empty() { "-".into() } else { hex(d) });
+                let _ = write!(
+                    out,
+                    "LB{{hex:{}}}",
+                    if d.is_empty() { "-".into() } else { hex(d) }
+                );
             }
             BlockRef::Rle { span, octet } => {
                 let _ = write!(out, "RLE{{span:{span},octet:{octet}}}");
@@ -211,7 +215,10 @@ impl BlockRef {
     /// Converts a parsed transcription.
     pub fn from_value(v: &Value) -> Result<Self> {
         let Value::Tagged(tag, fields) = v else {
-            return Err(Error::decode("block ref", "expected B{…}, I{…}, LB{…}, RLE{…} or SubB{…}"));
+            return Err(Error::decode(
+                "block ref",
+                "expected B{…}, I{…}, LB{…}, RLE{…} or SubB{…}",
+            ));
         };
         let f = Fields::new("block ref", fields);
         Ok(match tag.as_str() {
@@ -313,7 +320,11 @@ mod tests {
 
     fn arb_hash() -> impl Strategy<Value = Hash> {
         (any::<[u8; 32]>(), any::<bool>()).prop_map(|(bytes, b)| Hash {
-            kind: if b { HashKind::Blake3 } else { HashKind::Sha3_256 },
+            kind: if b {
+                HashKind::Blake3
+            } else {
+                HashKind::Sha3_256
+            },
             bytes,
         })
     }

@@ -108,10 +108,27 @@ impl<'a> Blockifier<'a> {
     /// Blockifies all of `input`, proposing boundaries through `scanner`.
     pub fn blockify_read(
         &self,
+        input: impl Read,
+        scanner: Option<&mut dyn Scanner>,
+    ) -> Result<BlockRef> {
+        self.blockify_sized(input, None, scanner)
+    }
+
+    /// Like [`Blockifier::blockify_read`], with the expected input length
+    /// (a file's size) so small inputs get small buffers.
+    pub fn blockify_sized(
+        &self,
         mut input: impl Read,
+        size_hint: Option<u64>,
         mut scanner: Option<&mut dyn Scanner>,
     ) -> Result<BlockRef> {
-        let mut buf: Vec<u8> = Vec::with_capacity(BUFFER);
+        let bufsize = match size_hint {
+            Some(n) => usize::try_from(n.saturating_add(1))
+                .unwrap_or(BUFFER)
+                .clamp(2 * self.chunker.params().max, BUFFER),
+            None => BUFFER,
+        };
+        let mut buf: Vec<u8> = Vec::with_capacity(bufsize);
         let mut buf_offset: u64 = 0; // absolute offset of buf[0]
         let mut proposals: VecDeque<u64> = VecDeque::new();
         let mut leaves: Vec<BlockRef> = Vec::new();
@@ -120,7 +137,7 @@ impl<'a> Blockifier<'a> {
         while !eof {
             // Fill the buffer.
             let old = buf.len();
-            buf.resize(BUFFER.max(old + self.chunker.params().max), 0);
+            buf.resize(bufsize.max(old + self.chunker.params().max), 0);
             let mut filled = old;
             while filled < buf.len() {
                 match input.read(&mut buf[filled..]) {
@@ -209,7 +226,7 @@ impl<'a> Blockifier<'a> {
             let mut groups: Vec<Vec<BlockRef>> = vec![Vec::new()];
             let n = level.len();
             for (i, r) in level.into_iter().enumerate() {
-                let cut = boundary_hash(&r, depth) % FANOUT_AVG == 0;
+                let cut = boundary_hash(&r, depth).is_multiple_of(FANOUT_AVG);
                 let g = groups.last_mut().expect("groups is never empty");
                 g.push(r);
                 if (cut || g.len() >= FANOUT_MAX) && i + 1 < n {
@@ -219,7 +236,10 @@ impl<'a> Blockifier<'a> {
             if groups.len() == n {
                 // Every ref was a boundary: regroup by count so we progress.
                 let flat: Vec<BlockRef> = groups.into_iter().flatten().collect();
-                groups = flat.chunks(FANOUT_AVG as usize).map(|c| c.to_vec()).collect();
+                groups = flat
+                    .chunks(FANOUT_AVG as usize)
+                    .map(|c| c.to_vec())
+                    .collect();
             }
             level = groups
                 .par_iter()

@@ -44,15 +44,15 @@ impl<'a> Reader<'a> {
     }
 
     fn err(&self, detail: impl Into<String>) -> Error {
-        Error::decode(
-            self.what,
-            format!("{} at byte {}", detail.into(), self.pos),
-        )
+        Error::decode(self.what, format!("{} at byte {}", detail.into(), self.pos))
     }
 
     /// Reads one byte.
     pub fn u8(&mut self) -> Result<u8> {
-        let b = *self.buf.get(self.pos).ok_or_else(|| self.err("truncated"))?;
+        let b = *self
+            .buf
+            .get(self.pos)
+            .ok_or_else(|| self.err("truncated"))?;
         self.pos += 1;
         Ok(b)
     }

@@ -41,7 +41,7 @@ pub fn encode_dir(bf: &Blockifier<'_>, mut entries: Vec<Dirent>) -> Result<Block
             blocks.push(std::mem::take(&mut cur));
         }
         cur.extend_from_slice(&enc);
-        if cur.len() >= DIR_BLOCK_MIN && fnv(&enc) % DIR_CUT_ODDS == 0 {
+        if cur.len() >= DIR_BLOCK_MIN && fnv(&enc).is_multiple_of(DIR_CUT_ODDS) {
             blocks.push(std::mem::take(&mut cur));
         }
     }

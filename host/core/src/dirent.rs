@@ -261,7 +261,10 @@ impl Dirent {
                 put_bytes(out, &self.name);
                 block.encode(out);
             }
-            DirentKind::Dir { block, hardlinks: h } => {
+            DirentKind::Dir {
+                block,
+                hardlinks: h,
+            } => {
                 out.push(K_DIR);
                 put_bytes(out, &self.name);
                 block.encode(out);
@@ -495,7 +498,10 @@ impl Dirent {
     /// Converts a parsed transcription.
     pub fn from_value(v: &Value) -> Result<Self> {
         let Value::Tagged(tag, fields) = v else {
-            return Err(Error::decode("Dirent", "expected F{…}, D{…}, SymLink{…}, …"));
+            return Err(Error::decode(
+                "Dirent",
+                "expected F{…}, D{…}, SymLink{…}, …",
+            ));
         };
         let f = Fields::new("Dirent", fields);
         let name = f.bytes("name")?.to_vec();
@@ -579,7 +585,7 @@ mod tests {
             }),
             any::<bool>().prop_map(|h| DirentKind::Dir {
                 block: BlockRef::Literal(vec![1, 2]),
-                hardlinks: h.then(|| BlockRef::Rle { span: 5, octet: 1 }),
+                hardlinks: h.then_some(BlockRef::Rle { span: 5, octet: 1 }),
             }),
             proptest::collection::vec(any::<u8>(), 0..20)
                 .prop_map(|target| DirentKind::Symlink { target }),
@@ -605,8 +611,8 @@ mod tests {
             ),
             proptest::option::of(any::<u128>()),
         )
-            .prop_map(|(name, kind, (mode, uid, gid, secs, nanos, ino), user, xattrs, uuid)| {
-                Dirent {
+            .prop_map(
+                |(name, kind, (mode, uid, gid, secs, nanos, ino), user, xattrs, uuid)| Dirent {
                     name,
                     uuid: uuid.map(Uuid::from_u128),
                     kind,
@@ -625,8 +631,8 @@ mod tests {
                         xattrs,
                         mime: Some("text/plain".into()),
                     },
-                }
-            })
+                },
+            )
     }
 
     proptest! {

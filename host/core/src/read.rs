@@ -14,7 +14,10 @@ const READAHEAD: usize = 64;
 /// The refs held by an indirect block, checked against the parent's span.
 pub fn children(store: &dyn Store, r: &BlockRef) -> Result<Vec<BlockRef>> {
     let BlockRef::Indirect { hash, span } = r else {
-        return Err(Error::decode("block tree", "children of a non-indirect block"));
+        return Err(Error::decode(
+            "block tree",
+            "children of a non-indirect block",
+        ));
     };
     let refs = decode_indirect(&store.fetch(hash)?)?;
     let sum: u64 = refs.iter().map(BlockRef::span).sum();
@@ -62,7 +65,10 @@ pub fn write_all(store: &dyn Store, r: &BlockRef, out: &mut dyn Write) -> Result
         BlockRef::Indirect { .. } => {
             let kids = children(store, r)?;
             for batch in kids.chunks(READAHEAD) {
-                if batch.iter().all(|k| !matches!(k, BlockRef::Indirect { .. })) {
+                if batch
+                    .iter()
+                    .all(|k| !matches!(k, BlockRef::Indirect { .. }))
+                {
                     let datas: Vec<Vec<u8>> = batch
                         .par_iter()
                         .map(|k| leaf_bytes(store, k))
@@ -111,7 +117,13 @@ pub fn read_all(store: &dyn Store, r: &BlockRef) -> Result<Vec<u8>> {
 /// Only the blocks covering the range are fetched.
 pub fn read_range(store: &dyn Store, r: &BlockRef, offset: u64, len: u64) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    range_into(store, r, offset, len.min(r.span().saturating_sub(offset)), &mut out)?;
+    range_into(
+        store,
+        r,
+        offset,
+        len.min(r.span().saturating_sub(offset)),
+        &mut out,
+    )?;
     Ok(out)
 }
 
@@ -149,9 +161,7 @@ fn range_into(
             Ok(())
         }
         BlockRef::Sub {
-            block,
-            offset: o,
-            ..
+            block, offset: o, ..
         } => range_into(store, block, o + offset, len, out),
         _ => {
             let d = leaf_bytes(store, r)?;
@@ -162,5 +172,59 @@ fn range_into(
             out.extend_from_slice(slice);
             Ok(())
         }
+    }
+}
+
+/// Writes the content of `r` into `file` at offset 0, leaving runs of zero
+/// bytes as holes (the file is sized with `set_len` at the end), fetching
+/// sibling blocks in parallel.
+pub fn write_sparse(store: &dyn Store, r: &BlockRef, file: &std::fs::File) -> Result<()> {
+    let span = r.span();
+    sparse_into(store, r, 0, file)?;
+    file.set_len(span)
+        .map_err(|e| Error::io("set file length", e))
+}
+
+fn sparse_into(store: &dyn Store, r: &BlockRef, at: u64, file: &std::fs::File) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let w = |e| Error::io("writing file", e);
+    match r {
+        BlockRef::Rle { octet: 0, .. } => Ok(()),
+        BlockRef::Indirect { .. } => {
+            let kids = children(store, r)?;
+            let mut pos = at;
+            for batch in kids.chunks(READAHEAD) {
+                let starts: Vec<u64> = batch
+                    .iter()
+                    .scan(pos, |p, k| {
+                        let s = *p;
+                        *p += k.span();
+                        Some(s)
+                    })
+                    .collect();
+                pos += batch.iter().map(BlockRef::span).sum::<u64>();
+                batch
+                    .par_iter()
+                    .zip(starts.par_iter())
+                    .try_for_each(|(k, &s)| sparse_into(store, k, s, file))?;
+            }
+            Ok(())
+        }
+        BlockRef::Rle { span, octet } => {
+            let chunk = vec![*octet; (*span).min(1 << 20) as usize];
+            let mut done = 0u64;
+            while done < *span {
+                let n = (*span - done).min(chunk.len() as u64) as usize;
+                file.write_all_at(&chunk[..n], at + done).map_err(w)?;
+                done += n as u64;
+            }
+            Ok(())
+        }
+        BlockRef::Sub { .. } => {
+            let mut v = Vec::new();
+            write_all(store, r, &mut v)?;
+            file.write_all_at(&v, at).map_err(w)
+        }
+        _ => file.write_all_at(&leaf_bytes(store, r)?, at).map_err(w),
     }
 }

@@ -35,7 +35,10 @@ pub fn parse_iso8601(s: &str) -> Option<(i64, u32)> {
     for _ in digits..9 {
         nanos *= 10;
     }
-    Some((days_from_civil(y, m, d) * 86_400 + hh * 3600 + mm * 60 + ss, nanos))
+    Some((
+        days_from_civil(y, m, d) * 86_400 + hh * 3600 + mm * 60 + ss,
+        nanos,
+    ))
 }
 
 // Howard Hinnant's algorithms.

@@ -30,7 +30,7 @@ use heed::{Database, Env, EnvFlags, EnvOpenOptions, WithoutTls};
 use vt_core::store::StoreStats;
 use vt_core::{Error, Hash, HashKind, Result, Store};
 
-use crate::datafile::{self, encode_record, read_record, FLAG_ZSTD, FILE_HEADER};
+use crate::datafile::{self, encode_record, read_record, FILE_HEADER, FLAG_ZSTD};
 
 /// A datafile is not appended to once it reaches this size.
 const MAX_DATAFILE: u64 = 1 << 30;
@@ -262,7 +262,8 @@ impl DataDir {
             .map(|(n, name, end)| (name, (n, end)))
             .collect();
         let dir = self.root.join("data");
-        let rd = std::fs::read_dir(&dir).map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
+        let rd =
+            std::fs::read_dir(&dir).map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
         for ent in rd {
             let ent = ent.map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
             let name = ent.file_name().to_string_lossy().into_owned();
@@ -296,7 +297,14 @@ impl DataDir {
     /// Indexes the records of a datafile from `end` on; with `repair` (the
     /// caller holds the file's lock) a damaged tail is cut off. Returns the
     /// end of the good data.
-    fn index_tail(&self, num: u32, file: &File, path: &Path, end: u64, repair: bool) -> Result<u64> {
+    fn index_tail(
+        &self,
+        num: u32,
+        file: &File,
+        path: &Path,
+        end: u64,
+        repair: bool,
+    ) -> Result<u64> {
         let hlen = FILE_HEADER.len() as u64;
         let size = file
             .metadata()
@@ -324,7 +332,12 @@ impl DataDir {
         let mut wtxn = self.env.write_txn().map_err(db_err("begin"))?;
         for f in &res.records {
             let key = f.header.hash.to_bytes();
-            if self.blocks.get(&wtxn, &key).map_err(db_err("lookup"))?.is_none() {
+            if self
+                .blocks
+                .get(&wtxn, &key)
+                .map_err(db_err("lookup"))?
+                .is_none()
+            {
                 let loc = Loc {
                     file: num,
                     offset: f.offset,
@@ -380,13 +393,25 @@ impl DataDir {
             let Ok(file) = OpenOptions::new().read(true).write(true).open(&path) else {
                 continue;
             };
-            let small = file.metadata().map(|m| m.len() < MAX_DATAFILE).unwrap_or(false);
+            let small = file
+                .metadata()
+                .map(|m| m.len() < MAX_DATAFILE)
+                .unwrap_or(false);
             if small && flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
-                let end = self.registered()?.into_iter().find(|r| r.0 == num).map_or(0, |r| r.2);
+                let end = self
+                    .registered()?
+                    .into_iter()
+                    .find(|r| r.0 == num)
+                    .map_or(0, |r| r.2);
                 let pos = self.index_tail(num, &file, &path, end, true)?;
                 let size = file.metadata().map_or(0, |m| m.len());
                 if pos == size {
-                    return Ok(Writer { num, file, path, pos });
+                    return Ok(Writer {
+                        num,
+                        file,
+                        path,
+                        pos,
+                    });
                 }
                 // Damage in the middle: leave this file alone.
             }
@@ -400,7 +425,10 @@ impl DataDir {
             .open(&path)
             .map_err(|e| Error::io(format!("create datafile {}", path.display()), e))?;
         if !flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
-            return Err(Error::Store(format!("cannot lock new datafile {}", path.display())));
+            return Err(Error::Store(format!(
+                "cannot lock new datafile {}",
+                path.display()
+            )));
         }
         file.write_all_at(&FILE_HEADER, 0)
             .map_err(|e| Error::io(format!("write datafile {}", path.display()), e))?;
@@ -424,7 +452,12 @@ impl DataDir {
         let mut wtxn = self.env.write_txn().map_err(db_err("begin"))?;
         for (h, loc) in &st.pending {
             let key = h.to_bytes();
-            if self.blocks.get(&wtxn, &key).map_err(db_err("lookup"))?.is_none() {
+            if self
+                .blocks
+                .get(&wtxn, &key)
+                .map_err(db_err("lookup"))?
+                .is_none()
+            {
                 self.blocks
                     .put(&mut wtxn, &key, &loc.to_bytes())
                     .map_err(db_err("insert"))?;
@@ -441,7 +474,11 @@ impl DataDir {
             return Ok(Some(*loc));
         }
         let rtxn = self.env.read_txn().map_err(db_err("begin"))?;
-        match self.blocks.get(&rtxn, &hash.to_bytes()).map_err(db_err("lookup"))? {
+        match self
+            .blocks
+            .get(&rtxn, &hash.to_bytes())
+            .map_err(db_err("lookup"))?
+        {
             Some(v) => Ok(Some(Loc::from_bytes(v)?)),
             None => Ok(None),
         }
@@ -482,19 +519,26 @@ impl DataDir {
             let file = match File::open(&path) {
                 Ok(f) => f,
                 Err(e) => {
-                    rep.problems.push(format!("{}: cannot open: {e}", path.display()));
+                    rep.problems
+                        .push(format!("{}: cannot open: {e}", path.display()));
                     continue;
                 }
             };
             rep.datafiles += 1;
             let res = datafile::scan(&file, FILE_HEADER.len() as u64, true)?;
             for (o, why) in &res.damaged {
-                rep.problems.push(format!("{}: offset {o}: {why}", path.display()));
+                rep.problems
+                    .push(format!("{}: offset {o}: {why}", path.display()));
             }
             for f in &res.records {
                 rep.records += 1;
                 let key = f.header.hash.to_bytes();
-                if self.blocks.get(&rtxn, &key).map_err(db_err("lookup"))?.is_none() {
+                if self
+                    .blocks
+                    .get(&rtxn, &key)
+                    .map_err(db_err("lookup"))?
+                    .is_none()
+                {
                     rep.problems.push(format!(
                         "{}: block {} at offset {} is not in the index (run `vt fsck --reindex`)",
                         path.display(),
@@ -544,7 +588,8 @@ impl DataDir {
         // Every file is scanned from the start; files held by a live writer
         // are indexed as far as they go, without repair.
         let dir = self.root.join("data");
-        let rd = std::fs::read_dir(&dir).map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
+        let rd =
+            std::fs::read_dir(&dir).map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
         for ent in rd {
             let ent = ent.map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
             let name = ent.file_name().to_string_lossy().into_owned();
@@ -604,8 +649,8 @@ impl Store for DataDir {
             .ok()
             .filter(|&n| n <= datafile::MAX_RECORD)
             .ok_or_else(|| Error::Store(format!("block of {} bytes is too large", data.len())))?;
-        let compressed = zstd::bulk::compress(data, self.level)
-            .map_err(|e| Error::io("compress block", e))?;
+        let compressed =
+            zstd::bulk::compress(data, self.level).map_err(|e| Error::io("compress block", e))?;
         let rec = if compressed.len() < data.len() {
             encode_record(hash, FLAG_ZSTD, &compressed, raw_len)
         } else {
@@ -626,7 +671,10 @@ impl Store for DataDir {
         if st.writer.is_none() {
             st.writer = Some(self.open_writer()?);
         }
-        let w = st.writer.as_mut().ok_or_else(|| Error::Store("no datafile".into()))?;
+        let w = st
+            .writer
+            .as_mut()
+            .ok_or_else(|| Error::Store("no datafile".into()))?;
         if let Err(e) = w.file.write_all_at(&rec, w.pos) {
             // Leave no partial record behind (ENOSPC and the like).
             let _ = w.file.set_len(w.pos);
@@ -729,7 +777,9 @@ mod tests {
         content.extend(encode_record(&h, 0, b"block one", 9));
         let good = content.len() as u64;
         content.extend_from_slice(&encode_record(&h, 0, b"block one", 9)[..30]);
-        let path = t.path().join("data/8d3c1b52-0000-4000-8000-000000000000.vtd");
+        let path = t
+            .path()
+            .join("data/8d3c1b52-0000-4000-8000-000000000000.vtd");
         std::fs::write(&path, &content).unwrap();
         let dd = DataDir::open(t.path(), None).unwrap();
         assert_eq!(dd.get(&h).unwrap().unwrap(), b"block one");
@@ -753,7 +803,10 @@ mod tests {
         let f = OpenOptions::new().write(true).open(&path).unwrap();
         f.write_all_at(&[0x55], 8 + 60).unwrap();
         let err = dd.get(&h).unwrap_err().to_string();
-        assert!(err.contains(&h.to_string()) && err.contains(".vtd"), "{err}");
+        assert!(
+            err.contains(&h.to_string()) && err.contains(".vtd"),
+            "{err}"
+        );
         assert!(!dd.fsck().unwrap().is_clean());
     }
 }

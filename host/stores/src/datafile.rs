@@ -100,7 +100,8 @@ pub fn read_record(file: &File, path: &Path, offset: u64, expect: &Hash) -> Resu
     let mut hb = [0u8; RECORD_HEADER];
     file.read_exact_at(&mut hb, offset)
         .map_err(|e| corrupt(format!("cannot read record header at offset {offset}: {e}")))?;
-    let h = parse_header(&hb).ok_or_else(|| corrupt(format!("bad record header at offset {offset}")))?;
+    let h = parse_header(&hb)
+        .ok_or_else(|| corrupt(format!("bad record header at offset {offset}")))?;
     if h.hash != *expect {
         return Err(corrupt(format!(
             "record at offset {offset} is for {}, not this block",
@@ -111,11 +112,15 @@ pub fn read_record(file: &File, path: &Path, offset: u64, expect: &Hash) -> Resu
     file.read_exact_at(&mut payload, offset + RECORD_HEADER as u64)
         .map_err(|e| corrupt(format!("cannot read payload at offset {offset}: {e}")))?;
     if crc_of(&hb[..48], &payload) != h.crc {
-        return Err(corrupt(format!("checksum mismatch in record at offset {offset}")));
+        return Err(corrupt(format!(
+            "checksum mismatch in record at offset {offset}"
+        )));
     }
     let data = decode_payload(&h, payload).map_err(corrupt)?;
     if expect.kind.digest(&data) != *expect {
-        return Err(corrupt(format!("data at offset {offset} does not match its hash")));
+        return Err(corrupt(format!(
+            "data at offset {offset} does not match its hash"
+        )));
     }
     Ok(data)
 }
@@ -174,7 +179,10 @@ pub fn scan(file: &File, from: u64, verify_data: bool) -> Result<ScanResult> {
     while off < len {
         match check_record(file, off, len, verify_data) {
             Ok(h) => {
-                res.records.push(Found { offset: off, header: h });
+                res.records.push(Found {
+                    offset: off,
+                    header: h,
+                });
                 off += RECORD_HEADER as u64 + u64::from(h.stored_len);
                 res.good_end = off;
             }

@@ -61,7 +61,9 @@ impl Store for MemoryStore {
         g.bytes += data.len() as u64;
         if let Some(cap) = self.capacity {
             while g.bytes > cap {
-                let Some(old) = g.order.pop_front() else { break };
+                let Some(old) = g.order.pop_front() else {
+                    break;
+                };
                 if let Some(d) = g.blocks.remove(&old) {
                     g.bytes -= d.len() as u64;
                 }

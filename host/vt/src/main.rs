@@ -1,1 +1,456 @@
-fn main(){}
+//! `vt`: the command-line interface (see vt.1).
+
+mod config;
+mod export;
+mod import;
+mod meta;
+mod progress;
+mod snapshot;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{ArgAction, Parser, Subcommand};
+use vt_core::archive::Archive;
+use vt_core::blockify::{AddStats, Blockifier};
+use vt_core::dir::read_dir;
+use vt_core::{ChunkParams, Dirent, DirentKind, Store};
+
+use crate::config::{default_config_path, Config, OpenStore, DEFAULT_VTRC};
+use crate::progress::{human, Progress};
+use crate::snapshot::{lookup, resolve, Special};
+
+/// vt: a content-addressed, deduplicating store for file trees.
+#[derive(Parser)]
+#[command(name = "vt", version, about, long_about = None)]
+struct Cli {
+    /// Store to use: a [stores.NAME] from the configuration, or a DataDir path.
+    #[arg(short = 'S', long = "store", env = "VT_STORE", global = true)]
+    store: Option<String>,
+    /// Configuration file [default: $XDG_CONFIG_HOME/vt/vtrc].
+    #[arg(short = 'f', long = "config", env = "VT_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Print only errors and warnings.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// More log output (repeat for more).
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Write a commented default configuration and create the default store.
+    Init,
+    /// Store a file tree and record a snapshot of it in an archive.
+    Import {
+        /// The directory (or file) to store.
+        path: PathBuf,
+        /// Archive to record the snapshot in: a path, or [STORE]NAME
+        /// [default: the store's archive named after PATH's last component].
+        archive: Option<String>,
+    },
+    /// Write a snapshot out as files.
+    Export {
+        /// An archive (its newest snapshot), [STORE]NAME, or a Dirent text.
+        special: String,
+        /// Where to write it; must not exist, or be an empty directory.
+        dest: PathBuf,
+    },
+    /// Import PATH and record the snapshot in PATH.vt beside it.
+    Pack {
+        /// The directory to pack.
+        path: PathBuf,
+    },
+    /// Export the newest snapshot in PATH.vt to PATH.
+    Unpack {
+        /// The archive file, ending in .vt.
+        archive: PathBuf,
+    },
+    /// List a directory of a snapshot.
+    Ls {
+        /// An archive, [STORE]NAME, or a Dirent text.
+        special: String,
+        /// Path inside the snapshot.
+        #[arg(default_value = "")]
+        path: String,
+    },
+    /// Write a file of a snapshot to standard output.
+    Cat {
+        /// An archive, [STORE]NAME, or a Dirent text.
+        special: String,
+        /// Path of the file inside the snapshot.
+        #[arg(default_value = "")]
+        path: String,
+    },
+    /// List the snapshots in an archive, oldest first.
+    Log {
+        /// An archive path or [STORE]NAME.
+        archive: String,
+    },
+    /// Show what the store holds (and, given a snapshot, its dedup ratio).
+    Stats {
+        /// An archive or Dirent whose newest snapshot to measure.
+        special: Option<String>,
+    },
+    /// Check every block and index entry of the store.
+    Fsck {
+        /// Rebuild the index from the datafiles first.
+        #[arg(long)]
+        reindex: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("vt: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let cfg_path = cli.config.clone().unwrap_or_else(default_config_path);
+    let cfg = Config::load(&cfg_path)?;
+    let store_spec = cli.store.as_deref();
+    let quiet = cli.quiet;
+    match cli.cmd {
+        Cmd::Init => {
+            if cfg_path.exists() {
+                println!("configuration {} already exists", cfg_path.display());
+            } else {
+                if let Some(d) = cfg_path.parent() {
+                    std::fs::create_dir_all(d)
+                        .with_context(|| format!("create {}", d.display()))?;
+                }
+                std::fs::write(&cfg_path, DEFAULT_VTRC)
+                    .with_context(|| format!("write {}", cfg_path.display()))?;
+                println!("wrote configuration {}", cfg_path.display());
+            }
+            let cfg = Config::load(&cfg_path)?;
+            let st = cfg.open_store(store_spec)?;
+            match &st.datadir {
+                Some(dd) => println!("store {} is ready at {}", st.name, dd.root().display()),
+                None => println!("store {} is ready", st.name),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Import { path, archive } => {
+            let st = cfg.open_store(store_spec)?;
+            let archive = match archive {
+                Some(a) => match resolve(&a, &cfg, &st)? {
+                    Special::Archive(a) => a,
+                    Special::Dirent(_) => bail!("{a:?} is a Dirent, not an archive"),
+                },
+                None => {
+                    let abs = std::path::absolute(&path)
+                        .with_context(|| format!("resolve {}", path.display()))?;
+                    let name = abs
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| "root".into());
+                    snapshot::named_archive(&st, &name)?
+                }
+            };
+            import(&st, &path, &archive, quiet)
+        }
+        Cmd::Pack { path } => {
+            let st = cfg.open_store(store_spec)?;
+            let archive = Archive::new(with_suffix(&path, ".vt")?);
+            import(&st, &path, &archive, quiet)
+        }
+        Cmd::Export { special, dest } => {
+            let st = cfg.open_store(store_spec)?;
+            let top = resolve(&special, &cfg, &st)?.top()?;
+            export(&st, &top, &dest, quiet)
+        }
+        Cmd::Unpack { archive } => {
+            let s = archive.to_string_lossy();
+            let dest = PathBuf::from(
+                s.strip_suffix(".vt")
+                    .ok_or_else(|| anyhow!("{s}: an archive to unpack must end in .vt"))?,
+            );
+            let st = cfg.open_store(store_spec)?;
+            let top = Special::Archive(Archive::new(&archive)).top()?;
+            export(&st, &top, &dest, quiet)
+        }
+        Cmd::Ls { special, path } => {
+            let st = cfg.open_store(store_spec)?;
+            let top = resolve(&special, &cfg, &st)?.top()?;
+            let d = lookup(&*st.store, &top, &path)?;
+            let mut out = std::io::stdout().lock();
+            match &d.kind {
+                DirentKind::Dir { block, .. } => {
+                    let mut entries = read_dir(&*st.store, block)?;
+                    entries.sort_by(|a, b| a.name.cmp(&b.name));
+                    for e in entries {
+                        let e = if matches!(e.kind, DirentKind::HardLink { .. }) {
+                            let p = format!("{path}/{}", e.name_lossy());
+                            lookup(&*st.store, &top, &p)?
+                        } else {
+                            e
+                        };
+                        writeln!(out, "{}", ls_line(&e))?;
+                    }
+                }
+                _ => writeln!(out, "{}", ls_line(&d))?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Cat { special, path } => {
+            let st = cfg.open_store(store_spec)?;
+            let top = resolve(&special, &cfg, &st)?.top()?;
+            let d = lookup(&*st.store, &top, &path)?;
+            let DirentKind::File { block } = &d.kind else {
+                bail!("{path:?} is not a file in the snapshot");
+            };
+            let mut out = std::io::stdout().lock();
+            vt_core::read::write_all(&*st.store, block, &mut out)?;
+            out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Log { archive } => {
+            let st = cfg.open_store(store_spec)?;
+            let Special::Archive(a) = resolve(&archive, &cfg, &st)? else {
+                bail!("{archive:?} is a Dirent, not an archive");
+            };
+            let entries = a.entries()?;
+            if entries.is_empty() && !a.path().exists() {
+                bail!("no archive {}", a.path().display());
+            }
+            for (i, e) in entries.iter().enumerate() {
+                println!("{}\t{}\t{}", i + 1, e.when(), e.dirent.to_text());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Stats { special } => {
+            let st = cfg.open_store(store_spec)?;
+            let s = st.store.stats()?;
+            println!("store:          {}", st.name);
+            println!("blocks:         {}", s.blocks);
+            println!(
+                "data:           {} ({} bytes)",
+                human(s.raw_bytes),
+                s.raw_bytes
+            );
+            println!(
+                "stored:         {} ({} bytes)",
+                human(s.stored_bytes),
+                s.stored_bytes
+            );
+            if s.stored_bytes > 0 {
+                println!(
+                    "compression:    {:.2}x",
+                    s.raw_bytes as f64 / s.stored_bytes as f64
+                );
+            }
+            if let Some(sp) = special {
+                let top = resolve(&sp, &cfg, &st)?.top()?;
+                let (files, bytes) = tree_size(&*st.store, &top)?;
+                println!(
+                    "snapshot:       {files} files, {} ({bytes} bytes)",
+                    human(bytes)
+                );
+                if s.stored_bytes > 0 {
+                    println!(
+                        "snapshot/store: {:.2}x (snapshot bytes per stored byte)",
+                        bytes as f64 / s.stored_bytes as f64
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Fsck { reindex } => {
+            let st = cfg.open_store(store_spec)?;
+            let Some(dd) = &st.datadir else {
+                println!("store {} is not a DataDir: nothing to check", st.name);
+                return Ok(ExitCode::SUCCESS);
+            };
+            if reindex {
+                dd.reindex().context("reindex")?;
+                if !quiet {
+                    println!("index rebuilt from the datafiles");
+                }
+            }
+            let rep = dd.fsck()?;
+            for p in &rep.problems {
+                println!("{p}");
+            }
+            println!(
+                "{} datafiles, {} records, {} problems",
+                rep.datafiles,
+                rep.records,
+                rep.problems.len()
+            );
+            Ok(if rep.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> Result<PathBuf> {
+    let abs = std::path::absolute(path).with_context(|| format!("resolve {}", path.display()))?;
+    let name = abs
+        .file_name()
+        .ok_or_else(|| anyhow!("{} has no name to put an archive beside", path.display()))?;
+    let mut n = name.to_os_string();
+    n.push(suffix);
+    Ok(abs.with_file_name(n))
+}
+
+fn import(st: &OpenStore, path: &Path, archive: &Archive, quiet: bool) -> Result<ExitCode> {
+    let start = Instant::now();
+    let prev = match archive.last() {
+        Ok(p) => p.map(|e| e.dirent),
+        Err(e) => bail!("cannot read archive {}: {e}", archive.path().display()),
+    };
+    let progress = Arc::new(Progress::new("import", quiet));
+    progress.total_from_tree(path);
+    let stats = AddStats::default();
+    let bf = Blockifier::new(&*st.store, ChunkParams::default(), &stats);
+    let importer = import::Importer::new(bf, prev.as_ref(), &progress);
+    let top = importer.import_top(path, prev.as_ref()).with_context(|| {
+        format!(
+            "import of {} failed; no snapshot was recorded",
+            path.display()
+        )
+    })?;
+    st.store
+        .sync()
+        .context("cannot make the new blocks durable; no snapshot was recorded")?;
+    archive.append(&top)?;
+    progress.finish();
+    let secs = start.elapsed().as_secs_f64();
+    let unreadable = importer.unreadable.load(Relaxed);
+    if !quiet {
+        let bytes = progress.bytes();
+        let blocks = stats.blocks.load(Relaxed);
+        let new_blocks = stats.new_blocks.load(Relaxed);
+        println!(
+            "imported {}: {} files read, {} unchanged, {} in {secs:.1}s ({}/s)",
+            path.display(),
+            importer.files.load(Relaxed),
+            importer.reused.load(Relaxed),
+            human(bytes),
+            human((bytes as f64 / secs.max(1e-6)) as u64),
+        );
+        println!(
+            "blocks: {new_blocks} new ({}), {} already stored",
+            human(stats.new_bytes.load(Relaxed)),
+            blocks - new_blocks
+        );
+        println!("snapshot recorded in {}", archive.path().display());
+    }
+    if unreadable > 0 {
+        eprintln!("vt: {unreadable} files could not be read; the snapshot lacks them");
+        return Ok(ExitCode::from(3));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export(st: &OpenStore, top: &Dirent, dest: &Path, quiet: bool) -> Result<ExitCode> {
+    let start = Instant::now();
+    let progress = Progress::new("export", quiet);
+    let ex = export::Exporter::new(&*st.store, &progress);
+    ex.export(top, dest)?;
+    progress.finish();
+    if !quiet {
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "exported {} to {} in {secs:.1}s",
+            human(progress.bytes()),
+            dest.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ls_line(d: &Dirent) -> String {
+    let (t, size, extra) = match &d.kind {
+        DirentKind::File { block } => ('-', block.span(), String::new()),
+        DirentKind::Dir { .. } => ('d', 0, String::new()),
+        DirentKind::Symlink { target } => (
+            'l',
+            target.len() as u64,
+            format!(" -> {}", String::from_utf8_lossy(target)),
+        ),
+        DirentKind::HardLink { uuid } => ('h', 0, format!(" => {uuid}")),
+        DirentKind::Special { kind, .. } => (
+            match kind {
+                vt_core::dirent::SpecialKind::Fifo => 'p',
+                vt_core::dirent::SpecialKind::Socket => 's',
+                vt_core::dirent::SpecialKind::CharDevice => 'c',
+                vt_core::dirent::SpecialKind::BlockDevice => 'b',
+            },
+            0,
+            String::new(),
+        ),
+    };
+    let m = &d.meta;
+    let mut perms = String::new();
+    for (i, c) in "rwxrwxrwx".chars().enumerate() {
+        perms.push(if m.mode & (0o400 >> i) != 0 { c } else { '-' });
+    }
+    let user = m.user.clone().unwrap_or_else(|| m.uid.to_string());
+    let group = m.group.clone().unwrap_or_else(|| m.gid.to_string());
+    format!(
+        "{t}{perms} {user:>8} {group:>8} {size:>12} {} {}{extra}",
+        &vt_core::timefmt::iso8601(m.mtime.secs, 0)[..19],
+        d.name_lossy()
+    )
+}
+
+/// Files and bytes of a snapshot (hard-linked files counted once).
+fn tree_size(store: &dyn Store, top: &Dirent) -> Result<(u64, u64)> {
+    fn walk(store: &dyn Store, d: &Dirent, acc: &mut (u64, u64)) -> Result<()> {
+        match &d.kind {
+            DirentKind::File { block } => {
+                acc.0 += 1;
+                acc.1 += block.span();
+            }
+            DirentKind::Dir { block, hardlinks } => {
+                for e in read_dir(store, block)? {
+                    walk(store, &e, acc)?;
+                }
+                if let Some(h) = hardlinks {
+                    for e in read_dir(store, h)? {
+                        walk(store, &e, acc)?;
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+    let mut acc = (0, 0);
+    walk(store, top, &mut acc)?;
+    Ok(acc)
+}

@@ -1,0 +1,192 @@
+//! The vtrc configuration file (TOML, `vtrc.5`) and store selection.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use vt_core::{HashKind, Store};
+use vt_stores::{DataDir, MemoryStore};
+
+/// The commented configuration `vt init` writes.
+pub const DEFAULT_VTRC: &str = r#"# vt configuration (see vtrc(5)).
+#
+# Stores are [stores.NAME] tables; `vt -S NAME` picks one, and
+# [default].store names the one used when -S and $VT_STORE are unset.
+
+[default]
+store = "local"
+
+[stores.local]
+# The embedded default: a DataDir of .vtd datafiles plus an index.
+type = "datadir"
+# Where it lives; "~" is your home directory.
+# Default: $XDG_DATA_HOME/vt/store (~/.local/share/vt/store).
+#path = "~/.local/share/vt/store"
+# Hash for new blocks: "sha3_256" (default) or "blake3".
+#hash = "sha3_256"
+
+# A store in memory, discarded at exit (for experiments).
+[stores.scratch]
+type = "memory"
+"#;
+
+/// The parsed configuration.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The `[default]` table.
+    #[serde(default)]
+    pub default: Defaults,
+    /// The `[stores.NAME]` tables.
+    #[serde(default)]
+    pub stores: BTreeMap<String, StoreConfig>,
+}
+
+/// The `[default]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// Name of the store used without `-S`.
+    pub store: Option<String>,
+}
+
+/// One `[stores.NAME]` table.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum StoreConfig {
+    /// A DataDir.
+    Datadir {
+        /// Its directory.
+        path: Option<String>,
+        /// Hash for new blocks.
+        hash: Option<String>,
+    },
+    /// A MemoryStore.
+    Memory {
+        /// Hash for new blocks.
+        hash: Option<String>,
+    },
+}
+
+/// An opened store with what the CLI needs to know about it.
+pub struct OpenStore {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The DataDir behind it, when it is one.
+    pub datadir: Option<Arc<DataDir>>,
+    /// The store's name (config name or path), for messages.
+    pub name: String,
+    /// Where its named archives live.
+    pub archives: Option<PathBuf>,
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map_or_else(|| PathBuf::from("/"), PathBuf::from)
+}
+
+/// `$XDG_CONFIG_HOME/vt/vtrc`.
+pub fn default_config_path() -> PathBuf {
+    std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| home().join(".config"), PathBuf::from)
+        .join("vt/vtrc")
+}
+
+/// `$XDG_DATA_HOME/vt/store`.
+pub fn default_store_path() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| home().join(".local/share"), PathBuf::from)
+        .join("vt/store")
+}
+
+fn expand(p: &str) -> PathBuf {
+    match p.strip_prefix("~/") {
+        Some(rest) => home().join(rest),
+        None if p == "~" => home(),
+        None => PathBuf::from(p),
+    }
+}
+
+impl Config {
+    /// Loads `path`; a missing file gives the built-in defaults.
+    pub fn load(path: &Path) -> Result<Config> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str(&text)
+                .with_context(|| format!("configuration {} is invalid", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    /// Opens the store `spec` names: a configured store name (optionally in
+    /// brackets), or a path to a DataDir. `None` means the default store.
+    pub fn open_store(&self, spec: Option<&str>) -> Result<OpenStore> {
+        let spec = spec
+            .map(str::to_owned)
+            .or_else(|| self.default.store.clone())
+            .unwrap_or_else(|| "local".to_owned());
+        let name = spec
+            .strip_prefix('[')
+            .and_then(|s| s.strip_suffix(']'))
+            .unwrap_or(&spec)
+            .to_owned();
+        match self.stores.get(&name) {
+            Some(StoreConfig::Datadir { path, hash }) => {
+                let path = path.as_deref().map_or_else(default_store_path, expand);
+                open_datadir(&path, hash.as_deref(), name)
+            }
+            Some(StoreConfig::Memory { hash }) => Ok(OpenStore {
+                store: Arc::new(MemoryStore::new(parse_hash(hash.as_deref())?)),
+                datadir: None,
+                name,
+                archives: None,
+            }),
+            None if name == "local" => open_datadir(&default_store_path(), None, name),
+            None if spec.contains('/') || spec.starts_with('.') || spec.starts_with('~') => {
+                open_datadir(&expand(&spec), None, spec.clone())
+            }
+            None => bail!(
+                "no store named {name:?}: define [stores.{name}] in the configuration, or give a path to a DataDir"
+            ),
+        }
+    }
+}
+
+fn parse_hash(h: Option<&str>) -> Result<HashKind> {
+    Ok(h.map(str::parse).transpose()?.unwrap_or(HashKind::Sha3_256))
+}
+
+fn open_datadir(path: &Path, hash: Option<&str>, name: String) -> Result<OpenStore> {
+    let dd = Arc::new(
+        DataDir::open(path, Some(parse_hash(hash)?))
+            .with_context(|| format!("cannot open store {name} at {}", path.display()))?,
+    );
+    Ok(OpenStore {
+        store: dd.clone(),
+        archives: Some(dd.archives_dir()),
+        datadir: Some(dd),
+        name,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_vtrc_parses() {
+        let c: Config = toml::from_str(DEFAULT_VTRC).unwrap();
+        assert_eq!(c.default.store.as_deref(), Some("local"));
+        assert!(matches!(c.stores["scratch"], StoreConfig::Memory { .. }));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        assert!(
+            toml::from_str::<Config>("[stores.x]\ntype = \"datadir\"\npth = \"/x\"\n").is_err()
+        );
+    }
+}

@@ -1,0 +1,407 @@
+//! `vt import`: a file tree into Dirents and blocks.
+//!
+//! Directories are walked in parallel (rayon fork-join: each directory's
+//! entries are imported concurrently). A file whose size, mtime, ctime and
+//! inode match its Dirent in the previous snapshot is not read again.
+//! Hard-linked files are stored once, in the snapshot's hard link table.
+
+use std::collections::HashMap;
+use std::fs::{File, Metadata};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+use uuid::Uuid;
+use vt_core::blockify::Blockifier;
+use vt_core::dir::{encode_dir, read_dir};
+use vt_core::dirent::SpecialKind;
+use vt_core::{Dirent, DirentKind, Error, Meta, Result};
+
+use crate::meta::{meta_of, Names};
+use crate::progress::Progress;
+
+/// Hard link bookkeeping for one import.
+#[derive(Default)]
+struct HardLinks {
+    /// (dev, ino) -> UUID of the table entry.
+    seen: HashMap<(u64, u64), Uuid>,
+    /// The table: UUID -> target Dirent (content and metadata).
+    table: Vec<Dirent>,
+}
+
+/// Imports trees into a store.
+pub struct Importer<'a> {
+    bf: Blockifier<'a>,
+    names: Names,
+    links: Mutex<HardLinks>,
+    /// Hard link table of the previous snapshot.
+    prev_links: HashMap<Uuid, Dirent>,
+    progress: &'a Progress,
+    /// Files that could not be read (warned about each).
+    pub unreadable: AtomicU64,
+    /// Files reused from the previous snapshot without reading.
+    pub reused: AtomicU64,
+    /// Files read.
+    pub files: AtomicU64,
+}
+
+fn same_file(prev: &Dirent, md: &Metadata) -> bool {
+    let m = &prev.meta;
+    prev.block().is_some_and(|b| b.span() == md.len())
+        && m.ino == Some(md.ino())
+        && m.mtime.secs == md.mtime()
+        && m.mtime.nanos == md.mtime_nsec() as u32
+        && m.ctime.secs == md.ctime()
+        && m.ctime.nanos == md.ctime_nsec() as u32
+}
+
+impl<'a> Importer<'a> {
+    /// An importer adding through `bf`; `prev` is the previous snapshot of
+    /// the same tree, if any.
+    pub fn new(bf: Blockifier<'a>, prev: Option<&Dirent>, progress: &'a Progress) -> Self {
+        let mut prev_links = HashMap::new();
+        if let Some(DirentKind::Dir {
+            hardlinks: Some(h), ..
+        }) = prev.map(|d| &d.kind)
+        {
+            match read_dir(bf.store(), h) {
+                Ok(entries) => {
+                    for e in entries {
+                        if let Some(u) = e.uuid {
+                            prev_links.insert(u, e);
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!("previous snapshot's hard link table unreadable: {e}"),
+            }
+        }
+        Importer {
+            bf,
+            names: Names::default(),
+            links: Mutex::default(),
+            prev_links,
+            progress,
+            unreadable: AtomicU64::new(0),
+            reused: AtomicU64::new(0),
+            files: AtomicU64::new(0),
+        }
+    }
+
+    fn warn_unreadable(&self, path: &Path, what: &str, e: impl std::fmt::Display) {
+        self.unreadable.fetch_add(1, Relaxed);
+        self.progress
+            .warn(&format!("{}: {what}: {e}; skipped", path.display()));
+    }
+
+    /// Imports `path` (a directory, file or symlink) as a snapshot's top
+    /// Dirent.
+    pub fn import_top(&self, path: &Path, prev: Option<&Dirent>) -> Result<Dirent> {
+        let md = std::fs::symlink_metadata(path)
+            .map_err(|e| Error::io(format!("cannot import {}", path.display()), e))?;
+        let name = path
+            .file_name()
+            .map(|n| n.as_bytes().to_vec())
+            .unwrap_or_else(|| b".".to_vec());
+        let mut top = self
+            .import_entry(path, name, md, prev)?
+            .ok_or_else(|| Error::Store(format!("{} could not be imported", path.display())))?;
+        let table = std::mem::take(
+            &mut self
+                .links
+                .lock()
+                .map_err(|_| Error::Store("hard link table lock poisoned".into()))?
+                .table,
+        );
+        if !table.is_empty() {
+            let block = encode_dir(&self.bf, table)?;
+            if let DirentKind::Dir { hardlinks, .. } = &mut top.kind {
+                *hardlinks = Some(block);
+            }
+        }
+        Ok(top)
+    }
+
+    /// One entry; `Ok(None)` when it was skipped with a warning.
+    fn import_entry(
+        &self,
+        path: &Path,
+        name: Vec<u8>,
+        md: Metadata,
+        prev: Option<&Dirent>,
+    ) -> Result<Option<Dirent>> {
+        let ft = md.file_type();
+        let meta = || meta_of(path, &md, &self.names);
+        let d = if ft.is_dir() {
+            let prev_dir = prev.filter(|p| p.is_dir());
+            match self.import_dir(path, prev_dir)? {
+                Some(block) => Dirent {
+                    name,
+                    uuid: None,
+                    kind: DirentKind::Dir {
+                        block,
+                        hardlinks: None,
+                    },
+                    meta: meta(),
+                },
+                None => return Ok(None),
+            }
+        } else if ft.is_file() {
+            if md.nlink() > 1 {
+                return self.import_hardlink(path, name, md, prev).map(Some);
+            }
+            match self.import_file(path, &md, prev) {
+                Some(r) => Dirent {
+                    name,
+                    uuid: None,
+                    kind: DirentKind::File { block: r? },
+                    meta: meta(),
+                },
+                None => return Ok(None),
+            }
+        } else if ft.is_symlink() {
+            match std::fs::read_link(path) {
+                Ok(t) => Dirent {
+                    name,
+                    uuid: None,
+                    kind: DirentKind::Symlink {
+                        target: t.as_os_str().as_bytes().to_vec(),
+                    },
+                    meta: meta(),
+                },
+                Err(e) => {
+                    self.warn_unreadable(path, "cannot read symlink", e);
+                    return Ok(None);
+                }
+            }
+        } else {
+            let kind = if ft.is_fifo() {
+                SpecialKind::Fifo
+            } else if ft.is_socket() {
+                SpecialKind::Socket
+            } else if ft.is_char_device() {
+                SpecialKind::CharDevice
+            } else {
+                SpecialKind::BlockDevice
+            };
+            self.progress.warn(&format!(
+                "{}: special file ({kind:?}) recorded as such, contents not read",
+                path.display()
+            ));
+            Dirent {
+                name,
+                uuid: None,
+                kind: DirentKind::Special {
+                    kind,
+                    rdev: md.rdev(),
+                },
+                meta: meta(),
+            }
+        };
+        Ok(Some(d))
+    }
+
+    /// A regular file's content; `None` if it was skipped with a warning.
+    /// Reuses the previous Dirent's content when the file is unchanged.
+    fn import_file(
+        &self,
+        path: &Path,
+        md: &Metadata,
+        prev: Option<&Dirent>,
+    ) -> Option<Result<vt_core::BlockRef>> {
+        if let Some(p) = prev.filter(|p| matches!(p.kind, DirentKind::File { .. })) {
+            if same_file(p, md) {
+                self.reused.fetch_add(1, Relaxed);
+                self.progress.add_bytes(md.len());
+                return p.block().cloned().map(Ok);
+            }
+        }
+        self.files.fetch_add(1, Relaxed);
+        for attempt in 0..2 {
+            let f = match File::open(path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    self.warn_unreadable(path, "vanished during import", e);
+                    return None;
+                }
+                Err(e) => {
+                    self.warn_unreadable(path, "cannot open", e);
+                    return None;
+                }
+            };
+            let before = f.metadata().ok();
+            let mut reader = ProgressReader {
+                inner: &f,
+                progress: self.progress,
+                failed: None,
+            };
+            let r = match self.bf.blockify_sized(&mut reader, Some(md.len()), None) {
+                Ok(r) => r,
+                Err(e) => {
+                    // A read error skips the file; a store error ends the import.
+                    if let Some(re) = reader.failed {
+                        self.warn_unreadable(path, "read error", re);
+                        return None;
+                    }
+                    return Some(Err(e));
+                }
+            };
+            let after = f.metadata().ok();
+            let changed = match (&before, &after) {
+                (Some(b), Some(a)) => {
+                    b.len() != a.len()
+                        || b.mtime() != a.mtime()
+                        || b.mtime_nsec() != a.mtime_nsec()
+                        || a.len() != r.span()
+                }
+                _ => false,
+            };
+            if !changed {
+                return Some(Ok(r));
+            }
+            if attempt == 1 {
+                self.progress.warn(&format!(
+                    "{}: changed while being read; stored as read",
+                    path.display()
+                ));
+                return Some(Ok(r));
+            }
+        }
+        None
+    }
+
+    fn import_hardlink(
+        &self,
+        path: &Path,
+        name: Vec<u8>,
+        md: Metadata,
+        prev: Option<&Dirent>,
+    ) -> Result<Dirent> {
+        let key = (md.dev(), md.ino());
+        let prev_target = match prev.map(|p| &p.kind) {
+            Some(DirentKind::HardLink { uuid }) => self
+                .prev_links
+                .get(uuid)
+                .filter(|t| t.meta.ino == Some(md.ino())),
+            _ => None,
+        };
+        let (uuid, first) = {
+            let mut l = self
+                .links
+                .lock()
+                .map_err(|_| Error::Store("hard link table lock poisoned".into()))?;
+            match l.seen.get(&key) {
+                Some(u) => (*u, false),
+                None => {
+                    let u = prev_target
+                        .and_then(|t| t.uuid)
+                        .unwrap_or_else(Uuid::new_v4);
+                    l.seen.insert(key, u);
+                    (u, true)
+                }
+            }
+        };
+        if first {
+            let block = match self.import_file(path, &md, prev_target) {
+                Some(r) => r?,
+                None => vt_core::BlockRef::empty(),
+            };
+            let target = Dirent {
+                name: uuid.to_string().into_bytes(),
+                uuid: Some(uuid),
+                kind: DirentKind::File { block },
+                meta: meta_of(path, &md, &self.names),
+            };
+            self.links
+                .lock()
+                .map_err(|_| Error::Store("hard link table lock poisoned".into()))?
+                .table
+                .push(target);
+        }
+        Ok(Dirent {
+            name,
+            uuid: None,
+            kind: DirentKind::HardLink { uuid },
+            meta: Meta::default(),
+        })
+    }
+
+    /// A directory's entries, imported in parallel, as Dir content; `None`
+    /// if the directory cannot be listed (warned about).
+    fn import_dir(&self, path: &Path, prev: Option<&Dirent>) -> Result<Option<vt_core::BlockRef>> {
+        let rd = match std::fs::read_dir(path) {
+            Ok(rd) => rd,
+            Err(e) => {
+                self.warn_unreadable(path, "cannot read directory", e);
+                return Ok(None);
+            }
+        };
+        let mut names = Vec::new();
+        for ent in rd {
+            match ent {
+                Ok(e) => names.push(e.file_name()),
+                Err(e) => self.warn_unreadable(path, "directory listing failed", e),
+            }
+        }
+        let prev_entries: HashMap<Vec<u8>, Dirent> = match prev.and_then(Dirent::block) {
+            Some(b) => match read_dir(self.bf.store(), b) {
+                Ok(v) => v.into_iter().map(|d| (d.name.clone(), d)).collect(),
+                Err(e) => {
+                    tracing::warn!(
+                        "{}: previous snapshot unreadable ({e}); reading all files",
+                        path.display()
+                    );
+                    HashMap::new()
+                }
+            },
+            None => HashMap::new(),
+        };
+        let entries: Vec<Dirent> = names
+            .par_iter()
+            .map(|n| {
+                let p = path.join(n);
+                let md = match std::fs::symlink_metadata(&p) {
+                    Ok(md) => md,
+                    Err(e) => {
+                        self.warn_unreadable(&p, "vanished during import", e);
+                        return Ok(None);
+                    }
+                };
+                let key = n.as_bytes().to_vec();
+                let prev = prev_entries.get(&key);
+                self.import_entry(&p, key, md, prev)
+            })
+            .collect::<Result<Vec<Option<Dirent>>>>()?
+            .into_iter()
+            .flatten()
+            .collect();
+        encode_dir(&self.bf, entries).map(Some)
+    }
+}
+
+/// Counts bytes read into the progress display.
+/// Remembers a read error, to tell it from a store error.
+struct ProgressReader<'p, R> {
+    inner: R,
+    progress: &'p Progress,
+    failed: Option<std::io::Error>,
+}
+
+impl<R: std::io::Read> std::io::Read for ProgressReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.progress.add_bytes(n as u64);
+                Ok(n)
+            }
+            Err(e) => {
+                let kind = e.kind();
+                let msg = e.to_string();
+                self.failed = Some(e);
+                Err(std::io::Error::new(kind, msg))
+            }
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Naming snapshots on the command line: archive files, `[store]name`
+//! archives, and Dirent texts; and paths inside a snapshot.
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use vt_core::archive::Archive;
+use vt_core::dir::read_dir;
+use vt_core::{Dirent, DirentKind, Store};
+
+use crate::config::{Config, OpenStore};
+
+/// What a SPECIAL argument named.
+pub enum Special {
+    /// An archive file.
+    Archive(Archive),
+    /// A literal Dirent.
+    Dirent(Box<Dirent>),
+}
+
+fn is_dirent_text(s: &str) -> bool {
+    ["D{", "F{", "SymLink{", "HardLink{", "Special{"]
+        .iter()
+        .any(|p| s.starts_with(p))
+}
+
+/// Resolves SPECIAL: `D{…}` (a Dirent), `[store]name` (a named archive of
+/// that store), a path to an archive file, or a bare `name` of the current
+/// store's named archives.
+pub fn resolve(spec: &str, cfg: &Config, current: &OpenStore) -> Result<Special> {
+    if is_dirent_text(spec) {
+        return Ok(Special::Dirent(Box::new(
+            Dirent::parse(spec).context("cannot parse the Dirent text")?,
+        )));
+    }
+    if let Some(rest) = spec.strip_prefix('[') {
+        let (store, name) = rest
+            .split_once(']')
+            .ok_or_else(|| anyhow!("{spec:?}: expected [STORE]NAME"))?;
+        let archives = if store == current.name {
+            current.archives.clone()
+        } else {
+            cfg.open_store(Some(store))?.archives
+        };
+        return named(archives, name, store);
+    }
+    let p = PathBuf::from(spec);
+    if p.exists() || spec.contains('/') || spec.ends_with(".vt") {
+        return Ok(Special::Archive(Archive::new(p)));
+    }
+    named(current.archives.clone(), spec, &current.name)
+}
+
+fn named(dir: Option<PathBuf>, name: &str, store: &str) -> Result<Special> {
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        bail!("{name:?} is not a valid archive name");
+    }
+    let dir = dir.ok_or_else(|| anyhow!("store {store} keeps no named archives"))?;
+    Ok(Special::Archive(Archive::new(
+        dir.join(format!("{name}.vt")),
+    )))
+}
+
+/// The archive a bare import target names: `[store]NAME` for a tree.
+pub fn named_archive(current: &OpenStore, name: &str) -> Result<Archive> {
+    match named(current.archives.clone(), name, &current.name)? {
+        Special::Archive(a) => Ok(a),
+        Special::Dirent(_) => unreachable!("named() makes archives"),
+    }
+}
+
+impl Special {
+    /// The snapshot's top Dirent: the Dirent itself, or the archive's last.
+    pub fn top(&self) -> Result<Dirent> {
+        match self {
+            Special::Dirent(d) => Ok((**d).clone()),
+            Special::Archive(a) => Ok(a
+                .last()?
+                .ok_or_else(|| anyhow!("archive {} has no snapshots", a.path().display()))?
+                .dirent),
+        }
+    }
+}
+
+/// The Dirent at slash-separated `path` under `top` ("" or "/" is `top`).
+pub fn lookup(store: &dyn Store, top: &Dirent, path: &str) -> Result<Dirent> {
+    let mut cur = top.clone();
+    for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
+        let DirentKind::Dir { block, .. } = &cur.kind else {
+            bail!("{path}: {} is not a directory", cur.name_lossy());
+        };
+        cur = read_dir(store, block)?
+            .into_iter()
+            .find(|d| d.name == part.as_bytes())
+            .ok_or_else(|| anyhow!("{path}: no entry {part:?}"))?;
+    }
+    if let DirentKind::HardLink { uuid } = &cur.kind {
+        if let DirentKind::Dir {
+            hardlinks: Some(h), ..
+        } = &top.kind
+        {
+            let name = cur.name.clone();
+            let mut t = read_dir(store, h)?
+                .into_iter()
+                .find(|d| d.uuid == Some(*uuid))
+                .ok_or_else(|| anyhow!("{path}: hard link target {uuid} missing"))?;
+            t.name = name;
+            return Ok(t);
+        }
+    }
+    Ok(cur)
+}
