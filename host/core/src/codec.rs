@@ -62,9 +62,10 @@ impl<'a> Reader<'a> {
         let mut v: u64 = 0;
         for shift in (0..64).step_by(7) {
             let b = self.u8()?;
-            v |= u64::from(b & 0x7f)
-                .checked_shl(shift)
-                .ok_or_else(|| self.err("varint overflow"))?;
+            if shift == 63 && b > 1 {
+                return Err(self.err("varint overflow"));
+            }
+            v |= u64::from(b & 0x7f) << shift;
             if b & 0x80 == 0 {
                 return Ok(v);
             }

@@ -82,13 +82,21 @@ struct Writer {
     num: u32,
     file: File,
     path: PathBuf,
+    /// Where the next record goes.
     pos: u64,
+    /// End of the records already in the index.
+    indexed: u64,
 }
 
 #[derive(Default)]
 struct State {
     writer: Option<Writer>,
     pending: HashMap<Hash, Loc>,
+    /// Set when unindexed blocks were discarded after a write error: from
+    /// then on `sync` fails, so nothing can refer to the lost blocks.
+    lost: Option<String>,
+    /// Datafiles this process filled up; never chosen again for writing.
+    full: Vec<u32>,
 }
 
 /// What `fsck` found.
@@ -286,7 +294,11 @@ impl DataDir {
                     .open(&path)
                     .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
                 if flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
-                    self.index_tail(num, &file, &path, end, true)?;
+                    if let Err(e) = self.index_tail(num, &file, &path, end, true) {
+                        // Reading what is indexed still works (say, on a
+                        // full disk); the tail is indexed on a later open.
+                        tracing::warn!("{}: cannot index its unindexed tail: {e}", path.display());
+                    }
                 }
                 // Else a live writer holds it; it indexes its own records.
             }
@@ -386,9 +398,12 @@ impl DataDir {
             .map_err(db_err("update datafile end"))
     }
 
-    /// Takes (or creates) a datafile to append to.
-    fn open_writer(&self) -> Result<Writer> {
+    /// Takes (or creates) a datafile to append to, skipping `full` ones.
+    fn open_writer(&self, full: &[u32]) -> Result<Writer> {
         for (num, name, _) in self.registered()? {
+            if full.contains(&num) {
+                continue;
+            }
             let path = self.data_path(&name);
             let Ok(file) = OpenOptions::new().read(true).write(true).open(&path) else {
                 continue;
@@ -403,7 +418,13 @@ impl DataDir {
                     .into_iter()
                     .find(|r| r.0 == num)
                     .map_or(0, |r| r.2);
-                let pos = self.index_tail(num, &file, &path, end, true)?;
+                let pos = match self.index_tail(num, &file, &path, end, true) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!("{}: not appending to it: {e}", path.display());
+                        continue;
+                    }
+                };
                 let size = file.metadata().map_or(0, |m| m.len());
                 if pos == size {
                     return Ok(Writer {
@@ -411,9 +432,9 @@ impl DataDir {
                         file,
                         path,
                         pos,
+                        indexed: pos,
                     });
                 }
-                // Damage in the middle: leave this file alone.
             }
         }
         let name = format!("{}.vtd", uuid::Uuid::new_v4());
@@ -433,17 +454,24 @@ impl DataDir {
         file.write_all_at(&FILE_HEADER, 0)
             .map_err(|e| Error::io(format!("write datafile {}", path.display()), e))?;
         let num = self.register(&name)?;
+        let pos = FILE_HEADER.len() as u64;
         Ok(Writer {
             num,
             file,
             path,
-            pos: FILE_HEADER.len() as u64,
+            pos,
+            indexed: pos,
         })
     }
 
     /// Makes pending blocks durable and enters them in the index.
     fn flush_locked(&self, st: &mut State) -> Result<()> {
-        let Some(w) = st.writer.as_ref() else {
+        if let Some(why) = &st.lost {
+            return Err(Error::Store(format!(
+                "blocks added earlier were discarded after a write error ({why}); nothing may refer to them"
+            )));
+        }
+        let Some(w) = st.writer.as_mut() else {
             return Ok(());
         };
         w.file
@@ -465,6 +493,7 @@ impl DataDir {
         }
         self.set_end(&mut wtxn, w.num, &w.path, w.pos)?;
         wtxn.commit().map_err(db_err("commit"))?;
+        w.indexed = w.pos;
         st.pending.clear();
         Ok(())
     }
@@ -604,7 +633,9 @@ impl DataDir {
                 .open(&path)
                 .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
             let locked = flock(&file, libc::LOCK_EX | libc::LOCK_NB);
-            self.index_tail(num, &file, &path, 0, false)?;
+            if let Err(e) = self.index_tail(num, &file, &path, 0, false) {
+                tracing::warn!("{}: not indexed: {e}", path.display());
+            }
             if locked {
                 flock(&file, libc::LOCK_UN);
             }
@@ -657,6 +688,11 @@ impl Store for DataDir {
             encode_record(hash, 0, data, raw_len)
         };
         let mut st = self.lock()?;
+        if let Some(why) = &st.lost {
+            return Err(Error::Store(format!(
+                "DataDir is not writable after an earlier error: {why}"
+            )));
+        }
         if st.pending.contains_key(hash) {
             return Ok(false);
         }
@@ -666,22 +702,27 @@ impl Store for DataDir {
             .is_some_and(|w| w.pos + rec.len() as u64 > MAX_DATAFILE)
         {
             self.flush_locked(&mut st)?;
-            st.writer = None;
+            if let Some(w) = st.writer.take() {
+                st.full.push(w.num);
+            }
         }
         if st.writer.is_none() {
-            st.writer = Some(self.open_writer()?);
+            st.writer = Some(self.open_writer(&st.full)?);
         }
         let w = st
             .writer
             .as_mut()
             .ok_or_else(|| Error::Store("no datafile".into()))?;
         if let Err(e) = w.file.write_all_at(&rec, w.pos) {
-            // Leave no partial record behind (ENOSPC and the like).
-            let _ = w.file.set_len(w.pos);
-            return Err(Error::io(
-                format!("append to datafile {}", w.path.display()),
-                e,
-            ));
+            // ENOSPC and the like: give back the space of every block not yet
+            // in the index (nothing can refer to them yet) and refuse to
+            // sync from now on, so nothing ever will.
+            let err = Error::io(format!("append to datafile {}", w.path.display()), e);
+            let _ = w.file.set_len(w.indexed);
+            w.pos = w.indexed;
+            st.pending.clear();
+            st.lost = Some(err.to_string());
+            return Err(err);
         }
         let loc = Loc {
             file: w.num,
@@ -733,6 +774,9 @@ impl Store for DataDir {
 impl Drop for DataDir {
     fn drop(&mut self) {
         if let Ok(mut st) = self.state.lock() {
+            if st.lost.is_some() {
+                return; // already reported to whoever added the blocks
+            }
             if let Err(e) = self.flush_locked(&mut st) {
                 tracing::warn!("DataDir {}: final flush failed: {e}", self.root.display());
             }

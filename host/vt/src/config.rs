@@ -123,7 +123,8 @@ impl Config {
 
     /// Opens the store `spec` names: a configured store name (optionally in
     /// brackets), or a path to a DataDir. `None` means the default store.
-    pub fn open_store(&self, spec: Option<&str>) -> Result<OpenStore> {
+    /// A DataDir that does not exist yet is created only with `create`.
+    pub fn open_store(&self, spec: Option<&str>, create: bool) -> Result<OpenStore> {
         let spec = spec
             .map(str::to_owned)
             .or_else(|| self.default.store.clone())
@@ -136,7 +137,7 @@ impl Config {
         match self.stores.get(&name) {
             Some(StoreConfig::Datadir { path, hash }) => {
                 let path = path.as_deref().map_or_else(default_store_path, expand);
-                open_datadir(&path, hash.as_deref(), name)
+                open_datadir(&path, hash.as_deref(), name, create)
             }
             Some(StoreConfig::Memory { hash }) => Ok(OpenStore {
                 store: Arc::new(MemoryStore::new(parse_hash(hash.as_deref())?)),
@@ -144,9 +145,9 @@ impl Config {
                 name,
                 archives: None,
             }),
-            None if name == "local" => open_datadir(&default_store_path(), None, name),
+            None if name == "local" => open_datadir(&default_store_path(), None, name, create),
             None if spec.contains('/') || spec.starts_with('.') || spec.starts_with('~') => {
-                open_datadir(&expand(&spec), None, spec.clone())
+                open_datadir(&expand(&spec), None, spec.clone(), create)
             }
             None => bail!(
                 "no store named {name:?}: define [stores.{name}] in the configuration, or give a path to a DataDir"
@@ -159,11 +160,24 @@ fn parse_hash(h: Option<&str>) -> Result<HashKind> {
     Ok(h.map(str::parse).transpose()?.unwrap_or(HashKind::Sha3_256))
 }
 
-fn open_datadir(path: &Path, hash: Option<&str>, name: String) -> Result<OpenStore> {
+fn open_datadir(path: &Path, hash: Option<&str>, name: String, create: bool) -> Result<OpenStore> {
+    let kind = parse_hash(hash)?;
+    if !create && !path.join("vt-datadir").exists() {
+        bail!(
+            "store {name} does not exist yet at {}: import something into it or run `vt init`",
+            path.display()
+        );
+    }
     let dd = Arc::new(
-        DataDir::open(path, Some(parse_hash(hash)?))
+        DataDir::open(path, Some(kind))
             .with_context(|| format!("cannot open store {name} at {}", path.display()))?,
     );
+    if hash.is_some() && dd.hash_kind() != kind {
+        tracing::warn!(
+            "store {name} hashes with {} (set when it was created); the configured hash {kind} applies only to new stores",
+            dd.hash_kind()
+        );
+    }
     Ok(OpenStore {
         store: dd.clone(),
         archives: Some(dd.archives_dir()),

@@ -60,6 +60,12 @@ impl<'a> Exporter<'a> {
                 && std::fs::read_dir(dest)
                     .map(|mut d| d.next().is_none())
                     .unwrap_or(false);
+            if !top.is_dir() && md.is_dir() {
+                bail!(
+                    "{} is a directory; give the path of the file to create",
+                    dest.display()
+                );
+            }
             if !(top.is_dir() && empty_dir) {
                 bail!(
                     "{} already exists{}; nothing was written",

@@ -11,7 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rayon::prelude::*;
 use uuid::Uuid;
@@ -23,11 +23,16 @@ use vt_core::{Dirent, DirentKind, Error, Meta, Result};
 use crate::meta::{meta_of, Names};
 use crate::progress::Progress;
 
+/// What became of a hard-linked file: its table UUID, or `None` if it
+/// could not be read (then every name of it is left out).
+type LinkSlot = Arc<OnceLock<Option<Uuid>>>;
+
 /// Hard link bookkeeping for one import.
 #[derive(Default)]
 struct HardLinks {
-    /// (dev, ino) -> UUID of the table entry.
-    seen: HashMap<(u64, u64), Uuid>,
+    /// (dev, ino) -> the file's slot; the first name to arrive fills it,
+    /// the others wait for it.
+    seen: HashMap<(u64, u64), LinkSlot>,
     /// The table: UUID -> target Dirent (content and metadata).
     table: Vec<Dirent>,
 }
@@ -40,6 +45,8 @@ pub struct Importer<'a> {
     /// Hard link table of the previous snapshot.
     prev_links: HashMap<Uuid, Dirent>,
     progress: &'a Progress,
+    /// Directories never to descend into (the store's own), as (dev, ino).
+    exclude: Vec<(u64, u64)>,
     /// Files that could not be read (warned about each).
     pub unreadable: AtomicU64,
     /// Files reused from the previous snapshot without reading.
@@ -84,9 +91,18 @@ impl<'a> Importer<'a> {
             links: Mutex::default(),
             prev_links,
             progress,
+            exclude: Vec::new(),
             unreadable: AtomicU64::new(0),
             reused: AtomicU64::new(0),
             files: AtomicU64::new(0),
+        }
+    }
+
+    /// Never descends into `dir` (if it exists): used to keep the store
+    /// out of an import of a tree that contains it.
+    pub fn exclude(&mut self, dir: &Path) {
+        if let Ok(md) = std::fs::metadata(dir) {
+            self.exclude.push((md.dev(), md.ino()));
         }
     }
 
@@ -105,8 +121,22 @@ impl<'a> Importer<'a> {
             .file_name()
             .map(|n| n.as_bytes().to_vec())
             .unwrap_or_else(|| b".".to_vec());
-        let mut top = self
-            .import_entry(path, name, md, prev)?
+        let top = if md.is_file() {
+            // A lone file is its own snapshot, hard-linked elsewhere or not.
+            let prev = prev.filter(|p| matches!(p.kind, DirentKind::File { .. }));
+            self.import_file(path, &md, prev).map(|r| {
+                r.map(|block| Dirent {
+                    name: name.clone(),
+                    uuid: None,
+                    kind: DirentKind::File { block },
+                    meta: meta_of(path, &md, &self.names),
+                })
+            })
+        } else {
+            self.import_entry(path, name, md, prev).transpose()
+        };
+        let mut top = top
+            .transpose()?
             .ok_or_else(|| Error::Store(format!("{} could not be imported", path.display())))?;
         let table = std::mem::take(
             &mut self
@@ -135,6 +165,13 @@ impl<'a> Importer<'a> {
         let ft = md.file_type();
         let meta = || meta_of(path, &md, &self.names);
         let d = if ft.is_dir() {
+            if self.exclude.contains(&(md.dev(), md.ino())) {
+                self.progress.warn(&format!(
+                    "{}: this is the store itself; not imported",
+                    path.display()
+                ));
+                return Ok(None);
+            }
             let prev_dir = prev.filter(|p| p.is_dir());
             match self.import_dir(path, prev_dir)? {
                 Some(block) => Dirent {
@@ -150,7 +187,7 @@ impl<'a> Importer<'a> {
             }
         } else if ft.is_file() {
             if md.nlink() > 1 {
-                return self.import_hardlink(path, name, md, prev).map(Some);
+                return self.import_hardlink(path, name, md, prev);
             }
             match self.import_file(path, &md, prev) {
                 Some(r) => Dirent {
@@ -272,14 +309,16 @@ impl<'a> Importer<'a> {
         None
     }
 
+    /// One name of a hard-linked file. The first name to arrive reads the
+    /// file into the hard link table; every name becomes a HardLink Dirent.
     fn import_hardlink(
         &self,
         path: &Path,
         name: Vec<u8>,
         md: Metadata,
         prev: Option<&Dirent>,
-    ) -> Result<Dirent> {
-        let key = (md.dev(), md.ino());
+    ) -> Result<Option<Dirent>> {
+        let poisoned = || Error::Store("hard link table lock poisoned".into());
         let prev_target = match prev.map(|p| &p.kind) {
             Some(DirentKind::HardLink { uuid }) => self
                 .prev_links
@@ -287,45 +326,52 @@ impl<'a> Importer<'a> {
                 .filter(|t| t.meta.ino == Some(md.ino())),
             _ => None,
         };
-        let (uuid, first) = {
-            let mut l = self
-                .links
-                .lock()
-                .map_err(|_| Error::Store("hard link table lock poisoned".into()))?;
-            match l.seen.get(&key) {
-                Some(u) => (*u, false),
-                None => {
-                    let u = prev_target
-                        .and_then(|t| t.uuid)
-                        .unwrap_or_else(Uuid::new_v4);
-                    l.seen.insert(key, u);
-                    (u, true)
+        let slot: LinkSlot = self
+            .links
+            .lock()
+            .map_err(|_| poisoned())?
+            .seen
+            .entry((md.dev(), md.ino()))
+            .or_default()
+            .clone();
+        let mut failure = None;
+        let uuid = *slot.get_or_init(|| {
+            let block = match self.import_file(path, &md, prev_target)? {
+                Ok(b) => b,
+                Err(e) => {
+                    failure = Some(e);
+                    return None;
                 }
-            }
-        };
-        if first {
-            let block = match self.import_file(path, &md, prev_target) {
-                Some(r) => r?,
-                None => vt_core::BlockRef::empty(),
             };
+            let uuid = prev_target
+                .and_then(|t| t.uuid)
+                .unwrap_or_else(Uuid::new_v4);
             let target = Dirent {
                 name: uuid.to_string().into_bytes(),
                 uuid: Some(uuid),
                 kind: DirentKind::File { block },
                 meta: meta_of(path, &md, &self.names),
             };
-            self.links
-                .lock()
-                .map_err(|_| Error::Store("hard link table lock poisoned".into()))?
-                .table
-                .push(target);
+            match self.links.lock() {
+                Ok(mut l) => {
+                    l.table.push(target);
+                    Some(uuid)
+                }
+                Err(_) => {
+                    failure = Some(poisoned());
+                    None
+                }
+            }
+        });
+        if let Some(e) = failure {
+            return Err(e);
         }
-        Ok(Dirent {
+        Ok(uuid.map(|uuid| Dirent {
             name,
             uuid: None,
             kind: DirentKind::HardLink { uuid },
             meta: Meta::default(),
-        })
+        }))
     }
 
     /// A directory's entries, imported in parallel, as Dir content; `None`

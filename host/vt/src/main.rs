@@ -111,8 +111,7 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = match (cli.quiet, cli.verbose) {
-        (true, _) => "error",
-        (false, 0) => "warn",
+        (true, _) | (false, 0) => "warn",
         (false, 1) => "info",
         (false, _) => "debug",
     };
@@ -153,7 +152,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("wrote configuration {}", cfg_path.display());
             }
             let cfg = Config::load(&cfg_path)?;
-            let st = cfg.open_store(store_spec)?;
+            let st = cfg.open_store(store_spec, true)?;
             match &st.datadir {
                 Some(dd) => println!("store {} is ready at {}", st.name, dd.root().display()),
                 None => println!("store {} is ready", st.name),
@@ -161,32 +160,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Import { path, archive } => {
-            let st = cfg.open_store(store_spec)?;
             let archive = match archive {
-                Some(a) => match resolve(&a, &cfg, &st)? {
-                    Special::Archive(a) => a,
-                    Special::Dirent(_) => bail!("{a:?} is a Dirent, not an archive"),
-                },
+                Some(a) => a,
                 None => {
-                    let abs = std::path::absolute(&path)
-                        .with_context(|| format!("resolve {}", path.display()))?;
-                    let name = abs
-                        .file_name()
+                    let abs = std::fs::canonicalize(&path)
+                        .with_context(|| format!("cannot import {}", path.display()))?;
+                    abs.file_name()
                         .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_else(|| "root".into());
-                    snapshot::named_archive(&st, &name)?
+                        .unwrap_or_else(|| "root".into())
                 }
+            };
+            let (special, st) = resolve(&archive, &cfg, store_spec, true)?;
+            let Special::Archive(archive) = special else {
+                bail!("{archive:?} is a Dirent, not an archive");
             };
             import(&st, &path, &archive, quiet)
         }
         Cmd::Pack { path } => {
-            let st = cfg.open_store(store_spec)?;
+            let st = cfg.open_store(store_spec, true)?;
             let archive = Archive::new(with_suffix(&path, ".vt")?);
             import(&st, &path, &archive, quiet)
         }
         Cmd::Export { special, dest } => {
-            let st = cfg.open_store(store_spec)?;
-            let top = resolve(&special, &cfg, &st)?.top()?;
+            let (special, st) = resolve(&special, &cfg, store_spec, false)?;
+            let top = special.top()?;
             export(&st, &top, &dest, quiet)
         }
         Cmd::Unpack { archive } => {
@@ -195,13 +192,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 s.strip_suffix(".vt")
                     .ok_or_else(|| anyhow!("{s}: an archive to unpack must end in .vt"))?,
             );
-            let st = cfg.open_store(store_spec)?;
+            let st = cfg.open_store(store_spec, false)?;
             let top = Special::Archive(Archive::new(&archive)).top()?;
             export(&st, &top, &dest, quiet)
         }
         Cmd::Ls { special, path } => {
-            let st = cfg.open_store(store_spec)?;
-            let top = resolve(&special, &cfg, &st)?.top()?;
+            let (special, st) = resolve(&special, &cfg, store_spec, false)?;
+            let top = special.top()?;
             let d = lookup(&*st.store, &top, &path)?;
             let mut out = std::io::stdout().lock();
             match &d.kind {
@@ -223,8 +220,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Cat { special, path } => {
-            let st = cfg.open_store(store_spec)?;
-            let top = resolve(&special, &cfg, &st)?.top()?;
+            let (special, st) = resolve(&special, &cfg, store_spec, false)?;
+            let top = special.top()?;
             let d = lookup(&*st.store, &top, &path)?;
             let DirentKind::File { block } = &d.kind else {
                 bail!("{path:?} is not a file in the snapshot");
@@ -235,8 +232,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Log { archive } => {
-            let st = cfg.open_store(store_spec)?;
-            let Special::Archive(a) = resolve(&archive, &cfg, &st)? else {
+            let (special, _st) = resolve(&archive, &cfg, store_spec, false)?;
+            let Special::Archive(a) = special else {
                 bail!("{archive:?} is a Dirent, not an archive");
             };
             let entries = a.entries()?;
@@ -249,7 +246,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Stats { special } => {
-            let st = cfg.open_store(store_spec)?;
+            let (special, st) = match special {
+                Some(sp) => {
+                    let (s, st) = resolve(&sp, &cfg, store_spec, false)?;
+                    (Some(s), st)
+                }
+                None => (None, cfg.open_store(store_spec, false)?),
+            };
             let s = st.store.stats()?;
             println!("store:          {}", st.name);
             println!("blocks:         {}", s.blocks);
@@ -270,7 +273,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 );
             }
             if let Some(sp) = special {
-                let top = resolve(&sp, &cfg, &st)?.top()?;
+                let top = sp.top()?;
                 let (files, bytes) = tree_size(&*st.store, &top)?;
                 println!(
                     "snapshot:       {files} files, {} ({bytes} bytes)",
@@ -286,7 +289,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Fsck { reindex } => {
-            let st = cfg.open_store(store_spec)?;
+            let st = cfg.open_store(store_spec, false)?;
             let Some(dd) = &st.datadir else {
                 println!("store {} is not a DataDir: nothing to check", st.name);
                 return Ok(ExitCode::SUCCESS);
@@ -336,7 +339,10 @@ fn import(st: &OpenStore, path: &Path, archive: &Archive, quiet: bool) -> Result
     progress.total_from_tree(path);
     let stats = AddStats::default();
     let bf = Blockifier::new(&*st.store, ChunkParams::default(), &stats);
-    let importer = import::Importer::new(bf, prev.as_ref(), &progress);
+    let mut importer = import::Importer::new(bf, prev.as_ref(), &progress);
+    if let Some(dd) = &st.datadir {
+        importer.exclude(dd.root());
+    }
     let top = importer.import_top(path, prev.as_ref()).with_context(|| {
         format!(
             "import of {} failed; no snapshot was recorded",

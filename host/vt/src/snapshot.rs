@@ -24,49 +24,61 @@ fn is_dirent_text(s: &str) -> bool {
         .any(|p| s.starts_with(p))
 }
 
-/// Resolves SPECIAL: `D{…}` (a Dirent), `[store]name` (a named archive of
-/// that store), a path to an archive file, or a bare `name` of the current
-/// store's named archives.
-pub fn resolve(spec: &str, cfg: &Config, current: &OpenStore) -> Result<Special> {
+/// Resolves SPECIAL and opens the store its blocks live in:
+///
+/// - `D{…}` (or another Dirent text): that Dirent, in the current store;
+/// - `[STORE]NAME`: the named archive NAME of STORE, in STORE;
+/// - a path with a `/` or ending in `.vt`: that archive file;
+/// - a bare `NAME`: the current store's named archive NAME if it exists,
+///   else an archive file of that name in the current directory if one
+///   exists, else (for writing) the named archive NAME.
+///
+/// `store_spec` is the `-S` choice; `create` allows creating the store.
+pub fn resolve(
+    spec: &str,
+    cfg: &Config,
+    store_spec: Option<&str>,
+    create: bool,
+) -> Result<(Special, OpenStore)> {
     if is_dirent_text(spec) {
-        return Ok(Special::Dirent(Box::new(
-            Dirent::parse(spec).context("cannot parse the Dirent text")?,
-        )));
+        let d = Dirent::parse(spec).context("cannot parse the Dirent text")?;
+        return Ok((
+            Special::Dirent(Box::new(d)),
+            cfg.open_store(store_spec, create)?,
+        ));
     }
     if let Some(rest) = spec.strip_prefix('[') {
         let (store, name) = rest
             .split_once(']')
             .ok_or_else(|| anyhow!("{spec:?}: expected [STORE]NAME"))?;
-        let archives = if store == current.name {
-            current.archives.clone()
-        } else {
-            cfg.open_store(Some(store))?.archives
-        };
-        return named(archives, name, store);
+        let st = cfg.open_store(Some(store), create)?;
+        return Ok((named(st.archives.clone(), name, &st.name)?, st));
     }
+    let st = cfg.open_store(store_spec, create)?;
     let p = PathBuf::from(spec);
-    if p.exists() || spec.contains('/') || spec.ends_with(".vt") {
-        return Ok(Special::Archive(Archive::new(p)));
+    if spec.contains('/') || spec.ends_with(".vt") {
+        return Ok((Special::Archive(Archive::new(p)), st));
     }
-    named(current.archives.clone(), spec, &current.name)
+    let by_name = named(st.archives.clone(), spec, &st.name);
+    if let Ok(Special::Archive(a)) = &by_name {
+        if a.path().exists() {
+            return Ok((by_name?, st));
+        }
+    }
+    if p.is_file() {
+        return Ok((Special::Archive(Archive::new(p)), st));
+    }
+    Ok((by_name?, st))
 }
 
 fn named(dir: Option<PathBuf>, name: &str, store: &str) -> Result<Special> {
-    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') {
         bail!("{name:?} is not a valid archive name");
     }
     let dir = dir.ok_or_else(|| anyhow!("store {store} keeps no named archives"))?;
     Ok(Special::Archive(Archive::new(
         dir.join(format!("{name}.vt")),
     )))
-}
-
-/// The archive a bare import target names: `[store]NAME` for a tree.
-pub fn named_archive(current: &OpenStore, name: &str) -> Result<Archive> {
-    match named(current.archives.clone(), name, &current.name)? {
-        Special::Archive(a) => Ok(a),
-        Special::Dirent(_) => unreachable!("named() makes archives"),
-    }
 }
 
 impl Special {

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs vt's whole test suite on a fresh Debian machine with only the Rust
+# toolchain: installs what the tests need, builds everything, runs every
+# unit, property and end-to-end test, and prints one summary line.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+command -v mount >/dev/null || need_pkgs+=(mount)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    apt-get update -qq && apt-get install -y -qq "${need_pkgs[@]}"
+fi
+
+set -e
+cargo build --workspace --all-targets
+set +e
+mkdir -p target
+cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.log
+status=${PIPESTATUS[0]}
+
+# One closing line for the whole run: the sum of every test binary's result.
+awk '/^test result:/ {
+        for (i = 1; i <= NF; i++) {
+            if ($i ~ /^passed/)  p += $(i-1)
+            if ($i ~ /^failed/)  f += $(i-1)
+            if ($i ~ /^ignored/) s += $(i-1)
+        }
+     }
+     END { printf "summary: %d passed, %d failed, %d skipped\n", p, f, s }' target/test-output.log
+exit "$status"

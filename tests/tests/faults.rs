@@ -1,0 +1,241 @@
+//! Acceptance 5: kill -9 during an import, a corrupted datafile byte, a full
+//! disk, and unreadable and special files.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn kill_9_during_import_damages_nothing() {
+    let env = Env::new();
+    // A first snapshot that must survive.
+    let first = env.path("first");
+    std::fs::create_dir(&first).unwrap();
+    std::fs::write(first.join("keep.txt"), Rng(1).text(300_000)).unwrap();
+    env.ok(&["import", first.to_str().unwrap()]);
+
+    let big = env.path("big");
+    std::fs::create_dir(&big).unwrap();
+    let mut rng = Rng(2);
+    for i in 0..64 {
+        std::fs::write(big.join(format!("f{i:02}")), rng.bytes(4 << 20)).unwrap();
+    }
+    let mut child = env
+        .cmd()
+        .args(["-q", "import", big.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    // Wait until it has written a good part of the data, then kill it.
+    let data = env.store().join("data");
+    let t0 = Instant::now();
+    while du(&data) < 40 << 20 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "import made no progress"
+        );
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let killed = child.try_wait().unwrap().is_none();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(
+        killed,
+        "the import finished before it could be killed; make the tree bigger"
+    );
+    assert!(
+        !env.path("xdg-data/vt/store/archives/big.vt").exists()
+            || std::fs::read_to_string(env.path("xdg-data/vt/store/archives/big.vt"))
+                .unwrap()
+                .is_empty()
+    );
+
+    // The store opens cleanly and the earlier snapshot is intact.
+    let fsck = env.ok(&["fsck"]);
+    assert!(fsck.contains(" 0 problems"), "{fsck}");
+    let out = env.path("first-out");
+    env.ok(&["export", "first", out.to_str().unwrap()]);
+    assert_same_tree(&first, &out);
+
+    // Re-running the import completes, and reuses what was written.
+    let o = env.ok(&["import", big.to_str().unwrap()]);
+    assert!(new_blocks(&o) > 0);
+    let bout = env.path("big-out");
+    env.ok(&["export", "big", bout.to_str().unwrap()]);
+    assert_same_tree(&big, &bout);
+    assert!(env.ok(&["fsck"]).contains(" 0 problems"));
+}
+
+#[test]
+fn a_corrupted_byte_is_reported_never_returned() {
+    let env = Env::new();
+    let src = env.path("c");
+    std::fs::create_dir(&src).unwrap();
+    // Incompressible data: records are stored raw, so any byte we flip in
+    // the middle of the datafile is inside some block's payload.
+    std::fs::write(src.join("random.bin"), Rng(5).bytes(2 << 20)).unwrap();
+    env.ok(&["import", src.to_str().unwrap()]);
+    let datafile = std::fs::read_dir(env.store().join("data"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&datafile).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&datafile, &bytes).unwrap();
+
+    let o = env.run(&["cat", "c", "random.bin"]);
+    assert!(!o.status.success(), "corrupt data must not be returned");
+    let err = String::from_utf8_lossy(&o.stderr);
+    let name = datafile.file_name().unwrap().to_string_lossy();
+    assert!(
+        err.contains("corrupt") && err.contains(&*name) && err.contains("sha3_256:"),
+        "{err}"
+    );
+    let dest = env.path("out");
+    assert!(!env
+        .run(&["export", "c", dest.to_str().unwrap()])
+        .status
+        .success());
+
+    let f = env.run(&["fsck"]);
+    assert!(!f.status.success(), "fsck must fail");
+    let report = String::from_utf8_lossy(&f.stdout);
+    assert!(
+        report.contains(&*name) && report.contains("checksum mismatch"),
+        "{report}"
+    );
+}
+
+/// Mounts a 4 MiB tmpfs at `dir`; false if this process may not mount.
+fn mount_small_tmpfs(dir: &std::path::Path) -> bool {
+    std::fs::create_dir_all(dir).unwrap();
+    std::process::Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=4m",
+            "tmpfs",
+            dir.to_str().unwrap(),
+        ])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+#[test]
+fn full_disk_is_a_clear_error_and_records_nothing() {
+    let env = Env::new();
+    let mnt = env.path("small");
+    if !mount_small_tmpfs(&mnt) {
+        eprintln!("SKIPPED full_disk test: cannot mount a tmpfs (needs root)");
+        return;
+    }
+    struct Umount(std::path::PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Umount(mnt.clone());
+    let store = mnt.join("store");
+    let archive = env.path("a.vt");
+    let small = env.path("small-tree");
+    std::fs::create_dir(&small).unwrap();
+    std::fs::write(small.join("x"), b"fits easily").unwrap();
+    let s = store.to_str().unwrap();
+    env.ok(&[
+        "-S",
+        s,
+        "import",
+        small.to_str().unwrap(),
+        archive.to_str().unwrap(),
+    ]);
+
+    let big = env.path("big-tree");
+    std::fs::create_dir(&big).unwrap();
+    std::fs::write(big.join("random"), Rng(9).bytes(8 << 20)).unwrap();
+    let o = env.run(&[
+        "-S",
+        s,
+        "import",
+        big.to_str().unwrap(),
+        archive.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("No space left on device") && err.contains("no snapshot was recorded"),
+        "{err}"
+    );
+    let log = env.ok(&["-S", s, "log", archive.to_str().unwrap()]);
+    assert_eq!(log.lines().count(), 1, "only the first snapshot: {log}");
+    let out = env.path("out");
+    env.ok(&[
+        "-S",
+        s,
+        "export",
+        archive.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    assert_same_tree(&small, &out);
+    assert!(env.ok(&["-S", s, "fsck"]).contains(" 0 problems"));
+}
+
+#[test]
+fn unreadable_and_special_files_warn_and_import_continues() {
+    let env = Env::new();
+    let src = env.path("t");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("ok.txt"), b"readable").unwrap();
+    std::fs::write(src.join("secret"), b"nobody may read this").unwrap();
+    std::fs::set_permissions(src.join("secret"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    let fifo = std::ffi::CString::new(src.join("pipe").to_str().unwrap()).unwrap();
+    // SAFETY: valid path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    // Everything the unprivileged user needs must be reachable by it.
+    for p in [env.dir.path().to_path_buf(), src.clone()] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let mut cmd = env.cmd();
+    cmd.args([
+        "import",
+        src.to_str().unwrap(),
+        env.path("t.vt").to_str().unwrap(),
+    ]);
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } == 0 {
+        cmd.uid(65534).gid(65534); // root reads everything: import as nobody
+    }
+    let o = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "exit 3 when files were unreadable: {err}"
+    );
+    assert!(
+        err.contains("secret: cannot open: Permission denied"),
+        "{err}"
+    );
+    assert!(
+        err.contains("pipe: special file (Fifo) recorded as such"),
+        "{err}"
+    );
+    let arch = env.path("t.vt");
+    let ls = env.ok(&["ls", arch.to_str().unwrap()]);
+    assert!(
+        ls.contains("ok.txt") && ls.lines().any(|l| l.starts_with('p')),
+        "{ls}"
+    );
+    assert!(!ls.contains("secret"), "{ls}");
+}
