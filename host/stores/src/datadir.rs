@@ -23,6 +23,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use heed::types::Bytes;
@@ -127,6 +128,8 @@ pub struct DataDir {
     files: Database<Bytes, Bytes>,
     state: Mutex<State>,
     readers: RwLock<HashMap<u32, (PathBuf, Arc<File>)>>,
+    /// Index look-ups since the index's pages were last released.
+    lookups: AtomicU64,
 }
 
 fn db_err(what: &str) -> impl Fn(heed::Error) -> Error + '_ {
@@ -193,6 +196,7 @@ impl DataDir {
             files,
             state: Mutex::default(),
             readers: RwLock::default(),
+            lookups: AtomicU64::new(0),
         };
         dd.recover()?;
         Ok(dd)
@@ -502,6 +506,9 @@ impl DataDir {
         if let Some(loc) = self.lock()?.pending.get(hash) {
             return Ok(Some(*loc));
         }
+        if self.lookups.fetch_add(1, Relaxed) % RELEASE_EVERY == RELEASE_EVERY - 1 {
+            release_index_pages(&self.root.join("index/data.mdb"));
+        }
         let rtxn = self.env.read_txn().map_err(db_err("begin"))?;
         match self
             .blocks
@@ -641,6 +648,41 @@ impl DataDir {
             }
         }
         Ok(())
+    }
+}
+
+/// Index look-ups between releases of the index's mapped pages.
+const RELEASE_EVERY: u64 = 16_384;
+
+/// Drops this process's page table entries for the memory-mapped index
+/// file, so resident memory does not grow with the index: the pages stay
+/// in the page cache and a later access maps them again (a minor fault).
+/// LMDB maps the file read-only and shared, so this never changes data.
+fn release_index_pages(file: &Path) {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    let Some(want) = std::fs::canonicalize(file)
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+    else {
+        return;
+    };
+    for line in maps.lines().filter(|l| l.ends_with(want.as_str())) {
+        let Some((range, _)) = line.split_once(' ') else {
+            continue;
+        };
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else {
+            continue;
+        };
+        // SAFETY: the range is a whole mapping of this process, read-only
+        // and file-backed; MADV_DONTNEED only drops its page table entries.
+        unsafe {
+            libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_DONTNEED);
+        }
     }
 }
 
