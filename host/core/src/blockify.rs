@@ -292,3 +292,142 @@ fn boundary_hash(r: &BlockRef, depth: u64) -> u64 {
     }
     h ^ (h >> 29)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::block::decode_indirect;
+    use crate::hash::{Hash, HashKind};
+    use crate::read::{read_all, read_range};
+    use crate::store::StoreStats;
+
+    #[derive(Default)]
+    struct TestStore(Mutex<HashMap<Hash, Vec<u8>>>);
+
+    impl Store for TestStore {
+        fn hash_kind(&self) -> HashKind {
+            HashKind::Blake3
+        }
+        fn add_hashed(&self, hash: &Hash, data: &[u8]) -> Result<bool> {
+            Ok(self
+                .0
+                .lock()
+                .unwrap()
+                .insert(*hash, data.to_vec())
+                .is_none())
+        }
+        fn get(&self, hash: &Hash) -> Result<Option<Vec<u8>>> {
+            Ok(self.0.lock().unwrap().get(hash).cloned())
+        }
+        fn contains(&self, hash: &Hash) -> Result<bool> {
+            Ok(self.0.lock().unwrap().contains_key(hash))
+        }
+        fn sync(&self) -> Result<()> {
+            Ok(())
+        }
+        fn stats(&self) -> Result<StoreStats> {
+            Ok(StoreStats::default())
+        }
+    }
+
+    fn data(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 7) as u8 // low entropy: compressible, still chunkable
+            })
+            .collect()
+    }
+
+    /// Offsets at which leaves start.
+    fn leaf_starts(store: &dyn Store, r: &BlockRef, at: u64, out: &mut Vec<u64>) {
+        if let BlockRef::Indirect { hash, .. } = r {
+            let mut pos = at;
+            for k in decode_indirect(&store.fetch(hash).unwrap()).unwrap() {
+                leaf_starts(store, &k, pos, out);
+                pos += k.span();
+            }
+        } else {
+            out.push(at);
+        }
+    }
+
+    struct Proposer(Vec<u64>);
+    impl Scanner for Proposer {
+        fn name(&self) -> &str {
+            "test"
+        }
+        fn scan(&mut self, _offset: u64, _buf: &[u8]) -> Vec<u64> {
+            std::mem::take(&mut self.0)
+        }
+    }
+
+    #[test]
+    fn scanner_offsets_become_block_starts() {
+        let store = TestStore::default();
+        let stats = AddStats::default();
+        let bf = Blockifier::new(&store, ChunkParams::default(), &stats);
+        let d = data(1 << 20, 3);
+        let wanted = vec![10_000, 20_000, 500_000, 500_100, 900_001];
+        let mut sc = Proposer(wanted.clone());
+        let r = bf.blockify_read(&d[..], Some(&mut sc)).unwrap();
+        assert_eq!(read_all(&store, &r).unwrap(), d);
+        let mut starts = Vec::new();
+        leaf_starts(&store, &r, 0, &mut starts);
+        for w in [10_000, 20_000, 500_000, 900_001] {
+            assert!(starts.contains(&w), "{w} not a block start");
+        }
+        // 500_100 is closer than the minimum block size to 500_000.
+        assert!(!starts.contains(&500_100));
+    }
+
+    #[test]
+    fn garbage_from_a_scanner_changes_nothing_but_cuts() {
+        let store = TestStore::default();
+        let stats = AddStats::default();
+        let bf = Blockifier::new(&store, ChunkParams::default(), &stats);
+        let d = data(300_000, 9);
+        let mut sc = Proposer(vec![u64::MAX, 5, 3, 0, 299_999, 10, 400_000]);
+        let r = bf.blockify_read(&d[..], Some(&mut sc)).unwrap();
+        assert_eq!(read_all(&store, &r).unwrap(), d);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn roundtrip_and_ranges(n in 0usize..400_000, seed: u64, off in 0u64..500_000, len in 0u64..100_000) {
+            let store = TestStore::default();
+            let stats = AddStats::default();
+            let bf = Blockifier::new(&store, ChunkParams::default(), &stats);
+            let d = data(n, seed);
+            let r = bf.blockify_bytes(&d).unwrap();
+            prop_assert_eq!(r.span(), n as u64);
+            prop_assert_eq!(&read_all(&store, &r).unwrap(), &d);
+            let a = (off as usize).min(n);
+            let b = (a + len as usize).min(n);
+            prop_assert_eq!(read_range(&store, &r, off, len).unwrap(), d[a..b].to_vec());
+        }
+    }
+
+    #[test]
+    fn runs_of_zeros_become_one_rle_leaf() {
+        let store = TestStore::default();
+        let stats = AddStats::default();
+        let bf = Blockifier::new(&store, ChunkParams::default(), &stats);
+        let mut d = vec![0u8; 5 << 20];
+        d[..100].copy_from_slice(&data(100, 1));
+        let r = bf.blockify_bytes(&d).unwrap();
+        let mut starts = Vec::new();
+        leaf_starts(&store, &r, 0, &mut starts);
+        assert!(starts.len() <= 3, "{} leaves", starts.len());
+        assert_eq!(read_all(&store, &r).unwrap(), d);
+    }
+}

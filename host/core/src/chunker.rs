@@ -96,7 +96,7 @@ impl Chunker {
     /// Where the block starting at `data[0]` should end.
     ///
     /// `proposal` is the first scanner offset, relative to `data[0]`, that
-    /// is at least `min` (if any). Returns `None` when `data` is too short to
+    /// is at least `min` (if any); within `max` it is where the block ends. Returns `None` when `data` is too short to
     /// decide and more input follows (`eof` false).
     pub fn cut(&self, data: &[u8], proposal: Option<usize>, eof: bool) -> Option<usize> {
         let p = self.params;
@@ -108,8 +108,17 @@ impl Chunker {
                 None
             };
         }
-        let proposal = proposal.filter(|&o| o >= p.min && o <= limit);
-        let end = proposal.unwrap_or(limit);
+        // A scanner's proposal past the minimum wins over rolling-hash
+        // boundaries before it: formats cut where their seams are.
+        if let Some(o) = proposal.filter(|&o| o >= p.min && o <= p.max) {
+            if o <= data.len() {
+                return Some(o);
+            }
+            if !eof {
+                return None; // decide once the data up to it is here
+            }
+        }
+        let end = limit;
         let mut h: u64 = 0;
         let mut i = p.min.saturating_sub(64);
         while i < p.min {
@@ -131,7 +140,7 @@ impl Chunker {
                 return Some(i);
             }
         }
-        if proposal.is_some() || limit == p.max || eof {
+        if limit == p.max || eof {
             Some(end)
         } else {
             None
