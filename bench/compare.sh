@@ -292,7 +292,7 @@ measure() {
     fi
     return 0
 }
-mib() { du -sb "$@" | awk '{s+=$1} END{printf "%.1f", s/1048576}'; }
+mib() { { du -sb "$@" 2>/dev/null || true; } | awk '{s+=$1} END{printf "%.1f", s/1048576}'; }
 
 repo_size() {
     case $1 in
@@ -392,6 +392,7 @@ check() {
 
 # ---------------------------------------------------------------- run
 t_start=$(date +%s)
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 for tool in $TOOLS; do
     ingest "$tool" v1
 done
@@ -419,6 +420,7 @@ for tool in $TOOLS; do
     ((KEEP)) || rm -rf "${RUN:?}/restore/$tool"
 done
 t_end=$(date +%s)
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------- report
 corpus_line() { # DIR
@@ -434,6 +436,7 @@ echo "## vt vs restic vs borg ($(date -u +%Y-%m-%d), $mode_name)"
 echo
 echo "Machine: $(nproc) CPUs ($cpu_model), $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM,"
 echo "$(uname -sr), work dir $BENCH_DIR on $(df -T "$BENCH_DIR" | awk 'NR==2{print $2" ("$1")"}')."
+echo "Load average (1/5/15 min) at start: $load_start, at end: $load_end (other work on the machine skews timings)."
 echo "Page cache: $CACHE_MODE ($([[ $CACHE_MODE == cold ]] && echo 'dropped before every measured command' || echo 'inputs pre-read before every measured command'))."
 echo
 echo "Versions:"
