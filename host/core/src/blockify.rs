@@ -125,7 +125,7 @@ impl<'a> Blockifier<'a> {
         let bufsize = match size_hint {
             Some(n) => usize::try_from(n.saturating_add(1))
                 .unwrap_or(BUFFER)
-                .clamp(2 * self.chunker.params().max, BUFFER),
+                .min(BUFFER),
             None => BUFFER,
         };
         let mut buf: Vec<u8> = Vec::with_capacity(bufsize);
@@ -135,22 +135,15 @@ impl<'a> Blockifier<'a> {
         let mut eof = false;
         let mut total: u64 = 0;
         while !eof {
-            // Fill the buffer.
+            // Fill the buffer (read_to_end grows it without zeroing).
             let old = buf.len();
-            buf.resize(bufsize.max(old + self.chunker.params().max), 0);
-            let mut filled = old;
-            while filled < buf.len() {
-                match input.read(&mut buf[filled..]) {
-                    Ok(0) => {
-                        eof = true;
-                        break;
-                    }
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(Error::io("reading input", e)),
-                }
-            }
-            buf.truncate(filled);
+            let want = bufsize.saturating_sub(old).max(self.chunker.params().max);
+            let got = (&mut input)
+                .take(want as u64)
+                .read_to_end(&mut buf)
+                .map_err(|e| Error::io("reading input", e))?;
+            eof = got < want;
+            let filled = buf.len();
             total += (filled - old) as u64;
             if eof && buf_offset == 0 && filled <= LITERAL_MAX {
                 self.stats.bytes.fetch_add(total, Relaxed);
@@ -376,13 +369,13 @@ mod tests {
         let stats = AddStats::default();
         let bf = Blockifier::new(&store, ChunkParams::default(), &stats);
         let d = data(1 << 20, 3);
-        let wanted = vec![10_000, 20_000, 500_000, 500_100, 900_001];
+        let wanted = vec![20_000, 60_000, 500_000, 500_100, 900_001];
         let mut sc = Proposer(wanted.clone());
         let r = bf.blockify_read(&d[..], Some(&mut sc)).unwrap();
         assert_eq!(read_all(&store, &r).unwrap(), d);
         let mut starts = Vec::new();
         leaf_starts(&store, &r, 0, &mut starts);
-        for w in [10_000, 20_000, 500_000, 900_001] {
+        for w in [20_000, 60_000, 500_000, 900_001] {
             assert!(starts.contains(&w), "{w} not a block start");
         }
         // 500_100 is closer than the minimum block size to 500_000.

@@ -181,8 +181,16 @@ fn range_into(
 pub fn write_sparse(store: &dyn Store, r: &BlockRef, file: &std::fs::File) -> Result<()> {
     let span = r.span();
     sparse_into(store, r, 0, file)?;
-    file.set_len(span)
-        .map_err(|e| Error::io("set file length", e))
+    // Only a trailing hole leaves the file short.
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat written file", e))?
+        .len();
+    if len != span {
+        file.set_len(span)
+            .map_err(|e| Error::io("set file length", e))?;
+    }
+    Ok(())
 }
 
 fn sparse_into(store: &dyn Store, r: &BlockRef, at: u64, file: &std::fs::File) -> Result<()> {

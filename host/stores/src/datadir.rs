@@ -35,8 +35,9 @@ use crate::datafile::{self, encode_record, read_record, FILE_HEADER, FLAG_ZSTD};
 
 /// A datafile is not appended to once it reaches this size.
 const MAX_DATAFILE: u64 = 1 << 30;
-/// Blocks written before the index is brought up to date.
-const FLUSH_EVERY: usize = 16_384;
+/// Blocks written before the index is brought up to date. Large batches
+/// keep the index compact: LMDB copies every page a transaction touches.
+const FLUSH_EVERY: usize = 262_144;
 /// Name of the format marker file.
 const MARKER: &str = "vt-datadir";
 /// The layout version this code reads and writes.
@@ -482,8 +483,11 @@ impl DataDir {
             .sync_data()
             .map_err(|e| Error::io(format!("sync datafile {}", w.path.display()), e))?;
         let mut wtxn = self.env.write_txn().map_err(db_err("begin"))?;
-        for (h, loc) in &st.pending {
-            let key = h.to_bytes();
+        // In key order: each index page is then touched once per batch.
+        let mut batch: Vec<([u8; Hash::ENCODED_LEN], &Loc)> =
+            st.pending.iter().map(|(h, l)| (h.to_bytes(), l)).collect();
+        batch.sort_unstable_by_key(|e| e.0);
+        for (key, loc) in batch {
             if self
                 .blocks
                 .get(&wtxn, &key)
@@ -651,6 +655,29 @@ impl DataDir {
     }
 }
 
+thread_local! {
+    /// One zstd context per thread: creating one per block costs more than
+    /// compressing a small block.
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Compresses `data` at `level` with this thread's zstd context.
+fn compress(data: &[u8], level: i32) -> Result<Vec<u8>> {
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().is_none_or(|(l, _)| *l != level) {
+            let z = zstd::bulk::Compressor::new(level)
+                .map_err(|e| Error::io("create zstd context", e))?;
+            *c = Some((level, z));
+        }
+        let (_, z) = c
+            .as_mut()
+            .ok_or_else(|| Error::Store("no zstd context".into()))?;
+        z.compress(data).map_err(|e| Error::io("compress block", e))
+    })
+}
+
 /// Index look-ups between releases of the index's mapped pages.
 const RELEASE_EVERY: u64 = 16_384;
 
@@ -722,8 +749,7 @@ impl Store for DataDir {
             .ok()
             .filter(|&n| n <= datafile::MAX_RECORD)
             .ok_or_else(|| Error::Store(format!("block of {} bytes is too large", data.len())))?;
-        let compressed =
-            zstd::bulk::compress(data, self.level).map_err(|e| Error::io("compress block", e))?;
+        let compressed = compress(data, self.level)?;
         let rec = if compressed.len() < data.len() {
             encode_record(hash, FLAG_ZSTD, &compressed, raw_len)
         } else {

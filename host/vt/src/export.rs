@@ -20,7 +20,7 @@ use vt_core::dirent::SpecialKind;
 use vt_core::read::write_sparse;
 use vt_core::{Dirent, DirentKind, Meta, Store};
 
-use crate::meta::apply;
+use crate::meta::{apply, apply_file};
 use crate::progress::Progress;
 
 /// Writes snapshots out.
@@ -196,7 +196,6 @@ impl<'a> Exporter<'a> {
             .with_context(|| format!("create {}", path.display()))?;
         write_sparse(self.store, block, &f).with_context(|| format!("write {}", path.display()))?;
         self.progress.add_bytes(block.span());
-        drop(f);
-        apply(path, &d.meta, false).with_context(|| format!("set metadata of {}", path.display()))
+        apply_file(&f, path, &d.meta).with_context(|| format!("set metadata of {}", path.display()))
     }
 }

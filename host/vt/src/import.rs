@@ -268,7 +268,12 @@ impl<'a> Importer<'a> {
                     return None;
                 }
             };
-            let before = f.metadata().ok();
+            // The directory walk's lstat serves as "before" the first time.
+            let before = if attempt == 0 {
+                Some(md.clone())
+            } else {
+                f.metadata().ok()
+            };
             let mut reader = ProgressReader {
                 inner: &f,
                 progress: self.progress,

@@ -132,3 +132,35 @@ pub fn apply(path: &Path, m: &Meta, symlink: bool) -> std::io::Result<()> {
     let t = filetime::FileTime::from_unix_time(m.mtime.secs, m.mtime.nanos);
     filetime::set_symlink_file_times(path, t, t)
 }
+
+/// Like [`apply`] for a regular file already open for writing: the calls
+/// go through the descriptor, sparing a path lookup each.
+pub fn apply_file(file: &std::fs::File, path: &Path, m: &Meta) -> std::io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: fchown on an owned, open descriptor.
+    let rc = unsafe { libc::fchown(file.as_raw_fd(), m.uid, m.gid) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EPERM) {
+            return Err(e);
+        }
+    }
+    {
+        use std::os::unix::ffi::OsStrExt;
+        use xattr::FileExt;
+        for (k, v) in &m.xattrs {
+            let name = std::ffi::OsStr::from_bytes(k);
+            if let Err(e) = file.set_xattr(name, v) {
+                tracing::warn!(
+                    "{}: cannot set extended attribute {}: {e}",
+                    path.display(),
+                    name.to_string_lossy()
+                );
+            }
+        }
+    }
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(m.mode))?;
+    let t = filetime::FileTime::from_unix_time(m.mtime.secs, m.mtime.nanos);
+    filetime::set_file_handle_times(file, Some(t), Some(t))
+}
