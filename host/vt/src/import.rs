@@ -409,18 +409,39 @@ impl<'a> Importer<'a> {
             },
             None => HashMap::new(),
         };
-        let entries: Vec<Dirent> = names
+        // Stat every entry first, then ask the kernel to start reading all
+        // the files that will be read, so the disk works while we hash.
+        let stats: Vec<(std::path::PathBuf, std::io::Result<Metadata>)> = names
             .par_iter()
             .map(|n| {
                 let p = path.join(n);
-                let md = match std::fs::symlink_metadata(&p) {
+                let md = std::fs::symlink_metadata(&p);
+                (p, md)
+            })
+            .collect();
+        for (p, md) in &stats {
+            if let Ok(md) = md {
+                let key = p.file_name().map(|n| n.as_bytes()).unwrap_or_default();
+                let unchanged = prev_entries.get(key).is_some_and(|d| same_file(d, md));
+                if md.is_file() && md.len() > 0 && !unchanged {
+                    readahead(p);
+                }
+            }
+        }
+        let entries: Vec<Dirent> = stats
+            .into_par_iter()
+            .map(|(p, md)| {
+                let md = match md {
                     Ok(md) => md,
                     Err(e) => {
                         self.warn_unreadable(&p, "vanished during import", e);
                         return Ok(None);
                     }
                 };
-                let key = n.as_bytes().to_vec();
+                let key = p
+                    .file_name()
+                    .map(|n| n.as_bytes().to_vec())
+                    .unwrap_or_default();
                 let prev = prev_entries.get(&key);
                 self.import_entry(&p, key, md, prev)
             })
@@ -433,6 +454,17 @@ impl<'a> Importer<'a> {
 }
 
 /// Counts bytes read into the progress display.
+/// Starts reading `path` into the page cache in the background.
+fn readahead(path: &Path) {
+    use std::os::unix::io::AsRawFd;
+    if let Ok(f) = File::open(path) {
+        // SAFETY: advisory call on an open descriptor.
+        unsafe {
+            libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED);
+        }
+    }
+}
+
 /// Remembers a read error, to tell it from a store error.
 struct ProgressReader<'p, R> {
     inner: R,

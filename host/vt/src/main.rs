@@ -360,13 +360,15 @@ fn import(st: &OpenStore, path: &Path, archive: &Archive, quiet: bool) -> Result
         let bytes = progress.bytes();
         let blocks = stats.blocks.load(Relaxed);
         let new_blocks = stats.new_blocks.load(Relaxed);
+        let read = stats.bytes.load(Relaxed);
         println!(
-            "imported {}: {} files read, {} unchanged, {} in {secs:.1}s ({}/s)",
+            "imported {}: {} files read, {} unchanged; {} in all, {} read in {secs:.1}s ({}/s)",
             path.display(),
             importer.files.load(Relaxed),
             importer.reused.load(Relaxed),
             human(bytes),
-            human((bytes as f64 / secs.max(1e-6)) as u64),
+            human(read),
+            human((read as f64 / secs.max(1e-6)) as u64),
         );
         println!(
             "blocks: {new_blocks} new ({}), {} already stored",
