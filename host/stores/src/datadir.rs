@@ -31,7 +31,8 @@ use heed::{Database, Env, EnvFlags, EnvOpenOptions, WithoutTls};
 use vt_core::store::StoreStats;
 use vt_core::{Error, Hash, HashKind, Result, Store};
 
-use crate::datafile::{self, encode_record, read_record, FILE_HEADER, FLAG_ZSTD};
+use crate::datafile::{self, encode_record, read_record, FILE_HEADER, FLAG_DICT, FLAG_ZSTD};
+use crate::dict::Dictionaries;
 
 /// A datafile is not appended to once it reaches this size.
 const MAX_DATAFILE: u64 = 1 << 30;
@@ -131,6 +132,8 @@ pub struct DataDir {
     readers: RwLock<HashMap<u32, (PathBuf, Arc<File>)>>,
     /// Index look-ups since the index's pages were last released.
     lookups: AtomicU64,
+    /// Compression dictionaries.
+    dicts: Dictionaries,
 }
 
 fn db_err(what: &str) -> impl Fn(heed::Error) -> Error + '_ {
@@ -198,6 +201,7 @@ impl DataDir {
             state: Mutex::default(),
             readers: RwLock::default(),
             lookups: AtomicU64::new(0),
+            dicts: Dictionaries::open(&root.join("dicts"))?,
         };
         dd.recover()?;
         Ok(dd)
@@ -345,7 +349,7 @@ impl DataDir {
                 path.display()
             )));
         }
-        let res = datafile::scan(file, end.max(hlen), false)?;
+        let res = datafile::scan(file, end.max(hlen), None)?;
         let mut wtxn = self.env.write_txn().map_err(db_err("begin"))?;
         for f in &res.records {
             let key = f.header.hash.to_bytes();
@@ -565,7 +569,7 @@ impl DataDir {
                 }
             };
             rep.datafiles += 1;
-            let res = datafile::scan(&file, FILE_HEADER.len() as u64, true)?;
+            let res = datafile::scan(&file, FILE_HEADER.len() as u64, Some(&self.dicts))?;
             for (o, why) in &res.damaged {
                 rep.problems
                     .push(format!("{}: offset {o}: {why}", path.display()));
@@ -601,7 +605,7 @@ impl DataDir {
             let loc = Loc::from_bytes(v)?;
             match self.reader(loc.file) {
                 Ok((path, f)) => {
-                    if let Err(e) = read_record(&f, &path, loc.offset, &hash) {
+                    if let Err(e) = read_record(&f, &path, loc.offset, &hash, &self.dicts) {
                         rep.problems.push(format!("index entry: {e}"));
                     }
                 }
@@ -653,29 +657,6 @@ impl DataDir {
         }
         Ok(())
     }
-}
-
-thread_local! {
-    /// One zstd context per thread: creating one per block costs more than
-    /// compressing a small block.
-    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// Compresses `data` at `level` with this thread's zstd context.
-fn compress(data: &[u8], level: i32) -> Result<Vec<u8>> {
-    COMPRESSOR.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.as_ref().is_none_or(|(l, _)| *l != level) {
-            let z = zstd::bulk::Compressor::new(level)
-                .map_err(|e| Error::io("create zstd context", e))?;
-            *c = Some((level, z));
-        }
-        let (_, z) = c
-            .as_mut()
-            .ok_or_else(|| Error::Store("no zstd context".into()))?;
-        z.compress(data).map_err(|e| Error::io("compress block", e))
-    })
 }
 
 /// Index look-ups between releases of the index's mapped pages.
@@ -749,9 +730,15 @@ impl Store for DataDir {
             .ok()
             .filter(|&n| n <= datafile::MAX_RECORD)
             .ok_or_else(|| Error::Store(format!("block of {} bytes is too large", data.len())))?;
-        let compressed = compress(data, self.level)?;
+        self.dicts.sample(data);
+        let (compressed, with_dict) = self.dicts.compress(data, self.level)?;
         let rec = if compressed.len() < data.len() {
-            encode_record(hash, FLAG_ZSTD, &compressed, raw_len)
+            let flags = if with_dict {
+                FLAG_ZSTD | FLAG_DICT
+            } else {
+                FLAG_ZSTD
+            };
+            encode_record(hash, flags, &compressed, raw_len)
         } else {
             encode_record(hash, 0, data, raw_len)
         };
@@ -811,7 +798,7 @@ impl Store for DataDir {
             return Ok(None);
         };
         let (path, f) = self.reader(loc.file)?;
-        read_record(&f, &path, loc.offset, hash).map(Some)
+        read_record(&f, &path, loc.offset, hash, &self.dicts).map(Some)
     }
 
     fn contains(&self, hash: &Hash) -> Result<bool> {
@@ -920,5 +907,55 @@ mod tests {
             "{err}"
         );
         assert!(!dd.fsck().unwrap().is_clean());
+    }
+
+    fn text_block(i: usize) -> Vec<u8> {
+        format!(
+            "/* block {i} */\nstatic int handler_{i}(struct device *dev, unsigned long flags)\n{{\n\treturn dev->ops->probe(dev, flags | {i});\n}}\n"
+        )
+        .repeat(40 + i % 17)
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_dictionary_is_trained_and_used_and_needed() {
+        let t = tempfile::tempdir().unwrap();
+        let mut hashes = Vec::new();
+        {
+            let dd = DataDir::open(t.path(), Some(HashKind::Sha3_256)).unwrap();
+            let mut i = 0;
+            while std::fs::read_dir(t.path().join("dicts")).unwrap().count() == 0 {
+                hashes.push((dd.add(&text_block(i)).unwrap().0, i));
+                i += 1;
+                assert!(i < 20_000, "no dictionary after {i} blocks");
+            }
+            for j in i..i + 50 {
+                hashes.push((dd.add(&text_block(j)).unwrap().0, j));
+            }
+            dd.sync().unwrap();
+        }
+        let dd = DataDir::open(t.path(), None).unwrap();
+        for (h, i) in &hashes {
+            assert_eq!(dd.get(h).unwrap().unwrap(), text_block(*i));
+        }
+        assert!(dd.fsck().unwrap().is_clean());
+        // The last blocks were compressed with the dictionary: without it
+        // they cannot be read, and the error says what is missing.
+        let (h, _) = hashes.last().unwrap();
+        drop(dd);
+        for e in std::fs::read_dir(t.path().join("dicts")).unwrap() {
+            std::fs::remove_file(e.unwrap().path()).unwrap();
+        }
+        let dd = DataDir::open(t.path(), None).unwrap();
+        // A fresh thread: this one has the dictionary loaded already.
+        let h = *h;
+        let err = std::thread::scope(|sc| sc.spawn(|| dd.get(&h).map(|_| ())).join().unwrap());
+        match err {
+            Err(e) => assert!(
+                e.to_string().contains("needs compression dictionary"),
+                "{e}"
+            ),
+            Ok(()) => panic!("a block was read without its dictionary"),
+        }
     }
 }

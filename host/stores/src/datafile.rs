@@ -18,6 +18,8 @@ use std::path::Path;
 
 use vt_core::{Error, Hash, HashKind, Result};
 
+use crate::dict::Dictionaries;
+
 /// The file header.
 pub const FILE_HEADER: [u8; 8] = *b"vtd\0\x01\0\0\0";
 /// Length of a record header.
@@ -26,6 +28,8 @@ pub const RECORD_HEADER: usize = 52;
 pub const RECORD_MAGIC: [u8; 4] = *b"vtr1";
 /// Flag: the payload is zstd-compressed.
 pub const FLAG_ZSTD: u8 = 1;
+/// Flag: the zstd frame was made with a dictionary (its ID is in the frame).
+pub const FLAG_DICT: u8 = 2;
 /// No record payload or block is larger than this.
 pub const MAX_RECORD: u32 = 16 << 20;
 
@@ -69,7 +73,7 @@ pub fn encode_record(hash: &Hash, flags: u8, payload: &[u8], raw_len: u32) -> Ve
 
 /// Parses a record header; `None` if it is not a plausible header.
 pub fn parse_header(b: &[u8; RECORD_HEADER]) -> Option<RecordHeader> {
-    if b[..4] != RECORD_MAGIC || b[4] & !FLAG_ZSTD != 0 {
+    if b[..4] != RECORD_MAGIC || b[4] & !(FLAG_ZSTD | FLAG_DICT) != 0 {
         return None;
     }
     let kind = HashKind::from_id(b[5]).ok()?;
@@ -91,7 +95,13 @@ pub fn parse_header(b: &[u8; RECORD_HEADER]) -> Option<RecordHeader> {
 
 /// Reads and fully verifies the record at `offset`: checksum, length and
 /// hash of the decompressed data. Returns the block data.
-pub fn read_record(file: &File, path: &Path, offset: u64, expect: &Hash) -> Result<Vec<u8>> {
+pub fn read_record(
+    file: &File,
+    path: &Path,
+    offset: u64,
+    expect: &Hash,
+    dicts: &Dictionaries,
+) -> Result<Vec<u8>> {
     let corrupt = |detail: String| Error::Corrupt {
         hash: *expect,
         file: path.to_path_buf(),
@@ -116,7 +126,7 @@ pub fn read_record(file: &File, path: &Path, offset: u64, expect: &Hash) -> Resu
             "checksum mismatch in record at offset {offset}"
         )));
     }
-    let data = decode_payload(&h, payload).map_err(corrupt)?;
+    let data = decode_payload(&h, payload, dicts).map_err(corrupt)?;
     if expect.kind.digest(&data) != *expect {
         return Err(corrupt(format!(
             "data at offset {offset} does not match its hash"
@@ -126,10 +136,13 @@ pub fn read_record(file: &File, path: &Path, offset: u64, expect: &Hash) -> Resu
 }
 
 /// The block data of a checksummed payload.
-pub fn decode_payload(h: &RecordHeader, payload: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+pub fn decode_payload(
+    h: &RecordHeader,
+    payload: Vec<u8>,
+    dicts: &Dictionaries,
+) -> std::result::Result<Vec<u8>, String> {
     let data = if h.flags & FLAG_ZSTD != 0 {
-        zstd::bulk::decompress(&payload, h.raw_len as usize)
-            .map_err(|e| format!("cannot decompress: {e}"))?
+        dicts.decompress(&payload, h.raw_len as usize)?
     } else {
         payload
     };
@@ -166,7 +179,7 @@ pub struct ScanResult {
 /// Reads records from `from` to the end of the file, checking checksums.
 /// After damage it searches forward for the next good record. With
 /// `verify_data`, each payload is also decompressed and its hash checked.
-pub fn scan(file: &File, from: u64, verify_data: bool) -> Result<ScanResult> {
+pub fn scan(file: &File, from: u64, verify_data: Option<&Dictionaries>) -> Result<ScanResult> {
     let len = file
         .metadata()
         .map_err(|e| Error::io("stat datafile", e))?
@@ -199,7 +212,7 @@ fn check_record(
     file: &File,
     off: u64,
     len: u64,
-    verify_data: bool,
+    verify_data: Option<&Dictionaries>,
 ) -> std::result::Result<RecordHeader, String> {
     let mut hb = [0u8; RECORD_HEADER];
     if off + RECORD_HEADER as u64 > len {
@@ -217,8 +230,8 @@ fn check_record(
     if crc_of(&hb[..48], &payload) != h.crc {
         return Err(format!("checksum mismatch in record for {}", h.hash));
     }
-    if verify_data {
-        let d = decode_payload(&h, payload)?;
+    if let Some(dicts) = verify_data {
+        let d = decode_payload(&h, payload, dicts)?;
         if h.hash.kind.digest(&d) != h.hash {
             return Err(format!("data does not match its hash {}", h.hash));
         }

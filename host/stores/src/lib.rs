@@ -6,6 +6,7 @@
 
 pub mod datadir;
 pub mod datafile;
+pub mod dict;
 pub mod memory;
 
 pub use datadir::{DataDir, FsckReport};

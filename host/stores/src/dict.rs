@@ -1,0 +1,205 @@
+//! Trained zstd dictionaries for a DataDir (see `vt-datadir.5`).
+//!
+//! Blocks are compressed one by one so any block can be read alone; small
+//! blocks then compress poorly, because each starts with an empty history.
+//! A dictionary trained on the store's first few megabytes of blocks gives
+//! every block that history: about 10% less data on source trees.
+//!
+//! A DataDir without a dictionary collects samples from the blocks it adds
+//! until it has [`SAMPLE_BYTES`], trains a dictionary, writes it durably to
+//! `dicts/ID.zdict` (ID is the dictionary's own zstd ID, which each
+//! compressed frame also records) and compresses later blocks with it.
+//! Readers find a frame's dictionary by that ID.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use vt_core::{Error, Result};
+
+/// Sample bytes collected before training.
+pub const SAMPLE_BYTES: usize = 4 << 20;
+/// At most this much of one block is used as a sample.
+const SAMPLE_MAX: usize = 64 << 10;
+/// Size of a trained dictionary.
+const DICT_SIZE: usize = 112 << 10;
+
+thread_local! {
+    /// This thread's compressor: (level, dictionary ID or 0, context).
+    static COMPRESSOR: RefCell<Option<(i32, u32, zstd::bulk::Compressor<'static>)>> =
+        const { RefCell::new(None) };
+    /// This thread's decompressors by dictionary ID (0: none).
+    static DECOMPRESSORS: RefCell<HashMap<u32, zstd::bulk::Decompressor<'static>>> =
+        RefCell::new(HashMap::new());
+}
+
+/// The dictionaries of one DataDir.
+pub struct Dictionaries {
+    dir: PathBuf,
+    /// Every dictionary known, by ID.
+    known: RwLock<HashMap<u32, Arc<Vec<u8>>>>,
+    /// The dictionary new blocks are compressed with.
+    active: RwLock<Option<(u32, Arc<Vec<u8>>)>>,
+    /// Samples being collected, while there is no dictionary yet.
+    samples: Mutex<Option<(Vec<Vec<u8>>, usize)>>,
+}
+
+fn dict_id(dict: &[u8]) -> Option<u32> {
+    zstd::zstd_safe::get_dict_id_from_dict(dict).map(|n| n.get())
+}
+
+impl Dictionaries {
+    /// Loads the dictionaries in `dir` (created if missing). The newest
+    /// becomes active; with none, sample collection starts.
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        let mut known = HashMap::new();
+        let mut newest: Option<(std::time::SystemTime, u32)> = None;
+        let rd =
+            std::fs::read_dir(dir).map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
+        for ent in rd {
+            let ent = ent.map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
+            let path = ent.path();
+            if path.extension().is_none_or(|x| x != "zdict") {
+                continue;
+            }
+            let bytes = std::fs::read(&path)
+                .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+            let Some(id) = dict_id(&bytes) else {
+                tracing::warn!("{}: not a zstd dictionary; ignored", path.display());
+                continue;
+            };
+            let mtime = ent
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            if newest.is_none_or(|(t, _)| mtime > t) {
+                newest = Some((mtime, id));
+            }
+            known.insert(id, Arc::new(bytes));
+        }
+        let active = newest.and_then(|(_, id)| known.get(&id).map(|d| (id, d.clone())));
+        let samples = active.is_none().then(|| (Vec::new(), 0));
+        Ok(Dictionaries {
+            dir: dir.to_path_buf(),
+            known: RwLock::new(known),
+            active: RwLock::new(active),
+            samples: Mutex::new(samples),
+        })
+    }
+
+    /// Offers a block as a training sample; trains once enough are in.
+    pub fn sample(&self, data: &[u8]) {
+        let Ok(mut g) = self.samples.lock() else {
+            return;
+        };
+        let Some((samples, total)) = g.as_mut() else {
+            return;
+        };
+        let s = &data[..data.len().min(SAMPLE_MAX)];
+        samples.push(s.to_vec());
+        *total += s.len();
+        if *total < SAMPLE_BYTES {
+            return;
+        }
+        let (samples, _) = g.take().unwrap_or_default();
+        drop(g);
+        if let Err(e) = self.train(&samples) {
+            tracing::warn!("DataDir: no compression dictionary: {e}");
+        }
+    }
+
+    fn train(&self, samples: &[Vec<u8>]) -> Result<()> {
+        let dict = zstd::dict::from_samples(samples, DICT_SIZE)
+            .map_err(|e| Error::io("train zstd dictionary", e))?;
+        let id =
+            dict_id(&dict).ok_or_else(|| Error::Store("trained dictionary has no ID".into()))?;
+        let path = self.dir.join(format!("{id:08x}.zdict"));
+        let tmp = self.dir.join(format!(".{id:08x}.zdict.tmp"));
+        // Durable before any block compressed with it can be.
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&dict)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(&self.dir)?.sync_all()
+        };
+        write().map_err(|e| Error::io(format!("write {}", path.display()), e))?;
+        let dict = Arc::new(dict);
+        if let Ok(mut k) = self.known.write() {
+            k.insert(id, dict.clone());
+        }
+        if let Ok(mut a) = self.active.write() {
+            *a = Some((id, dict));
+        }
+        tracing::info!("DataDir: trained compression dictionary {id:08x}");
+        Ok(())
+    }
+
+    /// Compresses `data`; returns the frame and whether it needs a
+    /// dictionary.
+    pub fn compress(&self, data: &[u8], level: i32) -> Result<(Vec<u8>, bool)> {
+        let active = self.active.read().ok().and_then(|a| a.clone());
+        let id = active.as_ref().map_or(0, |(id, _)| *id);
+        COMPRESSOR.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.as_ref().is_none_or(|(l, i, _)| *l != level || *i != id) {
+                let dict: &[u8] = active.as_ref().map_or(&[], |(_, d)| d.as_slice());
+                let z = zstd::bulk::Compressor::with_dictionary(level, dict)
+                    .map_err(|e| Error::io("create zstd context", e))?;
+                *c = Some((level, id, z));
+            }
+            let (_, _, z) = c
+                .as_mut()
+                .ok_or_else(|| Error::Store("no zstd context".into()))?;
+            let out = z
+                .compress(data)
+                .map_err(|e| Error::io("compress block", e))?;
+            Ok((out, id != 0))
+        })
+    }
+
+    /// Decompresses a frame of `raw_len` bytes, loading its dictionary if
+    /// it names one.
+    pub fn decompress(&self, frame: &[u8], raw_len: usize) -> std::result::Result<Vec<u8>, String> {
+        let id = zstd::zstd_safe::get_dict_id_from_frame(frame).map_or(0, |n| n.get());
+        DECOMPRESSORS.with(|d| {
+            let mut d = d.borrow_mut();
+            let z = match d.entry(id) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let dict = if id == 0 {
+                        Arc::new(Vec::new())
+                    } else {
+                        self.load(id)?
+                    };
+                    v.insert(
+                        zstd::bulk::Decompressor::with_dictionary(&dict)
+                            .map_err(|e| format!("cannot create zstd context: {e}"))?,
+                    )
+                }
+            };
+            z.decompress(frame, raw_len)
+                .map_err(|e| format!("cannot decompress: {e}"))
+        })
+    }
+
+    /// Dictionary `id`, from memory or from `dicts/`.
+    fn load(&self, id: u32) -> std::result::Result<Arc<Vec<u8>>, String> {
+        if let Some(d) = self.known.read().ok().and_then(|k| k.get(&id).cloned()) {
+            return Ok(d);
+        }
+        // Another process may have trained it since we opened.
+        let path = self.dir.join(format!("{id:08x}.zdict"));
+        let bytes = std::fs::read(&path)
+            .map_err(|e| format!("needs compression dictionary {}: {e}", path.display()))?;
+        let d = Arc::new(bytes);
+        if let Ok(mut k) = self.known.write() {
+            k.insert(id, d.clone());
+        }
+        Ok(d)
+    }
+}
