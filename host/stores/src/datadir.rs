@@ -36,9 +36,15 @@ use crate::dict::Dictionaries;
 
 /// A datafile is not appended to once it reaches this size.
 const MAX_DATAFILE: u64 = 1 << 30;
-/// Blocks written before the index is brought up to date. Large batches
-/// keep the index compact: LMDB copies every page a transaction touches.
-const FLUSH_EVERY: usize = 262_144;
+/// Blocks written before the index is brought up to date, while the index
+/// is small. LMDB copies every page a transaction touches, so large
+/// batches keep a small index compact (every batch rewrites most of it)...
+const FLUSH_EVERY_SMALL: usize = 262_144;
+/// ...and small batches bound memory in a large index, where each insert
+/// touches a page of its own (dirty copy plus mapped original: 8 KiB).
+const FLUSH_EVERY_LARGE: usize = 16_384;
+/// An index with more entries than this is large.
+const LARGE_INDEX: u64 = 1 << 20;
 /// Name of the format marker file.
 const MARKER: &str = "vt-datadir";
 /// The layout version this code reads and writes.
@@ -134,6 +140,8 @@ pub struct DataDir {
     lookups: AtomicU64,
     /// Compression dictionaries.
     dicts: Dictionaries,
+    /// Entries in the index, as of the last flush.
+    indexed: AtomicU64,
 }
 
 fn db_err(what: &str) -> impl Fn(heed::Error) -> Error + '_ {
@@ -202,8 +210,14 @@ impl DataDir {
             readers: RwLock::default(),
             lookups: AtomicU64::new(0),
             dicts: Dictionaries::open(&root.join("dicts"))?,
+            indexed: AtomicU64::new(0),
         };
         dd.recover()?;
+        {
+            let rtxn = dd.env.read_txn().map_err(db_err("begin"))?;
+            let n = dd.blocks.len(&rtxn).map_err(db_err("count"))?;
+            dd.indexed.store(n, Relaxed);
+        }
         Ok(dd)
     }
 
@@ -491,7 +505,14 @@ impl DataDir {
         let mut batch: Vec<([u8; Hash::ENCODED_LEN], &Loc)> =
             st.pending.iter().map(|(h, l)| (h.to_bytes(), l)).collect();
         batch.sort_unstable_by_key(|e| e.0);
-        for (key, loc) in batch {
+        let mdb = self.root.join("index/data.mdb");
+        for (i, (key, loc)) in batch.into_iter().enumerate() {
+            if i % RELEASE_EVERY as usize == RELEASE_EVERY as usize - 1 {
+                // A large batch touches a page per insert; the kernel maps
+                // more around each. LMDB's write transaction copies pages
+                // before changing them, so the mapping stays clean.
+                release_index_pages(&mdb);
+            }
             if self
                 .blocks
                 .get(&wtxn, &key)
@@ -504,9 +525,12 @@ impl DataDir {
             }
         }
         self.set_end(&mut wtxn, w.num, &w.path, w.pos)?;
+        let entries = self.blocks.len(&wtxn).map_err(db_err("count"))?;
         wtxn.commit().map_err(db_err("commit"))?;
+        self.indexed.store(entries, Relaxed);
         w.indexed = w.pos;
         st.pending.clear();
+        release_index_pages(&mdb);
         Ok(())
     }
 
@@ -660,7 +684,7 @@ impl DataDir {
 }
 
 /// Index look-ups between releases of the index's mapped pages.
-const RELEASE_EVERY: u64 = 16_384;
+const RELEASE_EVERY: u64 = 1024;
 
 /// Drops this process's page table entries for the memory-mapped index
 /// file, so resident memory does not grow with the index: the pages stay
@@ -787,7 +811,12 @@ impl Store for DataDir {
         };
         w.pos += rec.len() as u64;
         st.pending.insert(*hash, loc);
-        if st.pending.len() >= FLUSH_EVERY {
+        let batch = if self.indexed.load(Relaxed) > LARGE_INDEX {
+            FLUSH_EVERY_LARGE
+        } else {
+            FLUSH_EVERY_SMALL
+        };
+        if st.pending.len() >= batch {
             self.flush_locked(&mut st)?;
         }
         Ok(true)
