@@ -65,6 +65,18 @@ impl BlockRef {
         BlockRef::Literal(Vec::new())
     }
 
+    /// `span` bytes of `block` from `offset`, which must lie within it.
+    pub fn sub(block: BlockRef, offset: u64, span: u64) -> Result<Self> {
+        if offset.checked_add(span).is_none_or(|e| e > block.span()) {
+            return Err(Error::decode("block ref", "sub-block exceeds its block"));
+        }
+        Ok(BlockRef::Sub {
+            block: Box::new(block),
+            offset,
+            span,
+        })
+    }
+
     /// The number of bytes this reference covers.
     pub fn span(&self) -> u64 {
         match self {
@@ -152,15 +164,7 @@ impl BlockRef {
             T_SUB => {
                 let offset = r.uvarint()?;
                 let span = r.uvarint()?;
-                let block = Box::new(Self::decode_depth(r, depth + 1)?);
-                if offset.checked_add(span).is_none_or(|e| e > block.span()) {
-                    return Err(Error::decode("block ref", "sub-block exceeds its block"));
-                }
-                BlockRef::Sub {
-                    block,
-                    offset,
-                    span,
-                }
+                Self::sub(Self::decode_depth(r, depth + 1)?, offset, span)?
             }
             t => return Err(Error::decode("block ref", format!("unknown type {t}"))),
         })
@@ -239,19 +243,11 @@ impl BlockRef {
                 octet: u8::try_from(f.u64("octet")?)
                     .map_err(|_| Error::decode("block ref", "RLE octet above 255"))?,
             },
-            "SubB" => {
-                let block = Box::new(Self::from_value(f.req("block")?)?);
-                let offset = f.u64("offset")?;
-                let span = f.u64("span")?;
-                if offset.checked_add(span).is_none_or(|e| e > block.span()) {
-                    return Err(Error::decode("block ref", "sub-block exceeds its block"));
-                }
-                BlockRef::Sub {
-                    block,
-                    offset,
-                    span,
-                }
-            }
+            "SubB" => Self::sub(
+                Self::from_value(f.req("block")?)?,
+                f.u64("offset")?,
+                f.u64("span")?,
+            )?,
             t => return Err(Error::decode("block ref", format!("unknown tag {t:?}"))),
         })
     }

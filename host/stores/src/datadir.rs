@@ -285,6 +285,24 @@ impl DataDir {
         Ok(next)
     }
 
+    /// Names of the datafiles in `data/`.
+    fn datafile_names(&self) -> Result<Vec<String>> {
+        let dir = self.root.join("data");
+        let list = |e| Error::io(format!("list {}", dir.display()), e);
+        let mut names = Vec::new();
+        for ent in std::fs::read_dir(&dir).map_err(list)? {
+            let name = ent
+                .map_err(list)?
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            if name.ends_with(".vtd") {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
     /// Scans every datafile tail the index does not cover yet.
     fn recover(&self) -> Result<()> {
         let known: HashMap<String, (u32, u64)> = self
@@ -292,17 +310,8 @@ impl DataDir {
             .into_iter()
             .map(|(n, name, end)| (name, (n, end)))
             .collect();
-        let dir = self.root.join("data");
-        let rd =
-            std::fs::read_dir(&dir).map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
-        for ent in rd {
-            let ent = ent.map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
-            let name = ent.file_name().to_string_lossy().into_owned();
-            if !name.ends_with(".vtd") {
-                continue;
-            }
-            let size = ent
-                .metadata()
+        for name in self.datafile_names()? {
+            let size = std::fs::metadata(self.data_path(&name))
                 .map_err(|e| Error::io(format!("stat {name}"), e))?
                 .len();
             let (num, end) = match known.get(&name) {
@@ -655,15 +664,7 @@ impl DataDir {
         drop(st);
         // Every file is scanned from the start; files held by a live writer
         // are indexed as far as they go, without repair.
-        let dir = self.root.join("data");
-        let rd =
-            std::fs::read_dir(&dir).map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
-        for ent in rd {
-            let ent = ent.map_err(|e| Error::io(format!("list {}", dir.display()), e))?;
-            let name = ent.file_name().to_string_lossy().into_owned();
-            if !name.ends_with(".vtd") {
-                continue;
-            }
+        for name in self.datafile_names()? {
             let num = self.register(&name)?;
             let path = self.data_path(&name);
             let file = OpenOptions::new()
