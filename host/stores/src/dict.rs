@@ -148,8 +148,15 @@ impl Dictionaries {
             let mut c = c.borrow_mut();
             if c.as_ref().is_none_or(|(l, i, _)| *l != level || *i != id) {
                 let dict: &[u8] = active.as_ref().map_or(&[], |(_, d)| d.as_slice());
-                let z = zstd::bulk::Compressor::with_dictionary(level, dict)
+                let mut z = zstd::bulk::Compressor::with_dictionary(level, dict)
                     .map_err(|e| Error::io("create zstd context", e))?;
+                // Refer to the dictionary's tables instead of copying them
+                // into the context for every block (copying costs more than
+                // compressing a small block).
+                z.set_parameter(zstd::zstd_safe::CParameter::ForceAttachDict(
+                    zstd::zstd_safe::DictAttachPref::ForceAttach,
+                ))
+                .map_err(|e| Error::io("configure zstd context", e))?;
                 *c = Some((level, id, z));
             }
             let (_, _, z) = c
