@@ -169,11 +169,16 @@ impl DataDir {
                 };
                 std::fs::create_dir_all(root.join("data"))
                     .map_err(|e| Error::io(format!("create {}", root.display()), e))?;
-                let tmp = root.join(format!(".{MARKER}.tmp"));
+                // Several processes may create the DataDir at once: each
+                // writes its own temporary file and renames it into place
+                // (atomic), then all use what the marker says.
+                let tmp = root.join(format!(".{MARKER}.{}.tmp", std::process::id()));
                 std::fs::write(&tmp, format!("vt-datadir {LAYOUT_VERSION}\nhash {kind}\n"))
                     .and_then(|_| std::fs::rename(&tmp, &marker))
                     .map_err(|e| Error::io(format!("write {}", marker.display()), e))?;
-                kind
+                let text = std::fs::read_to_string(&marker)
+                    .map_err(|e| Error::io(format!("read {}", marker.display()), e))?;
+                parse_marker(&text, &marker)?
             }
             Err(e) => return Err(Error::io(format!("read {}", marker.display()), e)),
         };
@@ -469,22 +474,27 @@ impl DataDir {
                 }
             }
         }
+        // Born under a name no other process looks at, locked and with its
+        // header, then renamed into place: nobody sees a headerless or
+        // unlocked new datafile.
         let name = format!("{}.vtd", uuid::Uuid::new_v4());
         let path = self.data_path(&name);
+        let tmp = self.data_path(&format!(".{name}.new"));
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
-            .open(&path)
-            .map_err(|e| Error::io(format!("create datafile {}", path.display()), e))?;
+            .open(&tmp)
+            .map_err(|e| Error::io(format!("create datafile {}", tmp.display()), e))?;
         if !flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
             return Err(Error::Store(format!(
                 "cannot lock new datafile {}",
-                path.display()
+                tmp.display()
             )));
         }
         file.write_all_at(&FILE_HEADER, 0)
-            .map_err(|e| Error::io(format!("write datafile {}", path.display()), e))?;
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| Error::io(format!("create datafile {}", path.display()), e))?;
         let num = self.register(&name)?;
         let pos = FILE_HEADER.len() as u64;
         Ok(Writer {
