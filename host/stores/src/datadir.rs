@@ -148,6 +148,15 @@ fn db_err(what: &str) -> impl Fn(heed::Error) -> Error + '_ {
     move |e| Error::Store(format!("DataDir index: {what}: {e}"))
 }
 
+/// Opens a datafile for reading and writing.
+fn open_rw(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(format!("open {}", path.display()), e))
+}
+
 fn flock(f: &File, op: libc::c_int) -> bool {
     // SAFETY: flock on a valid, owned descriptor.
     unsafe { libc::flock(f.as_raw_fd(), op) == 0 }
@@ -325,11 +334,7 @@ impl DataDir {
             };
             if size > end.max(FILE_HEADER.len() as u64) || size < FILE_HEADER.len() as u64 {
                 let path = self.data_path(&name);
-                let file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(&path)
-                    .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+                let file = open_rw(&path)?;
                 if flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
                     if let Err(e) = self.index_tail(num, &file, &path, end, true) {
                         // Reading what is indexed still works (say, on a
@@ -677,11 +682,7 @@ impl DataDir {
         for name in self.datafile_names()? {
             let num = self.register(&name)?;
             let path = self.data_path(&name);
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+            let file = open_rw(&path)?;
             let locked = flock(&file, libc::LOCK_EX | libc::LOCK_NB);
             if let Err(e) = self.index_tail(num, &file, &path, 0, false) {
                 tracing::warn!("{}: not indexed: {e}", path.display());
