@@ -239,3 +239,48 @@ fn unreadable_and_special_files_warn_and_import_continues() {
     );
     assert!(!ls.contains("secret"), "{ls}");
 }
+
+#[test]
+fn a_file_growing_during_import_is_warned_about_and_stored_as_read() {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let env = Env::new();
+    let src = env.path("live");
+    std::fs::create_dir(&src).unwrap();
+    let log = src.join("growing.log");
+    std::fs::write(&log, Rng(4).text(4 << 20)).unwrap();
+    std::fs::write(src.join("still.txt"), b"unchanging\n").unwrap();
+    // A writer appends to the log for as long as the import runs.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+            let line = b"another line appended while vt reads this file\n";
+            while !stop.load(Ordering::Relaxed) {
+                f.write_all(line).unwrap();
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    let o = env.run(&["import", src.to_str().unwrap()]);
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("growing.log: changed while being read; stored as read"),
+        "{err}"
+    );
+    // What was stored is a prefix of what the file became.
+    let stored = env.run(&["cat", "live", "growing.log"]).stdout;
+    let now = std::fs::read(&log).unwrap();
+    assert!(stored.len() >= 4 << 20 && now.starts_with(&stored));
+    assert_eq!(
+        env.run(&["cat", "live", "still.txt"]).stdout,
+        b"unchanging\n"
+    );
+}

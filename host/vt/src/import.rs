@@ -274,12 +274,16 @@ impl<'a> Importer<'a> {
             } else {
                 f.metadata().ok()
             };
+            // Read no more than the size seen before reading, so a file
+            // that grows faster than we read still ends; growth is noticed
+            // below and reported.
+            let expected = before.as_ref().map_or(md.len(), |b| b.len());
             let mut reader = ProgressReader {
-                inner: &f,
+                inner: std::io::Read::take(&f, expected),
                 progress: self.progress,
                 failed: None,
             };
-            let r = match self.bf.blockify_sized(&mut reader, Some(md.len()), None) {
+            let r = match self.bf.blockify_sized(&mut reader, Some(expected), None) {
                 Ok(r) => r,
                 Err(e) => {
                     // A read error skips the file; a store error ends the import.
