@@ -189,6 +189,15 @@ impl<'a> Importer<'a> {
             if md.nlink() > 1 {
                 return self.import_hardlink(path, name, md, prev);
             }
+            if let Some(p) = prev.filter(|p| matches!(p.kind, DirentKind::File { .. })) {
+                if same_file(p, &md) {
+                    // Unchanged ctime: mode, owner and xattrs are unchanged
+                    // too, so the whole Dirent is reused, unread.
+                    self.reused.fetch_add(1, Relaxed);
+                    self.progress.add_bytes(md.len());
+                    return Ok(Some(p.clone()));
+                }
+            }
             match self.import_file(path, &md, prev) {
                 Some(r) => Dirent {
                     name,
