@@ -385,23 +385,13 @@ impl DataDir {
         let res = datafile::scan(file, end.max(hlen), None)?;
         let mut wtxn = self.env.write_txn().map_err(db_err("begin"))?;
         for f in &res.records {
-            let key = f.header.hash.to_bytes();
-            if self
-                .blocks
-                .get(&wtxn, &key)
-                .map_err(db_err("lookup"))?
-                .is_none()
-            {
-                let loc = Loc {
-                    file: num,
-                    offset: f.offset,
-                    stored_len: f.header.stored_len,
-                    raw_len: f.header.raw_len,
-                };
-                self.blocks
-                    .put(&mut wtxn, &key, &loc.to_bytes())
-                    .map_err(db_err("insert"))?;
-            }
+            let loc = Loc {
+                file: num,
+                offset: f.offset,
+                stored_len: f.header.stored_len,
+                raw_len: f.header.raw_len,
+            };
+            self.insert_if_absent(&mut wtxn, &f.header.hash.to_bytes(), &loc)?;
         }
         let mut good_end = res.good_end;
         if !res.damaged.is_empty() {
@@ -428,6 +418,22 @@ impl DataDir {
         Ok(good_end)
     }
 
+    /// Enters a block in the index unless it is there already (another
+    /// copy, or another process's, came first; either serves).
+    fn insert_if_absent(&self, wtxn: &mut heed::RwTxn<'_>, key: &[u8], loc: &Loc) -> Result<()> {
+        if self
+            .blocks
+            .get(wtxn, key)
+            .map_err(db_err("lookup"))?
+            .is_none()
+        {
+            self.blocks
+                .put(wtxn, key, &loc.to_bytes())
+                .map_err(db_err("insert"))?;
+        }
+        Ok(())
+    }
+
     fn set_end(&self, wtxn: &mut heed::RwTxn<'_>, num: u32, path: &Path, end: u64) -> Result<()> {
         let name = path
             .file_name()
@@ -442,7 +448,7 @@ impl DataDir {
 
     /// Takes (or creates) a datafile to append to, skipping `full` ones.
     fn open_writer(&self, full: &[u32]) -> Result<Writer> {
-        for (num, name, _) in self.registered()? {
+        for (num, name, end) in self.registered()? {
             if full.contains(&num) {
                 continue;
             }
@@ -455,11 +461,6 @@ impl DataDir {
                 .map(|m| m.len() < MAX_DATAFILE)
                 .unwrap_or(false);
             if small && flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
-                let end = self
-                    .registered()?
-                    .into_iter()
-                    .find(|r| r.0 == num)
-                    .map_or(0, |r| r.2);
                 let pos = match self.index_tail(num, &file, &path, end, true) {
                     Ok(p) => p,
                     Err(e) => {
@@ -537,16 +538,7 @@ impl DataDir {
                 // before changing them, so the mapping stays clean.
                 release_index_pages(&mdb);
             }
-            if self
-                .blocks
-                .get(&wtxn, &key)
-                .map_err(db_err("lookup"))?
-                .is_none()
-            {
-                self.blocks
-                    .put(&mut wtxn, &key, &loc.to_bytes())
-                    .map_err(db_err("insert"))?;
-            }
+            self.insert_if_absent(&mut wtxn, &key, loc)?;
         }
         self.set_end(&mut wtxn, w.num, &w.path, w.pos)?;
         let entries = self.blocks.len(&wtxn).map_err(db_err("count"))?;

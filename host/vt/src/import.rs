@@ -189,14 +189,10 @@ impl<'a> Importer<'a> {
             if md.nlink() > 1 {
                 return self.import_hardlink(path, name, md, prev);
             }
-            if let Some(p) = prev.filter(|p| matches!(p.kind, DirentKind::File { .. })) {
-                if same_file(p, &md) {
-                    // Unchanged ctime: mode, owner and xattrs are unchanged
-                    // too, so the whole Dirent is reused, unread.
-                    self.reused.fetch_add(1, Relaxed);
-                    self.progress.add_bytes(md.len());
-                    return Ok(Some(p.clone()));
-                }
+            if let Some(p) = self.unchanged(prev, &md) {
+                // Unchanged ctime: mode, owner and xattrs are unchanged too,
+                // so the whole Dirent is reused.
+                return Ok(Some(p.clone()));
             }
             match self.import_file(path, &md, prev) {
                 Some(r) => Dirent {
@@ -249,6 +245,15 @@ impl<'a> Importer<'a> {
         Ok(Some(d))
     }
 
+    /// `prev` if it is a file Dirent that `md` shows unchanged (counted as
+    /// reused: the file will not be read).
+    fn unchanged<'p>(&self, prev: Option<&'p Dirent>, md: &Metadata) -> Option<&'p Dirent> {
+        let p = prev.filter(|p| matches!(p.kind, DirentKind::File { .. }) && same_file(p, md))?;
+        self.reused.fetch_add(1, Relaxed);
+        self.progress.add_bytes(md.len());
+        Some(p)
+    }
+
     /// A regular file's content; `None` if it was skipped with a warning.
     /// Reuses the previous Dirent's content when the file is unchanged.
     fn import_file(
@@ -257,12 +262,8 @@ impl<'a> Importer<'a> {
         md: &Metadata,
         prev: Option<&Dirent>,
     ) -> Option<Result<vt_core::BlockRef>> {
-        if let Some(p) = prev.filter(|p| matches!(p.kind, DirentKind::File { .. })) {
-            if same_file(p, md) {
-                self.reused.fetch_add(1, Relaxed);
-                self.progress.add_bytes(md.len());
-                return p.block().cloned().map(Ok);
-            }
+        if let Some(p) = self.unchanged(prev, md) {
+            return p.block().cloned().map(Ok);
         }
         self.files.fetch_add(1, Relaxed);
         for attempt in 0..2 {
