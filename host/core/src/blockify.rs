@@ -73,6 +73,11 @@ impl<'a> Blockifier<'a> {
         }
     }
 
+    /// The chunker's block size limits.
+    pub fn params(&self) -> ChunkParams {
+        self.chunker.params()
+    }
+
     /// The store blocks go to.
     pub fn store(&self) -> &'a dyn Store {
         self.store
@@ -166,7 +171,7 @@ impl<'a> Blockifier<'a> {
             let mut pos = 0usize;
             while pos < buf.len() {
                 let start_abs = buf_offset + pos as u64;
-                let min_abs = start_abs + self.chunker.params().min as u64;
+                let min_abs = start_abs + self.chunker.params().scan_min.max(1) as u64;
                 while proposals.front().is_some_and(|&p| p < min_abs) {
                     proposals.pop_front();
                 }

@@ -1,30 +1,23 @@
 //! Content-defined chunking, and the `Scanner` trait through which
-//! format-aware plugins propose boundaries.
+//! format-aware plugins propose boundaries (see [`crate::scanner`]).
 //!
 //! The rolling hash is a Gear hash (as in FastCDC): `h = (h << 1) + GEAR[b]`,
 //! so `h` depends only on the last 64 bytes. A boundary falls where the top
 //! bits of `h` are zero. Normalised chunking uses a harder mask before the
 //! average size and an easier one after it, which narrows the size spread.
 
-/// Proposes block boundaries at a file format's natural seams.
-///
-/// The host streams a file through `scan` in consecutive buffers; a scanner
-/// keeps whatever state it needs between calls and returns absolute offsets
-/// (ascending) at which a new block should start. Scanners only propose: the
-/// chunker still enforces the minimum and maximum block sizes.
-pub trait Scanner: Send {
-    /// The scanner's name, for messages.
-    fn name(&self) -> &str;
-
-    /// Scans `buf`, which starts at absolute `offset` in the file.
-    fn scan(&mut self, offset: u64, buf: &[u8]) -> Vec<u64>;
-}
+pub use crate::scanner::Scanner;
 
 /// Block size limits of the chunker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChunkParams {
-    /// No block is cut shorter than this (except a file's last).
+    /// No block is cut shorter than this by the rolling hash (except a
+    /// file's last).
     pub min: usize,
+    /// A scanner's proposal is honoured once the block is this long: formats
+    /// whose seams are closer than `min` (mail headers and bodies) get
+    /// blocks that follow them.
+    pub scan_min: usize,
     /// The rolling hash aims for this average size; a power of two.
     pub avg: usize,
     /// No block is longer than this.
@@ -32,10 +25,12 @@ pub struct ChunkParams {
 }
 
 impl Default for ChunkParams {
-    /// 16 KiB / 64 KiB / 256 KiB: see `vt.5` for the measurements behind it.
+    /// 16 KiB / 64 KiB / 256 KiB, and scanner proposals from 1 KiB: see
+    /// `vt.5` for the measurements behind them.
     fn default() -> Self {
         ChunkParams {
             min: 16 * 1024,
+            scan_min: 1024,
             avg: 64 * 1024,
             max: 256 * 1024,
         }
@@ -96,27 +91,28 @@ impl Chunker {
     /// Where the block starting at `data[0]` should end.
     ///
     /// `proposal` is the first scanner offset, relative to `data[0]`, that
-    /// is at least `min` (if any); within `max` it is where the block ends. Returns `None` when `data` is too short to
-    /// decide and more input follows (`eof` false).
+    /// is at least `scan_min` (if any); within `max` it is where the block
+    /// ends. Returns `None` when `data` is too short to decide and more
+    /// input follows (`eof` false).
     pub fn cut(&self, data: &[u8], proposal: Option<usize>, eof: bool) -> Option<usize> {
         let p = self.params;
         let limit = data.len().min(p.max);
-        if limit <= p.min {
-            return if eof || data.len() >= p.max {
-                Some(limit)
-            } else {
-                None
-            };
-        }
-        // A scanner's proposal past the minimum wins over rolling-hash
+        // A scanner's proposal past its minimum wins over rolling-hash
         // boundaries before it: formats cut where their seams are.
-        if let Some(o) = proposal.filter(|&o| o >= p.min && o <= p.max) {
+        if let Some(o) = proposal.filter(|&o| o >= p.scan_min.max(1) && o <= p.max) {
             if o <= data.len() {
                 return Some(o);
             }
             if !eof {
                 return None; // decide once the data up to it is here
             }
+        }
+        if limit <= p.min {
+            return if eof || data.len() >= p.max {
+                Some(limit)
+            } else {
+                None
+            };
         }
         let end = limit;
         let mut h: u64 = 0;
@@ -217,5 +213,20 @@ mod tests {
         assert_eq!(c.cut(&data, None, false), Some(262_144));
         assert_eq!(c.cut(&data[..1000], None, false), None);
         assert_eq!(c.cut(&data[..1000], None, true), Some(1000));
+    }
+
+    #[test]
+    fn proposal_below_min_but_past_scan_min_is_honoured() {
+        let p = ChunkParams {
+            scan_min: 1024,
+            ..ChunkParams::default()
+        };
+        let c = Chunker::new(p);
+        let data = vec![0u8; 300_000];
+        assert_eq!(c.cut(&data, Some(2000), false), Some(2000));
+        // before scan_min a proposal is ignored; the blind limits apply
+        assert_eq!(c.cut(&data, Some(500), false), Some(262_144));
+        // a proposal beyond the data in hand waits for more data
+        assert_eq!(c.cut(&data[..1500], Some(2000), false), None);
     }
 }

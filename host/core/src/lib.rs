@@ -3,7 +3,7 @@
 //! Everything here is independent of where blocks live and of how the host
 //! talks to plugins: hashes ([`hash`]), block references and their codecs
 //! ([`block`]), the content-defined chunker and the [`Scanner`] trait
-//! ([`chunker`]), turning byte streams into block trees ([`blockify`]),
+//! ([`chunker`], [`scanner`]), turning byte streams into block trees ([`blockify`]),
 //! reading them back ([`read`]), directory entries ([`dirent`], [`dir`]),
 //! archives of snapshots ([`archive`]) and the [`Store`] trait ([`store`]).
 
@@ -17,13 +17,15 @@ pub mod dirent;
 pub mod error;
 pub mod hash;
 pub mod read;
+pub mod scanner;
 pub mod store;
 pub mod timefmt;
 pub mod transcribe;
 
 pub use block::BlockRef;
-pub use chunker::{ChunkParams, Scanner};
+pub use chunker::ChunkParams;
 pub use dirent::{Dirent, DirentKind, Meta};
 pub use error::{Error, Result};
 pub use hash::{Hash, HashKind};
+pub use scanner::{Scanner, ScannerSource};
 pub use store::Store;

@@ -8,6 +8,7 @@ pub mod datadir;
 pub mod datafile;
 pub mod dict;
 pub mod memory;
+pub mod vtd_scanner;
 
 pub use datadir::{DataDir, FsckReport};
 pub use memory::MemoryStore;
