@@ -1,0 +1,96 @@
+//! The sandbox a plugin instance runs in: no capabilities, a memory limit
+//! and a CPU deadline.
+//!
+//! A scanner component built for `wasm32-wasip2` imports WASI interfaces
+//! (the Rust standard library links them), so the host provides WASI with an
+//! empty context: no preopened directories, no environment or arguments, no
+//! network, stdio closed, and clocks frozen at zero, so a scanner's output
+//! can depend on nothing but the bytes it is fed.
+
+use std::time::Duration;
+
+use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{
+    HostMonotonicClock, HostWallClock, ResourceTable, WasiCtx, WasiCtxView, WasiView,
+};
+
+use crate::PluginEngine;
+
+/// Most linear memory one plugin instance may have (the largest buffer the
+/// host feeds is 8 MiB plus the chunker's maximum block).
+pub const MEMORY_LIMIT: usize = 256 << 20;
+
+/// Epoch ticks (of [`crate::engine::TICK`]) a call may run: a base, plus
+/// one per 64 KiB fed.
+pub const BASE_TICKS: u64 = 100;
+
+/// The data of a plugin's wasmtime `Store`.
+pub struct Sandbox {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+}
+
+impl WasiView for Sandbox {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// A clock that always says zero.
+struct Frozen;
+
+impl HostWallClock for Frozen {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for Frozen {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+impl Sandbox {
+    /// A fresh store for one plugin instance.
+    pub fn store(engine: &PluginEngine) -> Store<Sandbox> {
+        let wasi = WasiCtx::builder()
+            .wall_clock(Frozen)
+            .monotonic_clock(Frozen)
+            .build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(MEMORY_LIMIT)
+            .instances(16)
+            .tables(64)
+            .memories(4)
+            .trap_on_grow_failure(true)
+            .build();
+        let mut store = Store::new(
+            engine.engine(),
+            Sandbox {
+                wasi,
+                table: ResourceTable::new(),
+                limits,
+            },
+        );
+        store.limiter(|s| &mut s.limits as &mut dyn ResourceLimiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(BASE_TICKS);
+        store
+    }
+
+    /// Sets the deadline of the next call, given how many bytes it is fed.
+    pub fn deadline(store: &mut Store<Sandbox>, bytes: usize) {
+        store.set_epoch_deadline(BASE_TICKS + (bytes as u64 >> 16));
+    }
+}
