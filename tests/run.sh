@@ -11,6 +11,11 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need_pkgs[@]}"
 fi
 
+# Scanner plugins are WebAssembly components (target wasm32-wasip2).
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+    rustup target add wasm32-wasip2
+fi
+
 set -e
 cargo build --workspace --all-targets
 set +e

@@ -30,6 +30,20 @@ type = "datadir"
 # A store in memory, discarded at exit (for experiments).
 [stores.scratch]
 type = "memory"
+
+[plugins]
+# Installed scanner plugins (`vt plugin install`).
+#dir = "~/.local/share/vt/plugins"
+# Compiled plugins, so a plugin is compiled once, not at every run.
+#cache = "~/.cache/vt/plugins"
+
+# Which scanner chunks which files, by file-name glob (a pattern with a "/"
+# matches the whole path). The longest matching pattern wins; "none" means
+# plain content-defined chunking. Unmapped files are matched by extension,
+# then by asking each scanner to sniff the file's first KiB.
+[scanners]
+#"*.mbx" = "mbox"
+#"*.log" = "none"
 "#;
 
 /// The parsed configuration.
@@ -42,6 +56,22 @@ pub struct Config {
     /// The `[stores.NAME]` tables.
     #[serde(default)]
     pub stores: BTreeMap<String, StoreConfig>,
+    /// The `[plugins]` table.
+    #[serde(default)]
+    pub plugins: PluginsConfig,
+    /// The `[scanners]` table: file-name glob -> scanner name (or "none").
+    #[serde(default)]
+    pub scanners: BTreeMap<String, String>,
+}
+
+/// The `[plugins]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// Where installed plugins live [default: $XDG_DATA_HOME/vt/plugins].
+    pub dir: Option<String>,
+    /// Where compiled plugins are cached [default: $XDG_CACHE_HOME/vt/plugins].
+    pub cache: Option<String>,
 }
 
 /// The `[default]` table.
@@ -96,13 +126,22 @@ pub fn default_config_path() -> PathBuf {
 
 /// `$XDG_DATA_HOME/vt/store`.
 pub fn default_store_path() -> PathBuf {
+    data_home().join("vt/store")
+}
+
+fn data_home() -> PathBuf {
     std::env::var_os("XDG_DATA_HOME")
         .filter(|v| !v.is_empty())
         .map_or_else(|| home().join(".local/share"), PathBuf::from)
-        .join("vt/store")
 }
 
-fn expand(p: &str) -> PathBuf {
+fn cache_home() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| home().join(".cache"), PathBuf::from)
+}
+
+pub(crate) fn expand(p: &str) -> PathBuf {
     match p.strip_prefix("~/") {
         Some(rest) => home().join(rest),
         None if p == "~" => home(),
@@ -111,6 +150,33 @@ fn expand(p: &str) -> PathBuf {
 }
 
 impl Config {
+    /// The directory of installed plugins.
+    pub fn plugin_dir(&self) -> PathBuf {
+        self.plugins
+            .dir
+            .as_deref()
+            .map_or_else(|| data_home().join("vt/plugins"), expand)
+    }
+
+    /// The cache of compiled plugins.
+    pub fn plugin_cache(&self) -> PathBuf {
+        self.plugins
+            .cache
+            .as_deref()
+            .map_or_else(|| cache_home().join("vt/plugins"), expand)
+    }
+
+    /// The `[scanners]` mapping, most specific (longest) pattern first.
+    pub fn scanner_mapping(&self) -> Vec<(String, String)> {
+        let mut m: Vec<(String, String)> = self
+            .scanners
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        m.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+        m
+    }
+
     /// Loads `path`; a missing file gives the built-in defaults.
     pub fn load(path: &Path) -> Result<Config> {
         match std::fs::read_to_string(path) {

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -18,6 +18,8 @@ use uuid::Uuid;
 use vt_core::blockify::Blockifier;
 use vt_core::dir::{encode_dir, read_dir};
 use vt_core::dirent::SpecialKind;
+use vt_core::scanner::{ScannerSource, SNIFF_LEN};
+use vt_core::Scanner;
 use vt_core::{Dirent, DirentKind, Error, Meta, Result};
 
 use crate::meta::{meta_of, Names};
@@ -45,6 +47,8 @@ pub struct Importer<'a> {
     /// Hard link table of the previous snapshot.
     prev_links: HashMap<Uuid, Dirent>,
     progress: &'a Progress,
+    /// Picks the scanner for each file read.
+    scanners: &'a dyn ScannerSource,
     /// Directories never to descend into (the store's own), as (dev, ino).
     exclude: Vec<(u64, u64)>,
     /// Files that could not be read (warned about each).
@@ -68,7 +72,12 @@ fn same_file(prev: &Dirent, md: &Metadata) -> bool {
 impl<'a> Importer<'a> {
     /// An importer adding through `bf`; `prev` is the previous snapshot of
     /// the same tree, if any.
-    pub fn new(bf: Blockifier<'a>, prev: Option<&Dirent>, progress: &'a Progress) -> Self {
+    pub fn new(
+        bf: Blockifier<'a>,
+        prev: Option<&Dirent>,
+        progress: &'a Progress,
+        scanners: &'a dyn ScannerSource,
+    ) -> Self {
         let mut prev_links = HashMap::new();
         if let Some(DirentKind::Dir {
             hardlinks: Some(h), ..
@@ -91,6 +100,7 @@ impl<'a> Importer<'a> {
             links: Mutex::default(),
             prev_links,
             progress,
+            scanners,
             exclude: Vec::new(),
             unreadable: AtomicU64::new(0),
             reused: AtomicU64::new(0),
@@ -293,7 +303,9 @@ impl<'a> Importer<'a> {
                 progress: self.progress,
                 failed: None,
             };
-            let r = match self.bf.blockify_sized(&mut reader, Some(expected), None) {
+            let mut scanner = self.scanner_for(path, &f, expected);
+            let scan = scanner.as_mut().map(|b| &mut **b as &mut dyn Scanner);
+            let r = match self.bf.blockify_sized(&mut reader, Some(expected), scan) {
                 Ok(r) => r,
                 Err(e) => {
                     // A read error skips the file; a store error ends the import.
@@ -326,6 +338,23 @@ impl<'a> Importer<'a> {
             }
         }
         None
+    }
+
+    /// The scanner for a file of `size` bytes: only a file longer than the
+    /// minimum block can be cut where a scanner proposes.
+    fn scanner_for(&self, path: &Path, f: &File, size: u64) -> Option<Box<dyn Scanner>> {
+        if size <= self.bf.params().scan_min as u64 {
+            return None;
+        }
+        let mut head = [0u8; SNIFF_LEN];
+        let mut n = 0;
+        while n < head.len() {
+            match f.read_at(&mut head[n..], n as u64) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => n += k,
+            }
+        }
+        self.scanners.scanner_for(path, &head[..n])
     }
 
     /// One name of a hard-linked file. The first name to arrive reads the

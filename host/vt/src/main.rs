@@ -4,7 +4,9 @@ mod config;
 mod export;
 mod import;
 mod meta;
+mod plugins;
 mod progress;
+mod scaffold;
 mod snapshot;
 
 use std::io::Write;
@@ -106,6 +108,50 @@ enum Cmd {
         #[arg(long)]
         reindex: bool,
     },
+    /// Manage scanner plugins.
+    #[command(subcommand)]
+    Plugin(PluginCmd),
+    /// Show how a file would be chunked: the scanner's proposed offsets,
+    /// the resulting blocks and a histogram of block sizes.
+    Scan {
+        /// The file to scan.
+        file: PathBuf,
+        /// Use this scanner ("none" for plain CDC) instead of choosing one.
+        #[arg(long)]
+        scanner: Option<String>,
+        /// Also list every offset and block.
+        #[arg(long)]
+        list: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCmd {
+    /// Validate, precompile and install a scanner component (.wasm).
+    Install {
+        /// The component file.
+        path: PathBuf,
+    },
+    /// List every scanner: built in, bundled and installed.
+    List,
+    /// Show what a scanner declares and where it comes from.
+    Info {
+        /// The scanner's name.
+        name: String,
+    },
+    /// Remove an installed plugin.
+    Remove {
+        /// The plugin's name.
+        name: String,
+    },
+    /// Create a scanner plugin crate NAME/ that builds and passes its test.
+    New {
+        /// The plugin's name: lower-case letters, digits and dashes.
+        name: String,
+        /// The vt SDK to depend on [default: $VT_SDK, else this vt's checkout].
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -174,12 +220,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let Special::Archive(archive) = special else {
                 bail!("{archive:?} is a Dirent, not an archive");
             };
-            import(&st, &path, &archive, quiet)
+            import(&cfg, &st, &path, &archive, quiet)
         }
         Cmd::Pack { path } => {
             let st = cfg.open_store(store_spec, true)?;
             let archive = Archive::new(with_suffix(&path, ".vt")?);
-            import(&st, &path, &archive, quiet)
+            import(&cfg, &st, &path, &archive, quiet)
         }
         Cmd::Export { special, dest } => {
             let (special, st) = resolve(&special, &cfg, store_spec, false)?;
@@ -316,6 +362,33 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Cmd::Plugin(pc) => {
+            match pc {
+                PluginCmd::Install { path } => plugins::install(&cfg, &path)?,
+                PluginCmd::List => plugins::list(&cfg)?,
+                PluginCmd::Info { name } => plugins::info(&cfg, &name)?,
+                PluginCmd::Remove { name } => plugins::remove(&cfg, &name)?,
+                PluginCmd::New { name, sdk } => {
+                    let dir = scaffold::new_plugin(Path::new("."), &name, sdk.as_deref())?;
+                    println!("created {}; next:", dir.display());
+                    println!("  cd {} && cargo test", dir.display());
+                    println!("  cargo build --release --target wasm32-wasip2");
+                    println!(
+                        "  vt plugin install target/wasm32-wasip2/release/{}.wasm",
+                        name.replace('-', "_")
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Scan {
+            file,
+            scanner,
+            list,
+        } => {
+            plugins::scan(&cfg, &file, scanner.as_deref(), list)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -329,7 +402,13 @@ fn with_suffix(path: &Path, suffix: &str) -> Result<PathBuf> {
     Ok(abs.with_file_name(n))
 }
 
-fn import(st: &OpenStore, path: &Path, archive: &Archive, quiet: bool) -> Result<ExitCode> {
+fn import(
+    cfg: &Config,
+    st: &OpenStore,
+    path: &Path,
+    archive: &Archive,
+    quiet: bool,
+) -> Result<ExitCode> {
     let start = Instant::now();
     let prev = match archive.last() {
         Ok(p) => p.map(|e| e.dirent),
@@ -339,7 +418,10 @@ fn import(st: &OpenStore, path: &Path, archive: &Archive, quiet: bool) -> Result
     progress.total_from_tree(path);
     let stats = AddStats::default();
     let bf = Blockifier::new(&*st.store, ChunkParams::default(), &stats);
-    let mut importer = import::Importer::new(bf, prev.as_ref(), &progress);
+    let warn_progress = progress.clone();
+    let scanners =
+        plugins::LazyRegistry::new(cfg, Arc::new(move |m: String| warn_progress.warn(&m)));
+    let mut importer = import::Importer::new(bf, prev.as_ref(), &progress, &scanners);
     if let Some(dd) = &st.datadir {
         importer.exclude(dd.root());
     }

@@ -53,6 +53,7 @@ impl Env {
         let mut c = Command::new(vt_bin());
         c.env("XDG_CONFIG_HOME", self.path("xdg-config"))
             .env("XDG_DATA_HOME", self.path("xdg-data"))
+            .env("XDG_CACHE_HOME", self.path("xdg-cache"))
             .env_remove("VT_STORE")
             .env_remove("VT_CONFIG");
         c

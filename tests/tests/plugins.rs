@@ -1,0 +1,300 @@
+//! Scanner plugins end to end: hostile plugins never break an import, an
+//! incompatible plugin is refused, `vt plugin new` gives a crate that
+//! builds, installs and scans, and the bundled mbox component proposes what
+//! the native code does.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use common::{Env, Rng};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Where test plugins are built (shared by the tests of this file).
+fn plugin_target() -> PathBuf {
+    repo().join("target/test-plugins")
+}
+
+/// Builds tests/plugins (hostile, wit2) for wasm32-wasip2, once.
+fn test_plugins() -> &'static (PathBuf, PathBuf) {
+    static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let st = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--manifest-path",
+            ])
+            .arg(repo().join("tests/plugins/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(plugin_target())
+            .env_remove("CARGO_TARGET_DIR")
+            .status()
+            .expect("run cargo");
+        assert!(
+            st.success(),
+            "building tests/plugins for wasm32-wasip2 failed"
+        );
+        let dir = plugin_target().join("wasm32-wasip2/release");
+        (dir.join("hostile.wasm"), dir.join("wit2.wasm"))
+    })
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn hostile_plugins_warn_and_the_data_is_identical() {
+    let (hostile, _) = test_plugins();
+    let env = Env::new();
+    let out = env.ok(&["plugin", "install", hostile.to_str().unwrap()]);
+    assert!(out.contains("installed scanner hostile 0.1.0"), "{out}");
+
+    let src = env.path("src");
+    std::fs::create_dir(&src).unwrap();
+    let mut rng = Rng(7);
+    let cases = [
+        "loop",
+        "alloc",
+        "trap",
+        "unsorted",
+        "range",
+        "startloop",
+        "fine",
+    ];
+    for ext in cases {
+        std::fs::write(src.join(format!("f.{ext}")), rng.bytes(300_000)).unwrap();
+    }
+    // No extension it claims: chosen by sniffing, and sniff never returns.
+    let mut sniffy = b"LOOPSNIFF".to_vec();
+    sniffy.extend(rng.bytes(100_000));
+    std::fs::write(src.join("sniffy.dat"), &sniffy).unwrap();
+
+    let t = std::time::Instant::now();
+    let o = env.run(&["import", src.to_str().unwrap(), "h"]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "import failed: {err}");
+    // Every deadline is seconds, not minutes.
+    assert!(t.elapsed().as_secs() < 60, "import took {:?}", t.elapsed());
+    let expect = [
+        ("f.loop", "ran past its time limit"),
+        ("f.alloc", "memory"),
+        ("f.trap", "trapped"),
+        ("f.unsorted", "offsets must rise"),
+        ("f.range", "beyond the"),
+        ("f.startloop", "ran past its time limit"),
+    ];
+    for (file, why) in expect {
+        let line = err
+            .lines()
+            .find(|l| {
+                l.contains(&format!(
+                    "plugin hostile failed on {}",
+                    src.join(file).display()
+                ))
+            })
+            .unwrap_or_else(|| panic!("no warning for {file} in:\n{err}"));
+        assert!(
+            line.contains(why),
+            "warning for {file} lacks {why:?}: {line}"
+        );
+        assert!(line.contains("without it"), "{line}");
+    }
+    assert!(
+        err.contains("plugin hostile failed to sniff") && err.contains("sniffy.dat"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("f.fine"),
+        "the well-behaved case warned: {err}"
+    );
+
+    let dest = env.path("out");
+    env.ok(&["export", "h", dest.to_str().unwrap()]);
+    for ext in cases {
+        let name = format!("f.{ext}");
+        assert_eq!(
+            std::fs::read(src.join(&name)).unwrap(),
+            std::fs::read(dest.join(&name)).unwrap(),
+            "{name} differs after export"
+        );
+    }
+    assert_eq!(std::fs::read(dest.join("sniffy.dat")).unwrap(), sniffy);
+}
+
+#[test]
+fn incompatible_or_broken_plugins_are_refused_clearly() {
+    let (_, wit2) = test_plugins();
+    let env = Env::new();
+    let o = env.run(&["plugin", "install", wit2.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("built against vt:plugin@2.0.0, but this vt speaks vt:plugin@1.0.0"),
+        "{err}"
+    );
+
+    let junk = env.path("junk.wasm");
+    std::fs::write(&junk, b"\0asm not really").unwrap();
+    let o = env.run(&["plugin", "install", junk.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("not a usable vt scanner plugin"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = env.run(&[
+        "plugin",
+        "install",
+        env.path("missing.wasm").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("missing.wasm"), "{}", stderr(&o));
+
+    // Nothing was installed by the failures.
+    let list = env.ok(&["plugin", "list"]);
+    assert!(!list.contains("wit2"), "{list}");
+    assert!(list.contains("mbox") && list.contains("bundled"), "{list}");
+    assert!(list.contains("vtd") && list.contains("builtin"), "{list}");
+}
+
+#[test]
+fn tampered_installed_plugin_is_not_loaded() {
+    let (hostile, _) = test_plugins();
+    let env = Env::new();
+    env.ok(&["plugin", "install", hostile.to_str().unwrap()]);
+    let installed = env.path("xdg-data/vt/plugins/hostile.wasm");
+    let mut bytes = std::fs::read(&installed).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 0xff;
+    std::fs::write(&installed, bytes).unwrap();
+    let o = env.run(&["plugin", "list"]);
+    assert!(o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("installed plugin hostile not loaded") && err.contains("not the"),
+        "{err}"
+    );
+    let out = env.ok(&["plugin", "remove", "hostile"]);
+    assert!(out.contains("removed scanner hostile"), "{out}");
+    assert!(!installed.exists());
+    let o = env.run(&["plugin", "remove", "hostile"]);
+    assert!(
+        stderr(&o).contains("no plugin named \"hostile\""),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn plugin_new_builds_passes_its_test_installs_and_scans() {
+    let env = Env::new();
+    let work = env.path("work");
+    std::fs::create_dir(&work).unwrap();
+    let o = env
+        .cmd()
+        .current_dir(&work)
+        .args(["plugin", "new", "myscanner"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let krate = work.join("myscanner");
+    let cargo = |args: &[&str]| {
+        let st = Command::new(env!("CARGO"))
+            .args(args)
+            .current_dir(&krate)
+            .env("CARGO_TARGET_DIR", plugin_target().join("scaffold"))
+            .status()
+            .expect("run cargo");
+        assert!(st.success(), "cargo {args:?} failed in the new plugin");
+    };
+    cargo(&["test", "--quiet"]);
+    cargo(&["build", "--target", "wasm32-wasip2"]);
+    let wasm = plugin_target().join("scaffold/wasm32-wasip2/debug/myscanner.wasm");
+    let out = env.ok(&["plugin", "install", wasm.to_str().unwrap()]);
+    assert!(out.contains("installed scanner myscanner 0.1.0"), "{out}");
+    let info = env.ok(&["plugin", "info", "myscanner"]);
+    assert!(
+        info.contains("installed") && info.contains("sha256:"),
+        "{info}"
+    );
+
+    // Paragraphs of 20,000 bytes: the scanner proposes after each blank line.
+    let mut text = Vec::new();
+    for i in 0..10 {
+        text.extend(std::iter::repeat_n(b'a' + i, 19_998));
+        text.extend(b"\n\n");
+    }
+    let f = env.path("doc.myscanner");
+    std::fs::write(&f, &text).unwrap();
+    let out = env.ok(&["scan", f.to_str().unwrap(), "--list"]);
+    assert!(
+        out.contains("scanner: myscanner 0.1.0 (extension .myscanner)"),
+        "{out}"
+    );
+    assert!(out.contains("offsets: 10 proposed"), "{out}");
+    for k in 1..=10 {
+        assert!(
+            out.contains(&format!("\n  {}\n", k * 20_000)),
+            "offset {} missing: {out}",
+            k * 20_000
+        );
+    }
+    // Blocks end at the proposals past the 16 KiB minimum: every 20,000 bytes.
+    assert!(out.contains("blocks:  10"), "{out}");
+}
+
+/// A synthetic mbox: `n` messages of assorted sizes.
+fn mbox(n: usize, rng: &mut Rng) -> Vec<u8> {
+    let mut m = Vec::new();
+    for i in 0..n {
+        m.extend(
+            format!(
+                "From dev{i}@example.org Mon Jan  1 00:00:00 2024\nFrom: dev{i}@example.org\nSubject: patch {i}\nStatus: RO\n\n"
+            )
+            .as_bytes(),
+        );
+        let lines = 20 + rng.below(400) as usize;
+        for _ in 0..lines {
+            let w = 10 + rng.below(60) as usize;
+            m.extend((0..w).map(|_| b'a' + rng.below(26) as u8));
+            m.push(b'\n');
+        }
+        m.push(b'\n');
+    }
+    m
+}
+
+#[test]
+fn bundled_mbox_component_proposes_what_the_native_scanner_does() {
+    let env = Env::new();
+    let data = mbox(300, &mut Rng(3));
+    let f = env.path("inbox");
+    std::fs::write(&f, &data).unwrap();
+    let native = vt_sdk::testing::scan::<vt_plugin_mbox::Mbox>("inbox", &data);
+    assert!(native.len() > 500);
+    let out = env.ok(&["scan", f.to_str().unwrap(), "--list"]);
+    assert!(
+        out.contains("scanner: mbox 1.0.0 (sniffed with confidence 95)"),
+        "{out}"
+    );
+    let listed: Vec<u64> = out
+        .split("offsets:")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with("  ") && !l.contains(".."))
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(listed, native, "wasm and native offsets differ");
+}
