@@ -249,7 +249,7 @@ fn plugin_new_builds_passes_its_test_installs_and_scans() {
             k * 20_000
         );
     }
-    // Blocks end at the proposals past the 16 KiB minimum: every 20,000 bytes.
+    // Every proposal ends a block: blocks of 20,000 bytes.
     assert!(out.contains("blocks:  10"), "{out}");
 }
 

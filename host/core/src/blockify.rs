@@ -113,7 +113,7 @@ impl<'a> Blockifier<'a> {
     /// Blockifies all of `input`, proposing boundaries through `scanner`.
     pub fn blockify_read(
         &self,
-        input: impl Read,
+        input: impl Read + Send,
         scanner: Option<&mut dyn Scanner>,
     ) -> Result<BlockRef> {
         self.blockify_sized(input, None, scanner)
@@ -121,9 +121,12 @@ impl<'a> Blockifier<'a> {
 
     /// Like [`Blockifier::blockify_read`], with the expected input length
     /// (a file's size) so small inputs get small buffers.
+    ///
+    /// Reading (and scanning) the next buffer overlaps hashing and storing
+    /// the blocks of the current one.
     pub fn blockify_sized(
         &self,
-        mut input: impl Read,
+        mut input: impl Read + Send,
         size_hint: Option<u64>,
         mut scanner: Option<&mut dyn Scanner>,
     ) -> Result<BlockRef> {
@@ -133,46 +136,34 @@ impl<'a> Blockifier<'a> {
                 .min(BUFFER),
             None => BUFFER,
         };
+        let max = self.chunker.params().max;
+        let scan_min = self.chunker.params().scan_min.max(1) as u64;
         let mut buf: Vec<u8> = Vec::with_capacity(bufsize);
         let mut buf_offset: u64 = 0; // absolute offset of buf[0]
         let mut proposals: VecDeque<u64> = VecDeque::new();
         let mut leaves: Vec<BlockRef> = Vec::new();
-        let mut eof = false;
         let mut total: u64 = 0;
-        while !eof {
-            // Fill the buffer (read_to_end grows it without zeroing).
-            let old = buf.len();
-            let want = bufsize.saturating_sub(old).max(self.chunker.params().max);
-            let got = (&mut input)
-                .take(want as u64)
-                .read_to_end(&mut buf)
-                .map_err(|e| Error::io("reading input", e))?;
-            eof = got < want;
-            let filled = buf.len();
-            total += (filled - old) as u64;
-            if eof && buf_offset == 0 && filled <= LITERAL_MAX {
-                self.stats.bytes.fetch_add(total, Relaxed);
-                return Ok(BlockRef::Literal(buf));
-            }
-            if let Some(s) = scanner.as_deref_mut() {
-                let fresh_at = buf_offset + old as u64;
-                let end = buf_offset + filled as u64;
-                let mut last = proposals.back().copied().unwrap_or(0).max(fresh_at.min(1));
-                for o in s.scan(fresh_at, &buf[old..filled]) {
-                    // Scanners only propose: keep what is sorted and in range.
-                    if o > last && o <= end {
-                        proposals.push_back(o);
-                        last = o;
-                    }
-                }
-            }
-            // Cut.
+        let mut eof = fill_and_scan(
+            &mut input,
+            &mut buf,
+            buf_offset,
+            bufsize,
+            max,
+            &mut total,
+            scanner.as_deref_mut(),
+            &mut proposals,
+        )?;
+        if eof && buf.len() <= LITERAL_MAX {
+            self.stats.bytes.fetch_add(total, Relaxed);
+            return Ok(BlockRef::Literal(buf));
+        }
+        loop {
+            // Cut what is in hand.
             let mut cuts: Vec<(usize, usize)> = Vec::new();
             let mut pos = 0usize;
             while pos < buf.len() {
                 let start_abs = buf_offset + pos as u64;
-                let min_abs = start_abs + self.chunker.params().scan_min.max(1) as u64;
-                while proposals.front().is_some_and(|&p| p < min_abs) {
+                while proposals.front().is_some_and(|&p| p < start_abs + scan_min) {
                     proposals.pop_front();
                 }
                 let prop = proposals.front().map(|&p| (p - start_abs) as usize);
@@ -184,16 +175,40 @@ impl<'a> Blockifier<'a> {
                     None => break,
                 }
             }
-            // Store this buffer's blocks on all cores.
-            let refs: Vec<BlockRef> = cuts
-                .par_iter()
-                .map(|&(a, b)| self.leaf(&buf[a..b]))
-                .collect::<Result<_>>()?;
+            // The cut part is stored while the rest is topped up.
+            let tail = buf[pos..].to_vec();
+            buf.truncate(pos);
+            let head = std::mem::replace(&mut buf, tail);
+            buf_offset += pos as u64;
+            let store_head = || -> Result<Vec<BlockRef>> {
+                cuts.par_iter()
+                    .map(|&(a, b)| self.leaf(&head[a..b]))
+                    .collect()
+            };
+            let refs = if eof {
+                store_head()?
+            } else {
+                let (refs, more) = rayon::join(store_head, || {
+                    fill_and_scan(
+                        &mut input,
+                        &mut buf,
+                        buf_offset,
+                        bufsize,
+                        max,
+                        &mut total,
+                        scanner.as_deref_mut(),
+                        &mut proposals,
+                    )
+                });
+                eof = more?;
+                refs?
+            };
             for r in refs {
                 push_leaf(&mut leaves, r);
             }
-            buf.drain(..pos);
-            buf_offset += pos as u64;
+            if buf.is_empty() && eof {
+                break;
+            }
         }
         self.stats.bytes.fetch_add(total, Relaxed);
         self.build_tree(leaves)
@@ -257,6 +272,49 @@ impl<'a> Blockifier<'a> {
             depth += 1;
         }
     }
+}
+
+/// Tops `buf` up from `input` (to `bufsize`, and at least by `max` bytes)
+/// and passes the fresh bytes to the scanner, keeping its proposals that
+/// are sorted and within the data. Returns whether input has ended.
+#[allow(clippy::too_many_arguments)]
+fn fill_and_scan<'s>(
+    input: &mut impl Read,
+    buf: &mut Vec<u8>,
+    buf_offset: u64,
+    bufsize: usize,
+    max: usize,
+    total: &mut u64,
+    scanner: Option<&mut (dyn Scanner + 's)>,
+    proposals: &mut VecDeque<u64>,
+) -> Result<bool> {
+    let old = buf.len();
+    let want = bufsize.saturating_sub(old).max(max);
+    // read_to_end grows the buffer without zeroing it.
+    let got = input
+        .take(want as u64)
+        .read_to_end(buf)
+        .map_err(|e| Error::io("reading input", e))?;
+    let filled = buf.len();
+    *total += (filled - old) as u64;
+    let eof = got < want;
+    if let Some(s) = scanner {
+        let fresh_at = buf_offset + old as u64;
+        let end = buf_offset + filled as u64;
+        let mut last = proposals.back().copied().unwrap_or(0).max(fresh_at.min(1));
+        let mut offs = s.scan(fresh_at, &buf[old..filled]);
+        if eof {
+            offs.extend(s.finish());
+        }
+        for o in offs {
+            // Scanners only propose: keep what is sorted and in range.
+            if o > last && o <= end {
+                proposals.push_back(o);
+                last = o;
+            }
+        }
+    }
+    Ok(eof)
 }
 
 /// Appends a leaf, merging adjacent runs of the same byte.

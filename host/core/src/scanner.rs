@@ -22,6 +22,11 @@ pub trait Scanner: Send {
 
     /// Scans `buf`, which starts at absolute `offset` in the file.
     fn scan(&mut self, offset: u64, buf: &[u8]) -> Vec<u64>;
+
+    /// The input has ended: any last proposals.
+    fn finish(&mut self) -> Vec<u64> {
+        Vec::new()
+    }
 }
 
 /// Picks the scanner for a file, if any.

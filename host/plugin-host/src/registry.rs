@@ -86,8 +86,9 @@ impl ScannerEntry {
 /// of the same name (installed over bundled over built-in).
 pub struct Registry {
     entries: Vec<ScannerEntry>,
-    /// `(glob, scanner name)` from the configuration, first match wins;
-    /// the name `none` means plain CDC.
+    /// `(glob, scanner name)` from the configuration, in the order given
+    /// (the vt binary sorts the longest pattern first); first match wins.
+    /// The name `none` means plain CDC.
     mapping: Vec<(String, String)>,
     warn: WarnFn,
 }

@@ -4,8 +4,8 @@
 //! A scanner component built for `wasm32-wasip2` imports WASI interfaces
 //! (the Rust standard library links them), so the host provides WASI with an
 //! empty context: no preopened directories, no environment or arguments, no
-//! network, stdio closed, and clocks frozen at zero, so a scanner's output
-//! can depend on nothing but the bytes it is fed.
+//! network, stdio closed, and clocks frozen at zero. (WASI's random
+//! numbers are left working: the standard library's hash maps use them.)
 
 use std::time::Duration;
 

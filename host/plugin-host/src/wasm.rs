@@ -273,6 +273,32 @@ impl vt_core::Scanner for WasmScan {
             }
         }
     }
+
+    fn finish(&mut self) -> Vec<u64> {
+        let Some((store, inst, res)) = self.state.as_mut() else {
+            return Vec::new();
+        };
+        Sandbox::deadline(store, 0);
+        let got = inst
+            .vt_plugin_scanner()
+            .scan()
+            .call_finish(&mut *store, *res);
+        match got {
+            // The end of the data is not known here; the chunker drops
+            // offsets beyond it.
+            Ok(offs) => match check_offsets(&offs, self.last, u64::MAX) {
+                Ok(()) => offs,
+                Err(e) => {
+                    self.fail(&e);
+                    Vec::new()
+                }
+            },
+            Err(e) => {
+                self.fail(&trap_text(&e));
+                Vec::new()
+            }
+        }
+    }
 }
 
 /// Offsets must rise strictly, follow `last` and lie within `(0, end]`.

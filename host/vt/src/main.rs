@@ -155,6 +155,12 @@ enum PluginCmd {
 }
 
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`vt scan FILE | head`), as Unix tools do.
+    // SAFETY: restoring the default disposition of a signal at startup,
+    // before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let level = match (cli.quiet, cli.verbose) {
         (true, _) | (false, 0) => "warn",

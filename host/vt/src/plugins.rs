@@ -206,13 +206,16 @@ pub fn scan(cfg: &Config, file: &Path, scanner: Option<&str>, list_offsets: bool
     // Feed the scanner as the import does, in 8 MiB buffers.
     let mut proposals = Vec::new();
     if let Some(s) = sc.as_deref_mut() {
-        let mut last = 0u64;
+        let mut offs = Vec::new();
         for (i, chunk) in data.chunks(8 << 20).enumerate() {
-            for o in s.scan((i * (8 << 20)) as u64, chunk) {
-                if o > last && o <= data.len() as u64 {
-                    proposals.push(o);
-                    last = o;
-                }
+            offs.extend(s.scan((i * (8 << 20)) as u64, chunk));
+        }
+        offs.extend(s.finish());
+        let mut last = 0u64;
+        for o in offs {
+            if o > last && o <= data.len() as u64 {
+                proposals.push(o);
+                last = o;
             }
         }
     }
