@@ -222,6 +222,9 @@ impl Registry {
         }
         let mut best: Option<(&ScannerEntry, u8)> = None;
         for e in self.entries.iter().rev() {
+            if !e.info.magic.is_empty() && !e.info.magic.iter().any(|m| head.starts_with(m)) {
+                continue; // cheap: most files are not asked at all
+            }
             let c = e.sniff(path, head);
             if c >= SNIFF_THRESHOLD && best.is_none_or(|(_, b)| c > b) {
                 best = Some((e, c));

@@ -25,9 +25,10 @@ pub struct PluginInfo {
     pub extensions: Vec<String>,
     /// MIME types handled.
     pub mime_types: Vec<String>,
-    /// Magic byte strings, as lossy text for display.
+    /// Byte strings a handled file starts with. A scanner that declares
+    /// any is asked to sniff only files that start with one of them.
     #[serde(default)]
-    pub magic: Vec<String>,
+    pub magic: Vec<Vec<u8>>,
 }
 
 impl From<Info> for PluginInfo {
@@ -37,11 +38,7 @@ impl From<Info> for PluginInfo {
             version: i.version,
             extensions: i.extensions,
             mime_types: i.mime_types,
-            magic: i
-                .magic
-                .iter()
-                .map(|m| String::from_utf8_lossy(m).into_owned())
-                .collect(),
+            magic: i.magic,
         }
     }
 }

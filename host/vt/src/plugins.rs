@@ -144,7 +144,13 @@ pub fn info(cfg: &Config, name: &str) -> Result<()> {
     println!("extensions:  {}", e.info.extensions.join(" "));
     println!("mime types:  {}", e.info.mime_types.join(" "));
     if !e.info.magic.is_empty() {
-        println!("magic:       {:?}", e.info.magic);
+        let magic: Vec<String> = e
+            .info
+            .magic
+            .iter()
+            .map(|m| String::from_utf8_lossy(m).escape_debug().to_string())
+            .collect();
+        println!("magic:       {}", magic.join(" "));
     }
     if let Some(w) = e.wasm() {
         println!("wit:         vt:plugin@{}", vt_plugin_host::WIT_VERSION);
