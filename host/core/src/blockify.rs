@@ -139,6 +139,7 @@ impl<'a> Blockifier<'a> {
         let max = self.chunker.params().max;
         let scan_min = self.chunker.params().scan_min.max(1) as u64;
         let mut buf: Vec<u8> = Vec::with_capacity(bufsize);
+        let mut spare: Vec<u8> = Vec::new();
         let mut buf_offset: u64 = 0; // absolute offset of buf[0]
         let mut proposals: VecDeque<u64> = VecDeque::new();
         let mut leaves: Vec<BlockRef> = Vec::new();
@@ -175,10 +176,12 @@ impl<'a> Blockifier<'a> {
                     None => break,
                 }
             }
-            // The cut part is stored while the rest is topped up.
-            let tail = buf[pos..].to_vec();
+            // The cut part is stored while the rest is topped up in the
+            // spare buffer (two buffers in turn, so no reallocation).
+            spare.clear();
+            spare.extend_from_slice(&buf[pos..]);
             buf.truncate(pos);
-            let head = std::mem::replace(&mut buf, tail);
+            let head = std::mem::replace(&mut buf, std::mem::take(&mut spare));
             buf_offset += pos as u64;
             let store_head = || -> Result<Vec<BlockRef>> {
                 cuts.par_iter()
@@ -206,6 +209,7 @@ impl<'a> Blockifier<'a> {
             for r in refs {
                 push_leaf(&mut leaves, r);
             }
+            spare = head;
             if buf.is_empty() && eof {
                 break;
             }
