@@ -1,0 +1,239 @@
+//! The blockmap: a file's leaf blocks by offset, so a read anywhere in a
+//! huge file is a binary search, not a walk down the block tree.
+//!
+//! A file's map is built in memory the first time the file is read (one
+//! pass over its indirect blocks; leaves are not fetched) and dropped when
+//! the file's content changes. It is not persisted. Leaf data is shared by
+//! every open file through a [`LeafCache`]; sequential readers get the next
+//! leaves fetched ahead of them in parallel.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use vt_core::read::{children, read_range};
+use vt_core::{BlockRef, Error, Hash, Result, Store};
+
+/// Leaves fetched ahead of a sequential reader.
+const READAHEAD: usize = 16;
+
+/// Decoded leaf blocks, most recently added kept, up to a byte budget.
+pub struct LeafCache {
+    inner: Mutex<CacheInner>,
+    cap: usize,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    map: HashMap<Hash, Arc<Vec<u8>>>,
+    order: VecDeque<Hash>,
+    bytes: usize,
+}
+
+impl LeafCache {
+    /// A cache holding up to `cap` bytes.
+    pub fn new(cap: usize) -> Self {
+        LeafCache {
+            inner: Mutex::default(),
+            cap,
+        }
+    }
+
+    fn get(&self, h: &Hash) -> Option<Arc<Vec<u8>>> {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.map.get(h).cloned()
+    }
+
+    fn put(&self, h: Hash, d: Arc<Vec<u8>>) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if g.map.contains_key(&h) {
+            return;
+        }
+        g.bytes += d.len();
+        g.map.insert(h, d);
+        g.order.push_back(h);
+        while g.bytes > self.cap {
+            let Some(old) = g.order.pop_front() else {
+                break;
+            };
+            if let Some(d) = g.map.remove(&old) {
+                g.bytes -= d.len();
+            }
+        }
+    }
+
+    /// The data of a direct leaf, from the cache or the store.
+    fn fetch(&self, store: &dyn Store, hash: &Hash, span: u64) -> Result<Arc<Vec<u8>>> {
+        if let Some(d) = self.get(hash) {
+            return Ok(d);
+        }
+        let d = store.fetch(hash)?;
+        if d.len() as u64 != span {
+            return Err(Error::decode(
+                "block ref",
+                format!("{hash} holds {} bytes, ref says {span}", d.len()),
+            ));
+        }
+        let d = Arc::new(d);
+        self.put(*hash, d.clone());
+        Ok(d)
+    }
+}
+
+/// A file's leaves in order, with their starting offsets.
+pub struct BlockMap {
+    starts: Vec<u64>,
+    leaves: Vec<BlockRef>,
+    span: u64,
+    /// Leaves below this index have been fetched ahead already.
+    ahead: AtomicUsize,
+}
+
+impl BlockMap {
+    /// Builds the map of `root` (fetching its indirect blocks).
+    pub fn build(store: &dyn Store, root: &BlockRef) -> Result<Self> {
+        let mut m = BlockMap {
+            starts: Vec::new(),
+            leaves: Vec::new(),
+            span: root.span(),
+            ahead: AtomicUsize::new(0),
+        };
+        let mut pos = 0u64;
+        m.walk(store, root, &mut pos)?;
+        Ok(m)
+    }
+
+    fn walk(&mut self, store: &dyn Store, r: &BlockRef, pos: &mut u64) -> Result<()> {
+        if let BlockRef::Indirect { .. } = r {
+            for k in children(store, r)? {
+                self.walk(store, &k, pos)?;
+            }
+        } else if r.span() > 0 {
+            self.starts.push(*pos);
+            self.leaves.push(r.clone());
+            *pos += r.span();
+        }
+        Ok(())
+    }
+
+    /// The content's length.
+    pub fn span(&self) -> u64 {
+        self.span
+    }
+
+    /// Index of the leaf holding `offset` (which must be below the span).
+    fn index(&self, offset: u64) -> usize {
+        self.starts
+            .partition_point(|&s| s <= offset)
+            .saturating_sub(1)
+    }
+
+    fn leaf_into(
+        &self,
+        store: &dyn Store,
+        cache: &LeafCache,
+        i: usize,
+        from: u64,
+        to: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        match &self.leaves[i] {
+            BlockRef::Direct { hash, span } => {
+                let d = cache.fetch(store, hash, *span)?;
+                out.extend_from_slice(&d[from as usize..to as usize]);
+            }
+            BlockRef::Literal(d) => out.extend_from_slice(&d[from as usize..to as usize]),
+            BlockRef::Rle { octet, .. } => out.resize(out.len() + (to - from) as usize, *octet),
+            r => out.extend_from_slice(&read_range(store, r, from, to - from)?),
+        }
+        Ok(())
+    }
+
+    /// Up to `len` bytes from `offset`.
+    pub fn read(
+        self: &Arc<Self>,
+        store: &Arc<dyn Store>,
+        cache: &Arc<LeafCache>,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>> {
+        if offset >= self.span || len == 0 {
+            return Ok(Vec::new());
+        }
+        let end = self.span.min(offset + len);
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        let mut i = self.index(offset);
+        let first = i;
+        while i < self.leaves.len() && self.starts[i] < end {
+            let a = self.starts[i];
+            let from = offset.max(a) - a;
+            let to = end.min(a + self.leaves[i].span()) - a;
+            self.leaf_into(&**store, cache, i, from, to, &mut out)?;
+            i += 1;
+        }
+        self.read_ahead(store, cache, first, i);
+        Ok(out)
+    }
+
+    /// Fetches the leaves after `next` into the cache in the background,
+    /// when the reader seems sequential (it reached the previous window).
+    fn read_ahead(
+        self: &Arc<Self>,
+        store: &Arc<dyn Store>,
+        cache: &Arc<LeafCache>,
+        first: usize,
+        next: usize,
+    ) {
+        let done = self.ahead.load(Relaxed);
+        if first > done + 1 {
+            // A jump forward: start a new window after this read.
+            self.ahead.store(next, Relaxed);
+            return;
+        }
+        let target = (next + READAHEAD).min(self.leaves.len());
+        if target <= done || next >= target {
+            return;
+        }
+        if self
+            .ahead
+            .compare_exchange(done, target, Relaxed, Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        for i in next.max(done)..target {
+            if let BlockRef::Direct { hash, span } = self.leaves[i].clone() {
+                if cache.get(&hash).is_some() {
+                    continue;
+                }
+                let (store, cache) = (store.clone(), cache.clone());
+                rayon::spawn(move || {
+                    let _ = cache.fetch(&*store, &hash, span);
+                });
+            }
+        }
+    }
+
+    /// The next offset at or after `offset` that is data (`data`) or in a
+    /// hole (runs of zeros stored as RLE blocks); the end counts as a hole.
+    pub fn seek(&self, offset: u64, data: bool) -> Option<u64> {
+        if offset >= self.span {
+            return None;
+        }
+        let mut i = self.index(offset);
+        let mut pos = offset;
+        while i < self.leaves.len() {
+            let hole = matches!(self.leaves[i], BlockRef::Rle { octet: 0, .. });
+            if hole != data {
+                return Some(pos);
+            }
+            pos = self.starts[i] + self.leaves[i].span();
+            i += 1;
+        }
+        if data {
+            None
+        } else {
+            Some(self.span)
+        }
+    }
+}
