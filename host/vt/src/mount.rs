@@ -302,9 +302,20 @@ pub fn mount(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Whether process `pid` still runs (a zombie, exited but not yet reaped
+/// by its parent, has finished its work).
 fn alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid, 0) == 0 }
+    if unsafe { libc::kill(pid, 0) } != 0 {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
 }
 
 /// `vt umount`: unmounts, then waits until the `vt mount` process has
