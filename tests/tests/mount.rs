@@ -115,7 +115,11 @@ impl Mount {
                 break;
             }
             tries += 1;
-            assert!(tries < 50, "vt umount: {}", String::from_utf8_lossy(&o.stderr));
+            assert!(
+                tries < 50,
+                "vt umount: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         assert!(!is_mounted(&self.dir), "still mounted after vt umount");
@@ -146,7 +150,10 @@ fn errno_of(r: std::io::Result<impl Sized>) -> i32 {
 
 /// Imports `src` into archive `name`.vt in the environment; returns its path.
 fn import(env: &Env, src: &Path, name: &str) -> String {
-    let a = env.path(&format!("{name}.vt")).to_string_lossy().into_owned();
+    let a = env
+        .path(&format!("{name}.vt"))
+        .to_string_lossy()
+        .into_owned();
     env.ok(&["-q", "import", &src.to_string_lossy(), &a]);
     a
 }
@@ -253,13 +260,13 @@ fn edits_through_the_mount_land_in_the_archive() {
     edits(&mnt);
     assert_same_tree(&src, &mnt);
     // Error numbers.
-    assert_eq!(errno_of(std::fs::remove_dir(m.path("dir"))), libc::ENOTEMPTY);
+    assert_eq!(
+        errno_of(std::fs::remove_dir(m.path("dir"))),
+        libc::ENOTEMPTY
+    );
     assert_eq!(errno_of(std::fs::remove_file(m.path("nope"))), libc::ENOENT);
     assert_eq!(errno_of(std::fs::remove_file(m.path("dir"))), libc::EISDIR);
-    assert_eq!(
-        errno_of(std::fs::create_dir(m.path("a.txt"))),
-        libc::EEXIST
-    );
+    assert_eq!(errno_of(std::fs::create_dir(m.path("a.txt"))), libc::EEXIST);
     assert_eq!(
         errno_of(std::fs::rename(m.path("dir/moved"), m.path("a.txt"))),
         libc::ENOTDIR
@@ -272,10 +279,17 @@ fn edits_through_the_mount_land_in_the_archive() {
     assert_eq!(data, 3 << 20, "first data after the hole");
     drop(f);
     // The live block reference xattr syncs the file first.
-    let br = xattr::get(m.path("new.txt"), "user.vt.blockref").unwrap().unwrap();
+    let br = xattr::get(m.path("new.txt"), "user.vt.blockref")
+        .unwrap()
+        .unwrap();
     let br = String::from_utf8(br).unwrap();
-    assert_eq!(br, "LB{hex:6372656174656420696e20746865206d6f756e740a}", "a literal block");
-    let br = xattr::get(m.path("dir/big.bin"), "user.vt.blockref").unwrap().unwrap();
+    assert_eq!(
+        br, "LB{hex:6372656174656420696e20746865206d6f756e740a}",
+        "a literal block"
+    );
+    let br = xattr::get(m.path("dir/big.bin"), "user.vt.blockref")
+        .unwrap()
+        .unwrap();
     assert!(br.starts_with(b"I{"), "{}", String::from_utf8_lossy(&br));
     xattr::set(m.path("a.txt"), "user.mime_type", b"text/plain").unwrap();
     m.umount(&env);
@@ -286,7 +300,9 @@ fn edits_through_the_mount_land_in_the_archive() {
     // Stored sparse file: zeros are RLE blocks, so SEEK_DATA skips them.
     let m = Mount::start(&env, &[&archive, &mnt.to_string_lossy()]);
     assert_eq!(
-        xattr::get(m.path("a.txt"), "user.mime_type").unwrap().unwrap(),
+        xattr::get(m.path("a.txt"), "user.mime_type")
+            .unwrap()
+            .unwrap(),
         b"text/plain",
         "the MIME type is kept in the Dirent"
     );
@@ -336,7 +352,10 @@ fn modes_readonly_append_only_all_and_subpath() {
     m.umount(&env);
     let out = env.path("out");
     export(&env, &archive, &out);
-    assert_eq!(std::fs::read(out.join("a.txt")).unwrap(), b"alpha\nlog line\n");
+    assert_eq!(
+        std::fs::read(out.join("a.txt")).unwrap(),
+        b"alpha\nlog line\n"
+    );
     assert_eq!(std::fs::read(out.join("b.txt")).unwrap(), b"beta\n");
     assert_eq!(std::fs::read(out.join("audit.log")).unwrap(), b"first\n");
     // -a: every snapshot, read-only, by timestamp.
@@ -348,7 +367,10 @@ fn modes_readonly_append_only_all_and_subpath() {
     assert_eq!(names.len(), 2, "{names:?}");
     let mut names = names;
     names.sort();
-    assert_eq!(std::fs::read(mnt.join(&names[0]).join("a.txt")).unwrap(), b"alpha\n");
+    assert_eq!(
+        std::fs::read(mnt.join(&names[0]).join("a.txt")).unwrap(),
+        b"alpha\n"
+    );
     assert_eq!(
         std::fs::read(mnt.join(&names[1]).join("a.txt")).unwrap(),
         b"alpha\nlog line\n"
@@ -366,7 +388,10 @@ fn modes_readonly_append_only_all_and_subpath() {
     let out2 = env.path("out2");
     export(&env, &archive, &out2);
     assert_eq!(std::fs::read(out2.join("dir/from-sub")).unwrap(), b"sub\n");
-    assert_eq!(std::fs::read(out2.join("a.txt")).unwrap(), b"alpha\nlog line\n");
+    assert_eq!(
+        std::fs::read(out2.join("a.txt")).unwrap(),
+        b"alpha\nlog line\n"
+    );
     assert_eq!(std::fs::read(out2.join("h2")).unwrap(), b"hard\n");
     // The inferred mountpoint is created, and removed after unmount.
     let m = Mount::start_at(
@@ -402,7 +427,11 @@ fn rsync_of_50000_files_round_trips() {
                 std::fs::Permissions::from_mode([0o644, 0o600, 0o755][f % 3]),
             )
             .unwrap();
-            set_mtime(&p, 1_600_000_000 + rng.below(1 << 20) as i64, rng.below(1_000_000_000) as u32);
+            set_mtime(
+                &p,
+                1_600_000_000 + rng.below(1 << 20) as i64,
+                rng.below(1_000_000_000) as u32,
+            );
         }
         std::os::unix::fs::symlink(format!("f{:03}", d % 200), dir.join("link")).unwrap();
     }
@@ -418,7 +447,10 @@ fn rsync_of_50000_files_round_trips() {
         .status()
         .unwrap();
     assert!(st.success(), "rsync failed");
-    eprintln!("rsync of 50,000+ files into the mount: {:.1}s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "rsync of 50,000+ files into the mount: {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
     m.umount(&env);
     let out = env.path("out");
     export(&env, &archive, &out);
@@ -440,7 +472,11 @@ fn git_clone_fsck_and_clean_status_after_remount() {
             .current_dir(dir)
             .output()
             .unwrap();
-        assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
     git(&repo, &["init", "-q"]);
@@ -462,7 +498,16 @@ fn git_clone_fsck_and_clean_status_after_remount() {
     let mnt = env.path("mnt");
     let mp = mnt.to_string_lossy().into_owned();
     let m = Mount::start(&env, &[&archive, &mp]);
-    git(&mnt, &["clone", "-q", "--no-local", &repo.to_string_lossy(), "clone"]);
+    git(
+        &mnt,
+        &[
+            "clone",
+            "-q",
+            "--no-local",
+            &repo.to_string_lossy(),
+            "clone",
+        ],
+    );
     git(&mnt.join("clone"), &["fsck", "--full"]);
     m.umount(&env);
     let m = Mount::start(&env, &[&archive, &mp]);
@@ -520,7 +565,10 @@ fn concurrent_writers_2_and_16_threads() {
             for i in 0..6 {
                 let len = if i == 0 { 3 << 20 } else { 1000 * (i + t) };
                 let got = std::fs::read(dir.join(format!("w{t}-{i}"))).unwrap();
-                assert!(got == content(t, i, len), "t{threads}: w{t}-{i} differs in the mount");
+                assert!(
+                    got == content(t, i, len),
+                    "t{threads}: w{t}-{i} differs in the mount"
+                );
             }
         }
         let log = std::fs::read_to_string(dir.join("shared.log")).unwrap();
@@ -534,7 +582,10 @@ fn concurrent_writers_2_and_16_threads() {
             for i in 0..6 {
                 let len = if i == 0 { 3 << 20 } else { 1000 * (i + t) };
                 let got = std::fs::read(out.join(format!("t{threads}/w{t}-{i}"))).unwrap();
-                assert!(got == content(t, i, len), "snapshot: t{threads}/w{t}-{i} differs");
+                assert!(
+                    got == content(t, i, len),
+                    "snapshot: t{threads}/w{t}-{i} differs"
+                );
             }
         }
     }
@@ -578,7 +629,10 @@ fn sigint_with_writes_in_flight_keeps_every_completed_write() {
     for (p, data) in &done {
         let name = p.file_name().unwrap();
         let got = std::fs::read(out.join(name)).unwrap_or_default();
-        assert!(&got == data, "{name:?} missing or differs in the last snapshot");
+        assert!(
+            &got == data,
+            "{name:?} missing or differs in the last snapshot"
+        );
     }
 }
 
@@ -625,7 +679,11 @@ fn large_files_beyond_4_gib() {
 fn pjdfstest_bin() -> Option<PathBuf> {
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let mut cands: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join("pjdfstest")).collect())
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("pjdfstest"))
+                .collect()
+        })
         .unwrap_or_default();
     if let Some(h) = home {
         cands.push(h.join(".cargo/bin/pjdfstest"));
@@ -701,6 +759,11 @@ fn pjdfstest_passes_at_least_320() {
         .split(',')
         .find_map(|p| p.trim().strip_suffix(" passed"))
         .and_then(|n| n.parse::<u32>().ok())
-        .unwrap_or_else(|| panic!("cannot parse pjdfstest summary: {summary}\n{}", String::from_utf8_lossy(&out.stderr)));
+        .unwrap_or_else(|| {
+            panic!(
+                "cannot parse pjdfstest summary: {summary}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
     assert!(passed >= 320, "pjdfstest: {summary}");
 }

@@ -289,7 +289,7 @@ impl Inner {
         }
     }
 
-    fn node<'a>(st: &'a State, ino: Ino) -> R<&'a Node> {
+    fn node(st: &State, ino: Ino) -> R<&Node> {
         st.get(ino).ok_or(Errno::ENOENT)
     }
 

@@ -332,7 +332,7 @@ impl Inner {
     }
 }
 
-fn scanner<'a>(sc: &'a mut Option<Box<dyn Scanner>>) -> Option<&'a mut dyn Scanner> {
+fn scanner(sc: &mut Option<Box<dyn Scanner>>) -> Option<&mut dyn Scanner> {
     match sc {
         Some(b) => Some(&mut **b),
         None => None,
