@@ -374,6 +374,7 @@ impl Inner {
             dirty: true,
             gen: 1,
             opens: 0,
+            writing: 0,
             tree: 0,
             frozen: false,
         };
@@ -533,15 +534,15 @@ impl Inner {
                 Content::Backing(b) => Some(b.clone()),
             };
             if let Some(b) = b {
-                // Writing outside the lock: bump gen first, so a sync that
-                // captured the content before this write does not swap it in.
+                // Writing outside the lock: a sync that captured the content
+                // before or during this write must not swap its result in.
                 n.gen += 1;
-                n.opens += 1; // keeps the backing file's node alive
+                n.writing += 1;
                 drop(st);
                 let r = b.write_at(data, offset);
                 let mut st = self.state();
                 if let Some(n) = st.get_mut(ino) {
-                    n.opens -= 1;
+                    n.writing -= 1;
                 }
                 r.map_err(eio)?;
                 Self::after_write(&mut st, ino);

@@ -106,6 +106,8 @@ pub struct Node {
     pub gen: u64,
     /// Open file handles.
     pub opens: u32,
+    /// Writes to its backing file in progress (outside the table's lock).
+    pub writing: u32,
     /// Which snapshot tree it belongs to (for hard link resolution).
     pub tree: usize,
     /// Read-only (snapshots shown by `-a`).
@@ -202,6 +204,7 @@ impl Node {
             dirty: false,
             gen: 0,
             opens: 0,
+            writing: 0,
             tree,
             frozen: false,
         }

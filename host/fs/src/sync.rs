@@ -149,7 +149,7 @@ impl Inner {
         let block = self.blockify(&name, &src)?;
         let mut st = self.state();
         if let Some(n) = st.get_mut(ino) {
-            if n.gen == gen {
+            if n.gen == gen && n.writing == 0 {
                 if let Kind::File(c) = &mut n.kind {
                     if !matches!(c, Content::Stored { .. }) {
                         *c = Content::Stored {
