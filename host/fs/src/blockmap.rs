@@ -237,3 +237,61 @@ impl BlockMap {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vt_core::blockify::{AddStats, Blockifier};
+    use vt_core::{ChunkParams, HashKind};
+    use vt_stores::MemoryStore;
+
+    fn data() -> Vec<u8> {
+        // 3 MiB of pseudo-random bytes, a 2 MiB hole, 1 MiB more.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut v = Vec::new();
+        while v.len() < 3 << 20 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            v.extend_from_slice(&x.to_le_bytes());
+        }
+        v.resize(5 << 20, 0);
+        let tail: Vec<u8> = v[..1 << 20].to_vec();
+        v.extend_from_slice(&tail);
+        v
+    }
+
+    #[test]
+    fn reads_anywhere_match_the_content_and_holes_are_found() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(HashKind::Sha3_256));
+        let stats = AddStats::default();
+        let bf = Blockifier::new(&*store, ChunkParams::default(), &stats);
+        let d = data();
+        let root = bf.blockify_bytes(&d).unwrap();
+        let map = Arc::new(BlockMap::build(&*store, &root).unwrap());
+        let cache = Arc::new(LeafCache::new(1 << 20));
+        assert_eq!(map.span(), d.len() as u64);
+        let mut x = 12345u64;
+        for _ in 0..200 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let off = (x >> 11) % d.len() as u64;
+            let len = (x >> 3) % 300_000;
+            let got = map.read(&store, &cache, off, len).unwrap();
+            let end = (off + len).min(d.len() as u64) as usize;
+            assert_eq!(got, &d[off as usize..end], "read at {off} len {len}");
+        }
+        assert!(map
+            .read(&store, &cache, d.len() as u64, 10)
+            .unwrap()
+            .is_empty());
+        // The hole: some zero run inside 3..5 MiB is an RLE leaf.
+        let hole = map.seek(0, false).unwrap();
+        assert!((3 << 20..5 << 20).contains(&hole), "hole at {hole}");
+        let next = map.seek(hole, true).unwrap();
+        assert!(next > hole && next <= 5 << 20, "data again at {next}");
+        assert_eq!(map.seek(d.len() as u64 - 1, false), Some(d.len() as u64));
+        assert_eq!(map.seek(d.len() as u64, true), None);
+    }
+}
