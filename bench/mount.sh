@@ -56,13 +56,12 @@ python3 - "$DATA/large.bin" "$LARGE_MB" <<'PY'
 import random, sys
 r = random.Random(1)
 words = [bytes(r.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(r.randint(2, 9))) for _ in range(5000)]
+pool = b" ".join(r.choice(words) for _ in range(2_000_000))
 with open(sys.argv[1], "wb") as f:
     for _ in range(int(sys.argv[2])):
-        chunk = bytearray()
-        while len(chunk) < 1 << 20:
-            chunk += r.choice(words) + (b"\n" if r.random() < 0.1 else b" ")
-            chunk += r.randbytes(4)
-        f.write(chunk[: 1 << 20])
+        # Half text (compressible), half random bytes (no two MiB alike).
+        at = r.randrange(len(pool) - (1 << 19))
+        f.write(pool[at : at + (1 << 19)] + r.randbytes(1 << 19))
 PY
 FILES=$(find "$DATA" -type f | wc -l)
 BYTES=$(du -sb "$DATA" | cut -f1)
@@ -129,8 +128,8 @@ for tool in $TOOLS; do
         ;;
     borg)
         log "borg create"
-        borg init -q -e none
-        borg create -q ::bench "$DATA"
+        borg init -e none >/dev/null 2>&1
+        borg create ::bench "$DATA" >/dev/null 2>&1
         borg mount -f ::bench "$MNT" >/dev/null 2>&1 & pid=$!
         dir=$MNT${DATA}
         wait_for "$dir/large.bin" $pid

@@ -9,13 +9,17 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use vt_core::read::{children, read_range};
 use vt_core::{BlockRef, Error, Hash, Result, Store};
 
 /// Leaves fetched ahead of a sequential reader.
-const READAHEAD: usize = 16;
+const READAHEAD: usize = 64;
+
+/// A leaf being fetched or fetched: readers of the same leaf wait for
+/// one fetch instead of each doing it (`None` after a failed fetch).
+type Slot = Arc<OnceLock<Option<Arc<Vec<u8>>>>>;
 
 /// Decoded leaf blocks, most recently added kept, up to a byte budget.
 pub struct LeafCache {
@@ -25,7 +29,7 @@ pub struct LeafCache {
 
 #[derive(Default)]
 struct CacheInner {
-    map: HashMap<Hash, Arc<Vec<u8>>>,
+    map: HashMap<Hash, (Slot, usize)>,
     order: VecDeque<Hash>,
     bytes: usize,
 }
@@ -39,44 +43,66 @@ impl LeafCache {
         }
     }
 
-    fn get(&self, h: &Hash) -> Option<Arc<Vec<u8>>> {
+    fn contains(&self, h: &Hash) -> bool {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        g.map.get(h).cloned()
+        g.map.contains_key(h)
     }
 
-    fn put(&self, h: Hash, d: Arc<Vec<u8>>) {
+    /// The slot for `h`, new (and accounted `span` bytes) if absent.
+    fn slot(&self, h: &Hash, span: u64) -> Slot {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if g.map.contains_key(&h) {
-            return;
+        if let Some((s, _)) = g.map.get(h) {
+            return s.clone();
         }
-        g.bytes += d.len();
-        g.map.insert(h, d);
-        g.order.push_back(h);
-        while g.bytes > self.cap {
+        let s: Slot = Arc::default();
+        let n = usize::try_from(span).unwrap_or(usize::MAX);
+        g.bytes = g.bytes.saturating_add(n);
+        g.map.insert(*h, (s.clone(), n));
+        g.order.push_back(*h);
+        while g.bytes > self.cap && g.order.len() > 1 {
             let Some(old) = g.order.pop_front() else {
                 break;
             };
-            if let Some(d) = g.map.remove(&old) {
-                g.bytes -= d.len();
+            if let Some((_, n)) = g.map.remove(&old) {
+                g.bytes -= n;
             }
+        }
+        s
+    }
+
+    fn forget(&self, h: &Hash) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, n)) = g.map.remove(h) {
+            g.bytes -= n;
+            g.order.retain(|x| x != h);
         }
     }
 
     /// The data of a direct leaf, from the cache or the store.
     fn fetch(&self, store: &dyn Store, hash: &Hash, span: u64) -> Result<Arc<Vec<u8>>> {
-        if let Some(d) = self.get(hash) {
-            return Ok(d);
+        let slot = self.slot(hash, span);
+        let mut err = None;
+        let got = slot.get_or_init(|| match store.fetch(hash) {
+            Ok(d) if d.len() as u64 == span => Some(Arc::new(d)),
+            Ok(d) => {
+                err = Some(Error::decode(
+                    "block ref",
+                    format!("{hash} holds {} bytes, ref says {span}", d.len()),
+                ));
+                None
+            }
+            Err(e) => {
+                err = Some(e);
+                None
+            }
+        });
+        match got {
+            Some(d) => Ok(d.clone()),
+            None => {
+                self.forget(hash);
+                Err(err.unwrap_or(Error::Missing(*hash)))
+            }
         }
-        let d = store.fetch(hash)?;
-        if d.len() as u64 != span {
-            return Err(Error::decode(
-                "block ref",
-                format!("{hash} holds {} bytes, ref says {span}", d.len()),
-            ));
-        }
-        let d = Arc::new(d);
-        self.put(*hash, d.clone());
-        Ok(d)
     }
 }
 
@@ -185,7 +211,7 @@ impl BlockMap {
         next: usize,
     ) {
         let done = self.ahead.load(Relaxed);
-        if first > done + 1 {
+        if first > done + READAHEAD {
             // A jump forward: start a new window after this read.
             self.ahead.store(next, Relaxed);
             return;
@@ -203,7 +229,7 @@ impl BlockMap {
         }
         for i in next.max(done)..target {
             if let BlockRef::Direct { hash, span } = self.leaves[i].clone() {
-                if cache.get(&hash).is_some() {
+                if cache.contains(&hash) {
                     continue;
                 }
                 let (store, cache) = (store.clone(), cache.clone());

@@ -1057,6 +1057,10 @@ impl Filesystem for VtFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_readahead(1 << 20);
         let _ = config.set_max_write(1 << 20);
+        // Listings carry attributes: a walk needs no lookup per entry.
+        let _ = config.add_capabilities(
+            fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO,
+        );
         Ok(())
     }
 
@@ -1403,6 +1407,48 @@ impl Filesystem for VtFs {
         reply.ok();
     }
 
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: fuser::ReplyDirectoryPlus,
+    ) {
+        let part: Vec<(Ino, Vec<u8>)> = {
+            let h = self.inner.handles.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(Handle::Dir(list)) = h.get(&fh.0) else {
+                reply.error(Errno::EBADF);
+                return;
+            };
+            // A reply holds a few hundred entries at most.
+            list.iter()
+                .skip(offset as usize)
+                .take(1024)
+                .map(|(i, _, n)| (*i, n.clone()))
+                .collect()
+        };
+        let mut st = self.inner.state();
+        for (k, (ino, name)) in part.iter().enumerate() {
+            let Ok(a) = self.inner.attr(&mut st, *ino) else {
+                continue;
+            };
+            let off = offset + k as u64 + 1;
+            if reply.add(
+                INodeNo(*ino),
+                off,
+                OsStr::from_bytes(name),
+                &TTL,
+                &a,
+                Generation(0),
+            ) {
+                break;
+            }
+        }
+        drop(st);
+        reply.ok();
+    }
+
     fn releasedir(
         &self,
         _req: &Request,
@@ -1516,9 +1562,8 @@ impl Filesystem for VtFs {
             }
             let a = self.inner.attr(&mut st, ino)?;
             drop(st);
-            Ok((a, self.inner.open_handle(Handle::File { ino, write: true })))
+            Ok((a, self.inner.open_handle(Handle::File { ino, write })))
         });
-        let _ = write;
         match r {
             Ok((a, fh)) => reply.created(
                 &TTL,
