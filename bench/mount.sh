@@ -15,7 +15,7 @@
 #   BENCH_DIR   work directory [/tmp/vt-bench-mount]; never inside the repo
 #   CORPUS      directory to use instead of /root/.cargo/registry/src
 #   LARGE_MB    size of the large file [1024]
-#   TOOLS       subset of "native vt restic borg"
+#   TOOLS       subset of "native vt vt-blake3 restic borg"
 
 set -euo pipefail
 export LC_ALL=C
@@ -24,7 +24,7 @@ REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 BENCH_DIR=${BENCH_DIR:-/tmp/vt-bench-mount}
 CORPUS=${CORPUS:-/root/.cargo/registry/src}
 LARGE_MB=${LARGE_MB:-1024}
-TOOLS=${TOOLS:-"native vt restic borg"}
+TOOLS=${TOOLS:-"native vt vt-blake3 restic borg"}
 case "$BENCH_DIR/" in
     "$REPO_ROOT"/*) echo "mount.sh: BENCH_DIR is inside the repository" >&2; exit 2 ;;
 esac
@@ -108,12 +108,19 @@ for tool in $TOOLS; do
     native)
         measure native "$DATA"
         ;;
-    vt)
-        log "vt import"
-        "$VT" -q import "$DATA" "$BENCH_DIR/work/bench.vt" >/dev/null
-        "$VT" -q mount -r "$BENCH_DIR/work/bench.vt" "$MNT" & pid=$!
+    vt | vt-blake3)
+        # The default store (SHA3-256, every block's hash verified on
+        # read), and one hashing with BLAKE3.
+        hash=sha3_256 label="vt mount"
+        [[ $tool == vt-blake3 ]] && hash=blake3 label="vt mount (BLAKE3 store)"
+        mkdir -p "$XDG_CONFIG_HOME/vt"
+        printf '[default]\nstore = "%s"\n[stores.%s]\ntype = "datadir"\npath = "%s"\nhash = "%s"\n' \
+            "$tool" "$tool" "$BENCH_DIR/work/$tool" "$hash" >"$XDG_CONFIG_HOME/vt/vtrc"
+        log "$label: vt import"
+        "$VT" -q import "$DATA" "$BENCH_DIR/work/$tool.vt" >/dev/null
+        "$VT" -q mount -r "$BENCH_DIR/work/$tool.vt" "$MNT" & pid=$!
         wait_for "$MNT/large.bin" $pid
-        measure "vt mount" "$MNT"
+        measure "$label" "$MNT"
         "$VT" umount "$MNT"; wait $pid
         ;;
     restic)

@@ -78,6 +78,12 @@ impl LeafCache {
         }
     }
 
+    /// Fetches a direct leaf into the cache (errors are left for a reader
+    /// to meet).
+    pub fn prefetch(&self, store: &dyn Store, hash: &Hash, span: u64) {
+        let _ = self.fetch(store, hash, span);
+    }
+
     /// The data of a direct leaf, from the cache or the store.
     fn fetch(&self, store: &dyn Store, hash: &Hash, span: u64) -> Result<Arc<Vec<u8>>> {
         let slot = self.slot(hash, span);

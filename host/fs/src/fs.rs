@@ -63,7 +63,12 @@ pub(crate) struct Inner {
     pub(crate) last_top: Mutex<Option<Dirent>>,
     pub(crate) commit_lock: Mutex<()>,
     pub(crate) commits: AtomicU64,
+    /// Per directory, the last name whose first block was fetched ahead.
+    prefetched: Mutex<HashMap<Ino, Vec<u8>>>,
 }
+
+/// Files after an opened one whose first blocks are fetched ahead.
+const SIBLINGS_AHEAD: usize = 48;
 
 /// The filesystem given to FUSE.
 pub struct VtFs {
@@ -184,6 +189,7 @@ impl VtFs {
             last_top: Mutex::new(None),
             commit_lock: Mutex::new(()),
             commits: AtomicU64::new(0),
+            prefetched: Mutex::default(),
         });
         start_workers(&inner, 2);
         let fs = VtFs { inner };
@@ -391,6 +397,62 @@ impl Inner {
         }
         st.touch(ino);
         Ok(ino)
+    }
+
+    /// A program reading a file is likely to read the next ones in its
+    /// directory (tar, cp -r, rsync): fetch the first blocks of the files
+    /// after `ino` into the leaf cache in the background.
+    fn prefetch_siblings(&self, st: &State, ino: Ino) {
+        let Some(n) = st.get(ino) else {
+            return;
+        };
+        let (parent, name) = (n.parent, n.name.clone());
+        let Some(Node {
+            kind:
+                Kind::Dir(DirData {
+                    children: Some(kids),
+                    ..
+                }),
+            ..
+        }) = st.get(parent)
+        else {
+            return;
+        };
+        let mut pf = self.prefetched.lock().unwrap_or_else(|e| e.into_inner());
+        let upto = pf.get(&parent).cloned().unwrap_or_default();
+        // Refill when the reader is within a third of the window's end.
+        let near_end = kids
+            .range(name.clone()..)
+            .nth(SIBLINGS_AHEAD / 3)
+            .is_none_or(|(k, _)| *k > upto);
+        if !near_end {
+            return;
+        }
+        let start = if upto > name { upto } else { name };
+        let mut last = None;
+        for (k, c) in kids
+            .range((std::ops::Bound::Excluded(start), std::ops::Bound::Unbounded))
+            .take(SIBLINGS_AHEAD)
+        {
+            last = Some(k.clone());
+            if let Some(Node {
+                kind: Kind::File(Content::Stored { block, .. }),
+                ..
+            }) = st.get(*c)
+            {
+                let first = match block {
+                    vt_core::BlockRef::Direct { hash, span } => Some((*hash, *span)),
+                    _ => None,
+                };
+                if let Some((hash, span)) = first {
+                    let (store, cache) = (self.store.clone(), self.cache.clone());
+                    rayon::spawn(move || cache.prefetch(&*store, &hash, span));
+                }
+            }
+        }
+        if let Some(l) = last {
+            pf.insert(parent, l);
+        }
     }
 
     fn open_handle(&self, h: Handle) -> u64 {
@@ -1271,6 +1333,9 @@ impl Filesystem for VtFs {
                 _ => return Err(Errno::EINVAL),
             }
             n.opens += 1;
+            if !write {
+                self.inner.prefetch_siblings(&st, ino.0);
+            }
             drop(st);
             Ok(self.inner.open_handle(Handle::File { ino: ino.0, write }))
         })();
