@@ -26,7 +26,7 @@ use crate::sync::{start_workers, SyncQueue};
 use crate::{FsError, Mode, MountConfig, Result, Roots, ScannerChooser};
 
 /// How long the kernel may cache names and attributes.
-const TTL: Duration = Duration::from_secs(1);
+const TTL: Duration = Duration::from_secs(10);
 
 /// Leaf cache budget.
 const CACHE_BYTES: usize = 256 << 20;
@@ -1337,10 +1337,21 @@ impl Filesystem for VtFs {
                 self.inner.prefetch_siblings(&st, ino.0);
             }
             drop(st);
-            Ok(self.inner.open_handle(Handle::File { ino: ino.0, write }))
+            Ok((
+                self.inner.open_handle(Handle::File { ino: ino.0, write }),
+                write,
+            ))
         })();
         match r {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok((fh, write)) => reply.opened(
+                FileHandle(fh),
+                if write {
+                    FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    // Nothing to do at close: spare the FLUSH round trip.
+                    FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
+                },
+            ),
             Err(e) => reply.error(e),
         }
     }
