@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 
 need_pkgs=()
 command -v mount >/dev/null || need_pkgs+=(mount)
+# vt mount: FUSE (fusermount3), and the tools its tests drive.
+command -v fusermount3 >/dev/null || need_pkgs+=(fuse3)
+command -v rsync >/dev/null || need_pkgs+=(rsync)
+command -v git >/dev/null || need_pkgs+=(git)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need_pkgs[@]}"
 fi
@@ -17,6 +21,11 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
 fi
 
 set -e
+# The POSIX conformance suite run against `vt mount` (tests/tests/mount.rs),
+# with the dummy user it switches to.
+command -v pjdfstest >/dev/null || [ -x "$HOME/.cargo/bin/pjdfstest" ] ||
+    cargo install --locked pjdfstest
+id tests >/dev/null 2>&1 || useradd -M tests
 cargo build --workspace --all-targets
 set +e
 mkdir -p target

@@ -4,6 +4,7 @@ mod config;
 mod export;
 mod import;
 mod meta;
+mod mount;
 mod plugins;
 mod progress;
 mod scaffold;
@@ -102,6 +103,13 @@ enum Cmd {
         /// An archive or Dirent whose newest snapshot to measure.
         special: Option<String>,
     },
+    /// Mount a snapshot as a read-write filesystem (FUSE); see vt.1.
+    Mount(mount::MountArgs),
+    /// Unmount a `vt mount`, waiting until its snapshot is recorded.
+    Umount {
+        /// The mountpoint.
+        mountpoint: PathBuf,
+    },
     /// Check every block and index entry of the store.
     Fsck {
         /// Rebuild the index from the datafiles first.
@@ -169,8 +177,11 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+            tracing_subscriber::EnvFilter::try_from_env("VT_LOG").unwrap_or_else(|_| {
+                // fuser warns about unmounting an already unmounted
+                // filesystem at every `vt umount`: keep only its errors.
+                tracing_subscriber::EnvFilter::new(format!("{level},fuser=error"))
+            }),
         )
         .with_writer(std::io::stderr)
         .without_time()
@@ -340,6 +351,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Mount(a) => mount::mount(a, &cfg, store_spec, quiet),
+        Cmd::Umount { mountpoint } => mount::umount(&mountpoint),
         Cmd::Fsck { reindex } => {
             let st = cfg.open_store(store_spec, false)?;
             let Some(dd) = &st.datadir else {

@@ -1,0 +1,329 @@
+//! The blockmap: a file's leaf blocks by offset, so a read anywhere in a
+//! huge file is a binary search, not a walk down the block tree.
+//!
+//! A file's map is built in memory the first time the file is read (one
+//! pass over its indirect blocks; leaves are not fetched) and dropped when
+//! the file's content changes. It is not persisted. Leaf data is shared by
+//! every open file through a [`LeafCache`]; sequential readers get the next
+//! leaves fetched ahead of them in parallel.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use vt_core::read::{children, read_range};
+use vt_core::{BlockRef, Error, Hash, Result, Store};
+
+/// Leaves fetched ahead of a sequential reader.
+const READAHEAD: usize = 64;
+
+/// A leaf being fetched or fetched: readers of the same leaf wait for
+/// one fetch instead of each doing it (`None` after a failed fetch).
+type Slot = Arc<OnceLock<Option<Arc<Vec<u8>>>>>;
+
+/// Decoded leaf blocks, most recently added kept, up to a byte budget.
+pub struct LeafCache {
+    inner: Mutex<CacheInner>,
+    cap: usize,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    map: HashMap<Hash, (Slot, usize)>,
+    order: VecDeque<Hash>,
+    bytes: usize,
+}
+
+impl LeafCache {
+    /// A cache holding up to `cap` bytes.
+    pub fn new(cap: usize) -> Self {
+        LeafCache {
+            inner: Mutex::default(),
+            cap,
+        }
+    }
+
+    fn contains(&self, h: &Hash) -> bool {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.map.contains_key(h)
+    }
+
+    /// The slot for `h`, new (and accounted `span` bytes) if absent.
+    fn slot(&self, h: &Hash, span: u64) -> Slot {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((s, _)) = g.map.get(h) {
+            return s.clone();
+        }
+        let s: Slot = Arc::default();
+        let n = usize::try_from(span).unwrap_or(usize::MAX);
+        g.bytes = g.bytes.saturating_add(n);
+        g.map.insert(*h, (s.clone(), n));
+        g.order.push_back(*h);
+        while g.bytes > self.cap && g.order.len() > 1 {
+            let Some(old) = g.order.pop_front() else {
+                break;
+            };
+            if let Some((_, n)) = g.map.remove(&old) {
+                g.bytes -= n;
+            }
+        }
+        s
+    }
+
+    fn forget(&self, h: &Hash) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, n)) = g.map.remove(h) {
+            g.bytes -= n;
+            g.order.retain(|x| x != h);
+        }
+    }
+
+    /// Fetches a direct leaf into the cache (errors are left for a reader
+    /// to meet).
+    pub fn prefetch(&self, store: &dyn Store, hash: &Hash, span: u64) {
+        let _ = self.fetch(store, hash, span);
+    }
+
+    /// The data of a direct leaf, from the cache or the store.
+    fn fetch(&self, store: &dyn Store, hash: &Hash, span: u64) -> Result<Arc<Vec<u8>>> {
+        let slot = self.slot(hash, span);
+        let mut err = None;
+        let got = slot.get_or_init(|| match store.fetch(hash) {
+            Ok(d) if d.len() as u64 == span => Some(Arc::new(d)),
+            Ok(d) => {
+                err = Some(Error::decode(
+                    "block ref",
+                    format!("{hash} holds {} bytes, ref says {span}", d.len()),
+                ));
+                None
+            }
+            Err(e) => {
+                err = Some(e);
+                None
+            }
+        });
+        match got {
+            Some(d) => Ok(d.clone()),
+            None => {
+                self.forget(hash);
+                Err(err.unwrap_or(Error::Missing(*hash)))
+            }
+        }
+    }
+}
+
+/// A file's leaves in order, with their starting offsets.
+pub struct BlockMap {
+    starts: Vec<u64>,
+    leaves: Vec<BlockRef>,
+    span: u64,
+    /// Leaves below this index have been fetched ahead already.
+    ahead: AtomicUsize,
+}
+
+impl BlockMap {
+    /// Builds the map of `root` (fetching its indirect blocks).
+    pub fn build(store: &dyn Store, root: &BlockRef) -> Result<Self> {
+        let mut m = BlockMap {
+            starts: Vec::new(),
+            leaves: Vec::new(),
+            span: root.span(),
+            ahead: AtomicUsize::new(0),
+        };
+        let mut pos = 0u64;
+        m.walk(store, root, &mut pos)?;
+        Ok(m)
+    }
+
+    fn walk(&mut self, store: &dyn Store, r: &BlockRef, pos: &mut u64) -> Result<()> {
+        if let BlockRef::Indirect { .. } = r {
+            for k in children(store, r)? {
+                self.walk(store, &k, pos)?;
+            }
+        } else if r.span() > 0 {
+            self.starts.push(*pos);
+            self.leaves.push(r.clone());
+            *pos += r.span();
+        }
+        Ok(())
+    }
+
+    /// The content's length.
+    pub fn span(&self) -> u64 {
+        self.span
+    }
+
+    /// Index of the leaf holding `offset` (which must be below the span).
+    fn index(&self, offset: u64) -> usize {
+        self.starts
+            .partition_point(|&s| s <= offset)
+            .saturating_sub(1)
+    }
+
+    fn leaf_into(
+        &self,
+        store: &dyn Store,
+        cache: &LeafCache,
+        i: usize,
+        from: u64,
+        to: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        match &self.leaves[i] {
+            BlockRef::Direct { hash, span } => {
+                let d = cache.fetch(store, hash, *span)?;
+                out.extend_from_slice(&d[from as usize..to as usize]);
+            }
+            BlockRef::Literal(d) => out.extend_from_slice(&d[from as usize..to as usize]),
+            BlockRef::Rle { octet, .. } => out.resize(out.len() + (to - from) as usize, *octet),
+            r => out.extend_from_slice(&read_range(store, r, from, to - from)?),
+        }
+        Ok(())
+    }
+
+    /// Up to `len` bytes from `offset`.
+    pub fn read(
+        self: &Arc<Self>,
+        store: &Arc<dyn Store>,
+        cache: &Arc<LeafCache>,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>> {
+        if offset >= self.span || len == 0 {
+            return Ok(Vec::new());
+        }
+        let end = self.span.min(offset + len);
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        let mut i = self.index(offset);
+        let first = i;
+        while i < self.leaves.len() && self.starts[i] < end {
+            let a = self.starts[i];
+            let from = offset.max(a) - a;
+            let to = end.min(a + self.leaves[i].span()) - a;
+            self.leaf_into(&**store, cache, i, from, to, &mut out)?;
+            i += 1;
+        }
+        self.read_ahead(store, cache, first, i);
+        Ok(out)
+    }
+
+    /// Fetches the leaves after `next` into the cache in the background,
+    /// when the reader seems sequential (it reached the previous window).
+    fn read_ahead(
+        self: &Arc<Self>,
+        store: &Arc<dyn Store>,
+        cache: &Arc<LeafCache>,
+        first: usize,
+        next: usize,
+    ) {
+        let done = self.ahead.load(Relaxed);
+        if first > done + READAHEAD {
+            // A jump forward: start a new window after this read.
+            self.ahead.store(next, Relaxed);
+            return;
+        }
+        let target = (next + READAHEAD).min(self.leaves.len());
+        if target <= done || next >= target {
+            return;
+        }
+        if self
+            .ahead
+            .compare_exchange(done, target, Relaxed, Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        for i in next.max(done)..target {
+            if let BlockRef::Direct { hash, span } = self.leaves[i].clone() {
+                if cache.contains(&hash) {
+                    continue;
+                }
+                let (store, cache) = (store.clone(), cache.clone());
+                rayon::spawn(move || {
+                    let _ = cache.fetch(&*store, &hash, span);
+                });
+            }
+        }
+    }
+
+    /// The next offset at or after `offset` that is data (`data`) or in a
+    /// hole (runs of zeros stored as RLE blocks); the end counts as a hole.
+    pub fn seek(&self, offset: u64, data: bool) -> Option<u64> {
+        if offset >= self.span {
+            return None;
+        }
+        let mut i = self.index(offset);
+        let mut pos = offset;
+        while i < self.leaves.len() {
+            let hole = matches!(self.leaves[i], BlockRef::Rle { octet: 0, .. });
+            if hole != data {
+                return Some(pos);
+            }
+            pos = self.starts[i] + self.leaves[i].span();
+            i += 1;
+        }
+        if data {
+            None
+        } else {
+            Some(self.span)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vt_core::blockify::{AddStats, Blockifier};
+    use vt_core::{ChunkParams, HashKind};
+    use vt_stores::MemoryStore;
+
+    fn data() -> Vec<u8> {
+        // 3 MiB of pseudo-random bytes, a 2 MiB hole, 1 MiB more.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut v = Vec::new();
+        while v.len() < 3 << 20 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            v.extend_from_slice(&x.to_le_bytes());
+        }
+        v.resize(5 << 20, 0);
+        let tail: Vec<u8> = v[..1 << 20].to_vec();
+        v.extend_from_slice(&tail);
+        v
+    }
+
+    #[test]
+    fn reads_anywhere_match_the_content_and_holes_are_found() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(HashKind::Sha3_256));
+        let stats = AddStats::default();
+        let bf = Blockifier::new(&*store, ChunkParams::default(), &stats);
+        let d = data();
+        let root = bf.blockify_bytes(&d).unwrap();
+        let map = Arc::new(BlockMap::build(&*store, &root).unwrap());
+        let cache = Arc::new(LeafCache::new(1 << 20));
+        assert_eq!(map.span(), d.len() as u64);
+        let mut x = 12345u64;
+        for _ in 0..200 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let off = (x >> 11) % d.len() as u64;
+            let len = (x >> 3) % 300_000;
+            let got = map.read(&store, &cache, off, len).unwrap();
+            let end = (off + len).min(d.len() as u64) as usize;
+            assert_eq!(got, &d[off as usize..end], "read at {off} len {len}");
+        }
+        assert!(map
+            .read(&store, &cache, d.len() as u64, 10)
+            .unwrap()
+            .is_empty());
+        // The hole: some zero run inside 3..5 MiB is an RLE leaf.
+        let hole = map.seek(0, false).unwrap();
+        assert!((3 << 20..5 << 20).contains(&hole), "hole at {hole}");
+        let next = map.seek(hole, true).unwrap();
+        assert!(next > hole && next <= 5 << 20, "data again at {next}");
+        assert_eq!(map.seek(d.len() as u64 - 1, false), Some(d.len() as u64));
+        assert_eq!(map.seek(d.len() as u64, true), None);
+    }
+}
