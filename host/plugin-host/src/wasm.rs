@@ -225,6 +225,27 @@ impl WasmScan {
         self.state.is_some()
     }
 
+    /// The offsets of one call if the call succeeded and they pass the
+    /// checks (rising, after earlier ones, at most `end`); else none, and
+    /// the plugin is dropped for the rest of the file.
+    fn accept(&mut self, got: wasmtime::Result<Vec<u64>>, end: u64) -> Vec<u64> {
+        let checked = got
+            .map_err(|e| trap_text(&e))
+            .and_then(|offs| check_offsets(&offs, self.last, end).map(|()| offs));
+        match checked {
+            Ok(offs) => {
+                if let Some(&l) = offs.last() {
+                    self.last = l;
+                }
+                offs
+            }
+            Err(e) => {
+                self.fail(&e);
+                Vec::new()
+            }
+        }
+    }
+
     fn fail(&mut self, detail: &str) {
         self.state = None;
         (self.warn)(format!(
@@ -248,27 +269,7 @@ impl vt_core::Scanner for WasmScan {
             .vt_plugin_scanner()
             .scan()
             .call_feed(&mut *store, *res, offset, buf);
-        match got {
-            Ok(offs) => {
-                let end = offset + buf.len() as u64;
-                match check_offsets(&offs, self.last, end) {
-                    Ok(()) => {
-                        if let Some(&l) = offs.last() {
-                            self.last = l;
-                        }
-                        offs
-                    }
-                    Err(e) => {
-                        self.fail(&e);
-                        Vec::new()
-                    }
-                }
-            }
-            Err(e) => {
-                self.fail(&trap_text(&e));
-                Vec::new()
-            }
-        }
+        self.accept(got, offset + buf.len() as u64)
     }
 
     fn finish(&mut self) -> Vec<u64> {
@@ -280,21 +281,9 @@ impl vt_core::Scanner for WasmScan {
             .vt_plugin_scanner()
             .scan()
             .call_finish(&mut *store, *res);
-        match got {
-            // The end of the data is not known here; the chunker drops
-            // offsets beyond it.
-            Ok(offs) => match check_offsets(&offs, self.last, u64::MAX) {
-                Ok(()) => offs,
-                Err(e) => {
-                    self.fail(&e);
-                    Vec::new()
-                }
-            },
-            Err(e) => {
-                self.fail(&trap_text(&e));
-                Vec::new()
-            }
-        }
+        // The end of the data is not known here; the chunker drops offsets
+        // beyond it.
+        self.accept(got, u64::MAX)
     }
 }
 
