@@ -716,19 +716,27 @@ impl Inner {
             .children(&mut st, parent)?
             .get(name)
             .ok_or(Errno::ENOENT)?;
-        let is_dir = Self::node(&st, c)?.is_dir();
+        self.removable(&mut st, c, dir)?;
+        self.children(&mut st, parent)?.remove(name);
+        self.unlinked(&mut st, parent, c);
+        st.touch(parent);
+        Ok(())
+    }
+
+    /// Whether `c` may lose its name to an operation on a directory
+    /// (`dir`: rmdir, or a rename of a directory over it) or on a
+    /// non-directory: the kinds must agree and a directory must be empty.
+    fn removable(&self, st: &mut State, c: Ino, dir: bool) -> R<()> {
+        let is_dir = Self::node(st, c)?.is_dir();
         if dir && !is_dir {
             return Err(Errno::ENOTDIR);
         }
         if !dir && is_dir {
             return Err(Errno::EISDIR);
         }
-        if dir && !self.children(&mut st, c)?.is_empty() {
+        if dir && !self.children(st, c)?.is_empty() {
             return Err(Errno::ENOTEMPTY);
         }
-        self.children(&mut st, parent)?.remove(name);
-        self.unlinked(&mut st, parent, c);
-        st.touch(parent);
         Ok(())
     }
 
@@ -826,16 +834,7 @@ impl Inner {
                 if d == src {
                     return Ok(());
                 }
-                let dst_dir = Self::node(&st, d)?.is_dir();
-                if src_dir && !dst_dir {
-                    return Err(Errno::ENOTDIR);
-                }
-                if !src_dir && dst_dir {
-                    return Err(Errno::EISDIR);
-                }
-                if dst_dir && !self.children(&mut st, d)?.is_empty() {
-                    return Err(Errno::ENOTEMPTY);
-                }
+                self.removable(&mut st, d, src_dir)?;
                 self.children(&mut st, newparent)?.remove(newname);
                 self.unlinked(&mut st, newparent, d);
             }
