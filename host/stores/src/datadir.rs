@@ -376,9 +376,9 @@ impl DataDir {
         let mut head = [0u8; 8];
         file.read_exact_at(&mut head, 0)
             .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
-        if head != FILE_HEADER {
+        if datafile::file_version(&head).is_none() {
             return Err(Error::Store(format!(
-                "{} is not a version 1 vt datafile",
+                "{} is not a version 1 or 2 vt datafile",
                 path.display()
             )));
         }
