@@ -5,7 +5,7 @@
 use vt_core::scanner::BuiltinScanner;
 use vt_core::Scanner;
 
-use crate::datafile::{parse_header, FILE_HEADER, RECORD_HEADER};
+use crate::datafile::{file_version, parse_header, FILE_HEADER, RECORD_HEADER};
 
 /// Scan state: where the next record header starts and its bytes so far.
 pub struct VtdScanner {
@@ -62,7 +62,11 @@ impl Scanner for VtdScanner {
 }
 
 fn sniff(name: &[u8], head: &[u8]) -> u8 {
-    if head.starts_with(&FILE_HEADER) {
+    if head
+        .get(..FILE_HEADER.len())
+        .and_then(file_version)
+        .is_some()
+    {
         100
     } else if name.ends_with(b".vtd") {
         20
@@ -85,7 +89,7 @@ inventory::submit! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datafile::encode_record;
+    use crate::datafile::{encode_group, encode_record};
     use vt_core::{Hash, HashKind};
 
     #[test]
@@ -98,6 +102,10 @@ mod tests {
             let h: Hash = HashKind::Sha3_256.digest(&payload);
             file.extend_from_slice(&encode_record(&h, 0, &payload, payload.len() as u32));
         }
+        // A group record is one record too.
+        starts.push(file.len() as u64);
+        let h = HashKind::Sha3_256.digest(b"member");
+        file.extend(encode_group(HashKind::Sha3_256, &[(h, 6)], 0, b"member", 6));
         for size in [1usize, 5, 52, 53, 1000, file.len()] {
             let mut s = VtdScanner::default();
             let mut got = Vec::new();
