@@ -34,7 +34,8 @@ pub trait Store: Send + Sync {
     }
 
     /// The data of block `hash`, or `None` if the store does not have it.
-    /// A store never returns data that does not match its hash.
+    /// A store never returns data other than what was stored under `hash`:
+    /// it detects corruption (by checksum or by hash) and fails instead.
     fn get(&self, hash: &Hash) -> Result<Option<Vec<u8>>>;
 
     /// The data of block `hash`, or [`crate::Error::Missing`].

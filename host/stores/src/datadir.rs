@@ -34,8 +34,8 @@ use vt_core::store::StoreStats;
 use vt_core::{Error, Hash, HashKind, Result, Store};
 
 use crate::datafile::{
-    self, encode_group, encode_record, read_group, read_record, Group, FILE_HEADER, FLAG_DICT,
-    FLAG_ZSTD,
+    self, encode_group, encode_record, read_group, read_record, Group, Verify, FILE_HEADER,
+    FLAG_DICT, FLAG_ZSTD,
 };
 use crate::dict::Dictionaries;
 
@@ -268,6 +268,8 @@ pub struct DataDir {
     root: PathBuf,
     kind: HashKind,
     level: i32,
+    /// What reads check.
+    verify: Verify,
     env: Env<WithoutTls>,
     blocks: Database<Bytes, Bytes>,
     files: Database<Bytes, Bytes>,
@@ -361,6 +363,7 @@ impl DataDir {
             root: root.to_path_buf(),
             kind,
             level: 3,
+            verify: Verify::default(),
             env,
             blocks,
             files,
@@ -380,6 +383,11 @@ impl DataDir {
             dd.indexed.store(n, Relaxed);
         }
         Ok(dd)
+    }
+
+    /// Sets what reads check (the default is [`Verify::Checksum`]).
+    pub fn set_verify(&mut self, verify: Verify) {
+        self.verify = verify;
     }
 
     /// The DataDir's directory.
@@ -730,7 +738,7 @@ impl DataDir {
     fn read_at(&self, hash: &Hash, loc: &Loc) -> Result<Vec<u8>> {
         let (path, f) = self.reader(loc.file)?;
         let Some(m) = loc.member else {
-            return read_record(&f, &path, loc.offset, hash, &self.dicts);
+            return read_record(&f, &path, loc.offset, hash, &self.dicts, self.verify);
         };
         let corrupt = |detail: String| Error::Corrupt {
             hash: *hash,
@@ -746,7 +754,7 @@ impl DataDir {
                 m.index, loc.offset
             )));
         }
-        g.member(m.index, hash)
+        g.member(m.index, hash, self.verify)
             .map(<[u8]>::to_vec)
             .map_err(|e| corrupt(format!("group record at offset {}: {e}", loc.offset)))
     }
@@ -1350,6 +1358,27 @@ mod tests {
         assert!(!dd.fsck().unwrap().is_clean());
     }
 
+    #[test]
+    fn verify_hash_catches_data_stored_under_a_wrong_hash() {
+        // A writer bug, not corruption: the checksums are all right.
+        let t = tempfile::tempdir().unwrap();
+        let wrong = HashKind::Sha3_256.digest(b"something else");
+        for data in [
+            vec![7u8; 100],
+            (0..40_000u32).map(|i| (i % 253) as u8).collect(),
+        ] {
+            let mut dd = DataDir::open(t.path(), Some(HashKind::Sha3_256)).unwrap();
+            dd.add_hashed(&wrong, &data).unwrap();
+            dd.sync().unwrap();
+            assert_eq!(dd.get(&wrong).unwrap().unwrap(), data, "checksum only");
+            dd.set_verify(Verify::Hash);
+            let err = dd.get(&wrong).unwrap_err().to_string();
+            assert!(err.contains("does not match its hash"), "{err}");
+            drop(dd);
+            std::fs::remove_dir_all(t.path()).unwrap();
+        }
+    }
+
     fn text_block(i: usize) -> Vec<u8> {
         format!(
             "/* block {i} */\nstatic int handler_{i}(struct device *dev, unsigned long flags)\n{{\n\treturn dev->ops->probe(dev, flags | {i});\n}}\n"
@@ -1673,7 +1702,7 @@ mod tests {
     }
 
     #[test]
-    fn a_group_member_that_does_not_match_its_hash_is_never_returned() {
+    fn a_group_member_that_does_not_match_its_hash_fails_hash_checks_and_fsck() {
         let t = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(t.path().join("data")).unwrap();
         std::fs::write(t.path().join(MARKER), "vt-datadir 1\nhash blake3\n").unwrap();
@@ -1693,7 +1722,11 @@ mod tests {
             .path()
             .join("data/8d3c1b52-0000-4000-8000-000000000002.vtd");
         std::fs::write(&path, &content).unwrap();
-        let dd = DataDir::open(t.path(), None).unwrap();
+        let mut dd = DataDir::open(t.path(), None).unwrap();
+        // Reads that check checksums only trust the writer...
+        assert_eq!(dd.get(&b).unwrap().unwrap(), b"SECOND");
+        // ...reads that check hashes do not.
+        dd.set_verify(Verify::Hash);
         assert_eq!(dd.get(&a).unwrap().unwrap(), b"first");
         let err = dd.get(&b).unwrap_err().to_string();
         assert!(

@@ -11,4 +11,5 @@ pub mod memory;
 pub mod vtd_scanner;
 
 pub use datadir::{DataDir, FsckReport};
+pub use datafile::Verify;
 pub use memory::MemoryStore;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use vt_core::{HashKind, Store};
-use vt_stores::{DataDir, MemoryStore};
+use vt_stores::{DataDir, MemoryStore, Verify};
 
 /// The commented configuration `vt init` writes.
 pub const DEFAULT_VTRC: &str = r#"# vt configuration (see vtrc(5)).
@@ -26,6 +26,10 @@ type = "datadir"
 #path = "~/.local/share/vt/store"
 # Hash for new blocks: "sha3_256" (default) or "blake3".
 #hash = "sha3_256"
+# What every read checks: "checksum" (default: each record's CRC-32, that it
+# is the block asked for, and its length) or "hash" (also recompute the
+# block's hash: several times slower). `vt fsck` always checks hashes.
+#verify = "checksum"
 
 # A store in memory, discarded at exit (for experiments).
 [stores.scratch]
@@ -92,6 +96,8 @@ pub enum StoreConfig {
         path: Option<String>,
         /// Hash for new blocks.
         hash: Option<String>,
+        /// What reads check: "checksum" (the default) or "hash".
+        verify: Option<String>,
     },
     /// A MemoryStore.
     Memory {
@@ -201,9 +207,16 @@ impl Config {
             .unwrap_or(&spec)
             .to_owned();
         match self.stores.get(&name) {
-            Some(StoreConfig::Datadir { path, hash }) => {
+            Some(StoreConfig::Datadir { path, hash, verify }) => {
                 let path = path.as_deref().map_or_else(default_store_path, expand);
-                open_datadir(&path, hash.as_deref(), name, create)
+                let verify = match verify.as_deref() {
+                    None | Some("checksum") => Verify::Checksum,
+                    Some("hash") => Verify::Hash,
+                    Some(other) => bail!(
+                        "[stores.{name}] verify = {other:?}: expected \"checksum\" or \"hash\""
+                    ),
+                };
+                open_datadir(&path, hash.as_deref(), verify, name, create)
             }
             Some(StoreConfig::Memory { hash }) => Ok(OpenStore {
                 store: Arc::new(MemoryStore::new(parse_hash(hash.as_deref())?)),
@@ -211,9 +224,15 @@ impl Config {
                 name,
                 archives: None,
             }),
-            None if name == "local" => open_datadir(&default_store_path(), None, name, create),
+            None if name == "local" => open_datadir(
+                &default_store_path(),
+                None,
+                Verify::default(),
+                name,
+                create,
+            ),
             None if spec.contains('/') || spec.starts_with('.') || spec.starts_with('~') => {
-                open_datadir(&expand(&spec), None, spec.clone(), create)
+                open_datadir(&expand(&spec), None, Verify::default(), spec.clone(), create)
             }
             None => bail!(
                 "no store named {name:?}: define [stores.{name}] in the configuration, or give a path to a DataDir"
@@ -226,7 +245,13 @@ fn parse_hash(h: Option<&str>) -> Result<HashKind> {
     Ok(h.map(str::parse).transpose()?.unwrap_or(HashKind::Sha3_256))
 }
 
-fn open_datadir(path: &Path, hash: Option<&str>, name: String, create: bool) -> Result<OpenStore> {
+fn open_datadir(
+    path: &Path,
+    hash: Option<&str>,
+    verify: Verify,
+    name: String,
+    create: bool,
+) -> Result<OpenStore> {
     let kind = parse_hash(hash)?;
     if !create && !path.join("vt-datadir").exists() {
         bail!(
@@ -234,10 +259,10 @@ fn open_datadir(path: &Path, hash: Option<&str>, name: String, create: bool) -> 
             path.display()
         );
     }
-    let dd = Arc::new(
-        DataDir::open(path, Some(kind))
-            .with_context(|| format!("cannot open store {name} at {}", path.display()))?,
-    );
+    let mut dd = DataDir::open(path, Some(kind))
+        .with_context(|| format!("cannot open store {name} at {}", path.display()))?;
+    dd.set_verify(verify);
+    let dd = Arc::new(dd);
     if hash.is_some() && dd.hash_kind() != kind {
         tracing::warn!(
             "store {name} hashes with {} (set when it was created); the configured hash {kind} applies only to new stores",
