@@ -20,8 +20,10 @@ use crate::store::Store;
 /// Content up to this many bytes is inlined as a literal block.
 pub const LITERAL_MAX: usize = 32;
 
-/// Bytes read from input per buffer.
-const BUFFER: usize = 8 << 20;
+/// Bytes read from input per buffer. An import blockifies several files at
+/// once, each holding two buffers: 2 MiB keeps a kernel-tree import at 91 MB
+/// peak RSS (8 MiB: 141 MB) and imports a 512 MiB file as fast.
+const BUFFER: usize = 2 << 20;
 
 /// Average number of refs per indirect block (a power of two).
 const FANOUT_AVG: u64 = 64;
