@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use crate::block::{encode_indirect, BlockRef};
 use crate::chunker::{ChunkParams, Chunker, Scanner};
 use crate::error::{Error, Result};
-use crate::store::Store;
+use crate::store::{BlockClass, Store};
 
 /// Content up to this many bytes is inlined as a literal block.
 pub const LITERAL_MAX: usize = 32;
@@ -92,7 +92,12 @@ impl<'a> Blockifier<'a> {
 
     /// Stores one block of data and returns its reference.
     pub fn add_block(&self, data: &[u8]) -> Result<BlockRef> {
-        let (hash, new) = self.store.add(data)?;
+        self.add_block_as(data, BlockClass::Data)
+    }
+
+    /// Stores one block that holds `class` and returns its reference.
+    pub fn add_block_as(&self, data: &[u8], class: BlockClass) -> Result<BlockRef> {
+        let (hash, new) = self.store.add_as(data, class)?;
         self.stats.count(data.len(), new);
         Ok(BlockRef::Direct {
             hash,
@@ -267,7 +272,7 @@ impl<'a> Blockifier<'a> {
                         return Ok(g[0].clone());
                     }
                     let data = encode_indirect(g);
-                    let (hash, new) = self.store.add(&data)?;
+                    let (hash, new) = self.store.add_as(&data, BlockClass::Meta)?;
                     self.stats.count(data.len(), new);
                     Ok(BlockRef::Indirect {
                         hash,

@@ -11,7 +11,7 @@ use crate::codec::{put_bytes, Reader};
 use crate::dirent::Dirent;
 use crate::error::Result;
 use crate::read::read_all;
-use crate::store::Store;
+use crate::store::{BlockClass, Store};
 
 /// A block is not cut before it holds this many bytes.
 const DIR_BLOCK_MIN: usize = 1024;
@@ -50,7 +50,7 @@ pub fn encode_dir(bf: &Blockifier<'_>, mut entries: Vec<Dirent>) -> Result<Block
     }
     let leaves = blocks
         .iter()
-        .map(|b| bf.add_block(b))
+        .map(|b| bf.add_block_as(b, BlockClass::Meta))
         .collect::<Result<Vec<_>>>()?;
     bf.build_tree(leaves)
 }

@@ -28,4 +28,4 @@ pub use dirent::{Dirent, DirentKind, Meta};
 pub use error::{Error, Result};
 pub use hash::{Hash, HashKind};
 pub use scanner::{Scanner, ScannerSource};
-pub use store::Store;
+pub use store::{BlockClass, Store};

@@ -14,6 +14,21 @@ pub struct StoreStats {
     pub stored_bytes: u64,
 }
 
+/// What a block holds, so a store can place blocks by how they are read.
+///
+/// Metadata (directory and indirect blocks) is read on its own — a walk or
+/// an incremental import reads every directory block and no file data —
+/// so a DataDir stores it apart from the small file blocks it packs into
+/// groups, and reading a directory does not decompress its files.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BlockClass {
+    /// File content.
+    #[default]
+    Data,
+    /// Directory blocks, indirect blocks, hard link tables.
+    Meta,
+}
+
 /// A content-addressed block store.
 ///
 /// Stores are shared between threads: blockify adds blocks from every core
@@ -26,10 +41,22 @@ pub trait Store: Send + Sync {
     /// [`Store::hash_kind`]); returns true if the block was new.
     fn add_hashed(&self, hash: &Hash, data: &[u8]) -> Result<bool>;
 
+    /// Like [`Store::add_hashed`], saying what the block holds; stores that
+    /// place all blocks alike ignore `class`.
+    fn add_hashed_as(&self, hash: &Hash, data: &[u8], class: BlockClass) -> Result<bool> {
+        let _ = class;
+        self.add_hashed(hash, data)
+    }
+
     /// Hashes and stores `data`; returns its hashcode and whether it was new.
     fn add(&self, data: &[u8]) -> Result<(Hash, bool)> {
+        self.add_as(data, BlockClass::Data)
+    }
+
+    /// Like [`Store::add`], saying what the block holds.
+    fn add_as(&self, data: &[u8], class: BlockClass) -> Result<(Hash, bool)> {
         let h = self.hash_kind().digest(data);
-        let new = self.add_hashed(&h, data)?;
+        let new = self.add_hashed_as(&h, data, class)?;
         Ok((h, new))
     }
 
