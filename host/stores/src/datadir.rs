@@ -537,7 +537,23 @@ impl DataDir {
                 path.display()
             )));
         }
-        let res = datafile::scan(file, end.max(hlen), None)?;
+        let res = datafile::scan(file, end.max(hlen), &self.dicts, false)?;
+        if let Some((o, why)) = res.unreadable.first() {
+            // Not damage: left for a later open, once the dictionary is
+            // back (a reindex indexes around it).
+            if repair {
+                return Err(Error::Store(format!(
+                    "{}: cannot index the group record at offset {o}: {why}",
+                    path.display()
+                )));
+            }
+            for (o, why) in &res.unreadable {
+                tracing::warn!(
+                    "{}: group record at offset {o} not indexed: {why}",
+                    path.display()
+                );
+            }
+        }
         let mut wtxn = self.env.write_txn().map_err(db_err("begin"))?;
         for f in &res.records {
             for (hash, loc) in locs_of(num, f) {
@@ -734,11 +750,11 @@ impl DataDir {
         }
     }
 
-    /// Reads and verifies block `hash` at `loc`.
-    fn read_at(&self, hash: &Hash, loc: &Loc) -> Result<Vec<u8>> {
+    /// Reads block `hash` at `loc`, checking what `verify` says.
+    fn read_at(&self, hash: &Hash, loc: &Loc, verify: Verify) -> Result<Vec<u8>> {
         let (path, f) = self.reader(loc.file)?;
         let Some(m) = loc.member else {
-            return read_record(&f, &path, loc.offset, hash, &self.dicts, self.verify);
+            return read_record(&f, &path, loc.offset, hash, &self.dicts, verify);
         };
         let corrupt = |detail: String| Error::Corrupt {
             hash: *hash,
@@ -746,15 +762,17 @@ impl DataDir {
             detail,
         };
         let g = self.group(loc.file, loc.offset, &f).map_err(corrupt)?;
-        if g.members.get(m.index as usize).map(|x| (x.offset, x.len))
-            != Some((m.offset, loc.raw_len))
+        // The member table names no blocks: the place and length the index
+        // entry expects stand in for the identity check of a whole record
+        // (and `verify` = hash checks the data itself).
+        if g.spans.get(m.index as usize).map(|x| (x.offset, x.len)) != Some((m.offset, loc.raw_len))
         {
             return Err(corrupt(format!(
                 "index entry does not match member #{} of the group record at offset {}: run `vt fsck --reindex`",
                 m.index, loc.offset
             )));
         }
-        g.member(m.index, hash, self.verify)
+        g.member(m.index, hash, verify)
             .map(<[u8]>::to_vec)
             .map_err(|e| corrupt(format!("group record at offset {}: {e}", loc.offset)))
     }
@@ -982,8 +1000,8 @@ impl DataDir {
                 }
             };
             rep.datafiles += 1;
-            let res = datafile::scan(&file, FILE_HEADER.len() as u64, Some(&self.dicts))?;
-            for (o, why) in &res.damaged {
+            let res = datafile::scan(&file, FILE_HEADER.len() as u64, &self.dicts, true)?;
+            for (o, why) in res.damaged.iter().chain(&res.unreadable) {
                 rep.problems
                     .push(format!("{}: offset {o}: {why}", path.display()));
             }
@@ -1036,11 +1054,18 @@ impl DataDir {
     }
 
     /// Reads and verifies the block each index entry points at, in
-    /// datafile order; empties `entries`.
+    /// datafile order; empties `entries`. Group members' hashes are
+    /// checked (a member table does not name its blocks); a whole record's
+    /// header names its block, and the scan hashed its data.
     fn check_entries(&self, entries: &mut Vec<(Hash, Loc)>, rep: &mut FsckReport) {
         entries.sort_unstable_by_key(|(_, l)| (l.file, l.offset, l.member.map(|m| m.index)));
         for (hash, loc) in entries.drain(..) {
-            match self.read_at(&hash, &loc) {
+            let verify = if loc.member.is_some() {
+                Verify::Hash
+            } else {
+                Verify::Checksum
+            };
+            match self.read_at(&hash, &loc, verify) {
                 Ok(_) => {}
                 Err(e @ Error::Corrupt { .. }) => rep.problems.push(format!("index entry: {e}")),
                 Err(e) => rep.problems.push(format!("index entry for {hash}: {e}")),
@@ -1186,7 +1211,10 @@ impl Store for DataDir {
             .filter(|&n| n <= datafile::MAX_RECORD)
             .ok_or_else(|| Error::Store(format!("block of {} bytes is too large", data.len())))?;
         self.dicts.sample(data);
-        if data.len() < GROUP_BELOW {
+        // A group's members all have the header's hash function (the table
+        // does not say): blocks of another (copied from a store that uses
+        // it) are stored alone.
+        if data.len() < GROUP_BELOW && hash.kind == self.kind {
             let sealed = {
                 let mut st = self.lock()?;
                 Self::check_lost(&st)?;
@@ -1237,10 +1265,10 @@ impl Store for DataDir {
     fn get(&self, hash: &Hash) -> Result<Option<Vec<u8>>> {
         match self.lookup(hash, true)? {
             None => Ok(None),
-            Some(Place::Disk(loc)) => self.read_at(hash, &loc).map(Some),
+            Some(Place::Disk(loc)) => self.read_at(hash, &loc, self.verify).map(Some),
             // Written between the two looks: read it from the datafile.
             Some(Place::Unwritten(None)) => match self.lookup(hash, false)? {
-                Some(Place::Disk(loc)) => self.read_at(hash, &loc).map(Some),
+                Some(Place::Disk(loc)) => self.read_at(hash, &loc, self.verify).map(Some),
                 _ => Err(Error::Store(format!(
                     "block {hash} vanished while being written"
                 ))),
@@ -1535,7 +1563,9 @@ mod tests {
     /// The records of datafile `path`.
     fn records(path: &Path) -> Vec<datafile::Found> {
         let f = File::open(path).unwrap();
-        datafile::scan(&f, FILE_HEADER.len() as u64, None)
+        let root = path.parent().unwrap().parent().unwrap();
+        let dicts = Dictionaries::open(&root.join("dicts")).unwrap();
+        datafile::scan(&f, FILE_HEADER.len() as u64, &dicts, false)
             .unwrap()
             .records
     }
@@ -1702,27 +1732,14 @@ mod tests {
     }
 
     #[test]
-    fn a_group_member_that_does_not_match_its_hash_fails_hash_checks_and_fsck() {
+    fn a_group_member_stored_under_a_wrong_hash_fails_hash_checks_and_fsck() {
+        // A writer bug, not corruption: the checksums are all right.
         let t = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(t.path().join("data")).unwrap();
-        std::fs::write(t.path().join(MARKER), "vt-datadir 1\nhash blake3\n").unwrap();
-        // A well-formed group record (good checksum) whose second member's
-        // data is not what its hash says.
-        let a = HashKind::Blake3.digest(b"first");
+        let mut dd = DataDir::open(t.path(), Some(HashKind::Blake3)).unwrap();
+        let a = dd.add(b"first").unwrap().0;
         let b = HashKind::Blake3.digest(b"second");
-        let mut content = FILE_HEADER.to_vec();
-        content.extend(encode_group(
-            HashKind::Blake3,
-            &[(a, 5), (b, 6)],
-            0,
-            b"firstSECOND",
-            11,
-        ));
-        let path = t
-            .path()
-            .join("data/8d3c1b52-0000-4000-8000-000000000002.vtd");
-        std::fs::write(&path, &content).unwrap();
-        let mut dd = DataDir::open(t.path(), None).unwrap();
+        assert!(dd.add_hashed(&b, b"SECOND").unwrap());
+        dd.sync().unwrap();
         // Reads that check checksums only trust the writer...
         assert_eq!(dd.get(&b).unwrap().unwrap(), b"SECOND");
         // ...reads that check hashes do not.
@@ -1734,10 +1751,63 @@ mod tests {
             "{err}"
         );
         let rep = dd.fsck().unwrap();
+        let name = only_datafile(&dd)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         assert!(
             rep.problems
                 .iter()
-                .any(|p| p.contains(&format!("block {b} (group member #1) does not match"))),
+                .any(|p| p.contains(&name) && p.contains("do not hash to the record's digest")),
+            "{:?}",
+            rep.problems
+        );
+        assert!(
+            rep.problems
+                .iter()
+                .any(|p| p.contains(&b.to_string()) && p.contains("does not match its hash")),
+            "{:?}",
+            rep.problems
+        );
+        assert_eq!(rep.problems.len(), 2, "{:?}", rep.problems);
+    }
+
+    #[test]
+    fn recovery_skips_but_keeps_a_group_that_fails_its_digest() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("data")).unwrap();
+        std::fs::write(t.path().join(MARKER), "vt-datadir 1\nhash blake3\n").unwrap();
+        // Never indexed: a group whose data is not what its writer hashed
+        // (good checksum), then a good group.
+        let a = HashKind::Blake3.digest(b"first");
+        let b = HashKind::Blake3.digest(b"second");
+        let c = HashKind::Blake3.digest(b"third");
+        let mut content = FILE_HEADER.to_vec();
+        content.extend(encode_group(
+            HashKind::Blake3,
+            &[(a, 5), (b, 6)],
+            0,
+            b"firstSECOND",
+            11,
+        ));
+        content.extend(encode_group(HashKind::Blake3, &[(c, 5)], 0, b"third", 5));
+        let path = t
+            .path()
+            .join("data/8d3c1b52-0000-4000-8000-000000000002.vtd");
+        std::fs::write(&path, &content).unwrap();
+        let dd = DataDir::open(t.path(), None).unwrap();
+        assert_eq!(dd.get(&c).unwrap().unwrap(), b"third");
+        assert_eq!(dd.get(&a).unwrap(), None, "members of a bad group");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            content,
+            "a record with a good checksum is never cut off"
+        );
+        let rep = dd.fsck().unwrap();
+        assert_eq!(rep.problems.len(), 1, "{:?}", rep.problems);
+        assert!(
+            rep.problems[0].contains("offset 8:") && rep.problems[0].contains("digest"),
             "{:?}",
             rep.problems
         );
@@ -1762,6 +1832,116 @@ mod tests {
         for (h, b) in hashes.iter().zip(&blocks) {
             assert_eq!(dd.get(h).unwrap().as_ref(), Some(b));
         }
+        assert!(dd.fsck().unwrap().is_clean());
+    }
+
+    #[test]
+    fn groups_whose_dictionary_is_missing_are_left_for_later_not_cut() {
+        let t = tempfile::tempdir().unwrap();
+        let mut blocks = Vec::new();
+        {
+            let dd = DataDir::open(t.path(), Some(HashKind::Sha3_256)).unwrap();
+            let mut i = 0;
+            while std::fs::read_dir(t.path().join("dicts")).unwrap().count() == 0 {
+                dd.add(&text_block(i)).unwrap();
+                i += 1;
+                assert!(i < 20_000, "no dictionary after {i} blocks");
+            }
+            dd.sync().unwrap();
+            // Small blocks grouped with the dictionary, never indexed below.
+            for j in 0..200 {
+                let b = mail(j, 1500);
+                dd.add(&b).unwrap();
+                blocks.push(b);
+            }
+        }
+        let path = std::fs::read_dir(t.path().join("data"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let size = std::fs::metadata(&path).unwrap().len();
+        let hidden = t.path().join("hidden");
+        std::fs::rename(t.path().join("dicts"), &hidden).unwrap();
+        std::fs::remove_dir_all(t.path().join("index")).unwrap();
+        let h0 = HashKind::Sha3_256.digest(&blocks[0]);
+        {
+            // The whole tail waits: nothing indexed, nothing cut, and the
+            // file is not appended to.
+            let dd = DataDir::open(t.path(), None).unwrap();
+            assert_eq!(dd.get(&h0).unwrap(), None);
+            assert_eq!(
+                dd.get(&HashKind::Sha3_256.digest(&text_block(0))).unwrap(),
+                None
+            );
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
+            dd.add(b"a block for another datafile").unwrap();
+            dd.sync().unwrap();
+            assert_eq!(dd.datafile_names().unwrap().len(), 2);
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), size);
+            // fsck says why.
+            let rep = dd.fsck().unwrap();
+            assert!(
+                rep.problems
+                    .iter()
+                    .any(|p| p.contains("needs compression dictionary")),
+                "{:?}",
+                rep.problems
+            );
+        }
+        let restore = || {
+            std::fs::remove_dir_all(t.path().join("dicts")).unwrap();
+            std::fs::rename(&hidden, t.path().join("dicts")).unwrap();
+        };
+        let all_there = |dd: &DataDir| {
+            for b in &blocks {
+                let h = HashKind::Sha3_256.digest(b);
+                assert_eq!(dd.get(&h).unwrap().as_ref(), Some(b));
+            }
+            assert!(dd.fsck().unwrap().is_clean());
+        };
+        // With the dictionary back, the next open indexes the tail.
+        restore();
+        all_there(&DataDir::open(t.path(), None).unwrap());
+        // A reindex without it indexes around what it cannot read.
+        std::fs::rename(t.path().join("dicts"), &hidden).unwrap();
+        let dd = DataDir::open(t.path(), None).unwrap();
+        dd.reindex().unwrap();
+        let first = HashKind::Sha3_256.digest(&text_block(0));
+        assert!(dd.get(&first).unwrap().is_some(), "grouped before training");
+        assert_eq!(dd.get(&h0).unwrap(), None);
+        drop(dd);
+        restore();
+        let dd = DataDir::open(t.path(), None).unwrap();
+        dd.reindex().unwrap();
+        all_there(&dd);
+    }
+
+    #[test]
+    fn a_small_block_of_another_hash_is_stored_alone() {
+        let t = tempfile::tempdir().unwrap();
+        let dd = DataDir::open(t.path(), Some(HashKind::Sha3_256)).unwrap();
+        let own = dd.add(b"hashed the store's way").unwrap().0;
+        let other = HashKind::Blake3.digest(b"copied from a blake3 store");
+        assert!(dd
+            .add_hashed(&other, b"copied from a blake3 store")
+            .unwrap());
+        dd.sync().unwrap();
+        let recs = records(&only_datafile(&dd));
+        assert_eq!(recs.len(), 2);
+        assert!(recs
+            .iter()
+            .any(|r| !r.header.is_group() && r.header.hash == other));
+        assert!(recs
+            .iter()
+            .any(|r| r.header.is_group() && r.members[0].hash == own));
+        dd.reindex().unwrap();
+        assert_eq!(
+            dd.get(&other).unwrap().unwrap(),
+            b"copied from a blake3 store"
+        );
+        assert_eq!(dd.get(&own).unwrap().unwrap(), b"hashed the store's way");
         assert!(dd.fsck().unwrap().is_clean());
     }
 
