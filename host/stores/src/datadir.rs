@@ -10,11 +10,12 @@
 //! Each process appends to a datafile it holds an exclusive `flock` on, so
 //! several processes can add to one DataDir at once. Large blocks are
 //! written to the datafile at once; small ones are collected into a group
-//! that is compressed as one record when it is full or on `sync` (small
-//! blocks compressed alone compress poorly). Records are entered in the
-//! index in batches, each batch after an `fdatasync` of the datafile, so
-//! the index never points at data that is not durable. The index is derived data: on open, any datafile
-//! tail beyond what the index covers (a crashed writer's) is scanned and
+//! (one per adding thread) that is compressed as one record when it is
+//! full or on `sync` (small blocks compressed alone compress poorly).
+//! Records are entered in the index in batches, each batch after an
+//! `fdatasync` of the datafile, so the index never points at data that is
+//! not durable. The index is derived data: on open, any datafile tail
+//! beyond what the index covers (a crashed writer's) is scanned and
 //! indexed, and a damaged tail is cut off; `reindex` rebuilds it all.
 //!
 //! The index is LMDB (through `heed`): memory-mapped, so memory does not
@@ -27,6 +28,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::thread::ThreadId;
 
 use heed::types::Bytes;
 use heed::{Database, Env, EnvFlags, EnvOpenOptions, WithoutTls};
@@ -140,14 +142,20 @@ struct GroupBuf {
     data: Vec<u8>,
 }
 
-/// Small blocks not written yet: the open group and groups being
+/// Small blocks not written yet: the open groups and groups being
 /// compressed. They are visible to `contains` and `get` until they are
 /// written (then `pending` has them).
+///
+/// Each adding thread has an open group of its own: a thread adds the
+/// blocks of a stretch of a file (or of a directory's small files) in
+/// order, so its group holds neighbours, which compress better together
+/// than blocks of several threads interleaved (bench/mbox.sh: 3% less).
 #[derive(Default)]
 struct Unwritten {
-    /// Id the open group will have when sealed; ids only grow.
-    open_id: u64,
-    open: GroupBuf,
+    /// Id of the next group opened; ids only grow.
+    next_id: u64,
+    /// Each thread's open group and its id.
+    open: HashMap<ThreadId, (u64, GroupBuf)>,
     /// Sealed groups some thread is compressing and writing, by id.
     sealed: HashMap<u64, Arc<GroupBuf>>,
     /// Each unwritten block: its group's id and position in it.
@@ -155,21 +163,43 @@ struct Unwritten {
 }
 
 impl Unwritten {
-    fn push(&mut self, hash: Hash, data: &[u8]) {
-        let g = &mut self.open;
-        self.blocks.insert(hash, (self.open_id, g.members.len()));
+    /// Adds a block to `thread`'s open group; seals the group and returns
+    /// it once it holds `target` bytes.
+    fn push(
+        &mut self,
+        thread: ThreadId,
+        hash: Hash,
+        data: &[u8],
+        target: usize,
+    ) -> Option<(u64, Arc<GroupBuf>)> {
+        let next_id = &mut self.next_id;
+        let (id, g) = self.open.entry(thread).or_insert_with(|| {
+            *next_id += 1;
+            (*next_id - 1, GroupBuf::default())
+        });
+        self.blocks.insert(hash, (*id, g.members.len()));
         g.members
             .push((hash, g.data.len() as u32, data.len() as u32));
         g.data.extend_from_slice(data);
+        if g.data.len() < target {
+            return None;
+        }
+        let (id, g) = self.open.remove(&thread)?;
+        Some(self.seal(id, g))
+    }
+
+    fn seal(&mut self, id: u64, g: GroupBuf) -> (u64, Arc<GroupBuf>) {
+        let g = Arc::new(g);
+        self.sealed.insert(id, g.clone());
+        (id, g)
     }
 
     /// A copy of an unwritten block's data.
     fn data(&self, hash: &Hash) -> Option<Vec<u8>> {
         let &(id, i) = self.blocks.get(hash)?;
-        let g = if id == self.open_id {
-            &self.open
-        } else {
-            self.sealed.get(&id)?
+        let g = match self.sealed.get(&id) {
+            Some(g) => g,
+            None => self.open.values().find(|(o, _)| *o == id).map(|(_, g)| g)?,
         };
         let &(_, off, len) = g.members.get(i)?;
         g.data
@@ -177,16 +207,26 @@ impl Unwritten {
             .map(<[u8]>::to_vec)
     }
 
-    /// Closes the open group (if it has blocks) for writing.
-    fn seal(&mut self) -> Option<(u64, Arc<GroupBuf>)> {
-        if self.open.members.is_empty() {
-            return None;
+    /// Seals every open group for writing. Groups are merged, in the
+    /// order they were opened, into as few as hold `target` bytes each:
+    /// a sync then does not write a small group per thread.
+    fn seal_all(&mut self, target: usize) -> Vec<(u64, Arc<GroupBuf>)> {
+        let mut open: Vec<(u64, GroupBuf)> = self.open.drain().map(|(_, g)| g).collect();
+        open.sort_unstable_by_key(|(id, _)| *id);
+        let mut merged: Vec<(u64, GroupBuf)> = Vec::new();
+        for (id, g) in open {
+            match merged.last_mut() {
+                Some((into, m)) if m.data.len() + g.data.len() <= target => {
+                    for (h, off, len) in g.members {
+                        self.blocks.insert(h, (*into, m.members.len()));
+                        m.members.push((h, m.data.len() as u32 + off, len));
+                    }
+                    m.data.extend_from_slice(&g.data);
+                }
+                _ => merged.push((id, g)),
+            }
         }
-        let id = self.open_id;
-        let g = Arc::new(std::mem::take(&mut self.open));
-        self.open_id += 1;
-        self.sealed.insert(id, g.clone());
-        Some((id, g))
+        merged.into_iter().map(|(id, g)| self.seal(id, g)).collect()
     }
 
     /// Group `id` is written (or lost): its blocks leave.
@@ -200,12 +240,12 @@ impl Unwritten {
         }
     }
 
-    /// Drops the open group (after a write error, nothing may refer to
-    /// its blocks); sealed groups leave as their writers finish.
+    /// Drops the open groups (after a write error, nothing may refer to
+    /// their blocks); sealed groups leave as their writers finish.
     fn drop_open(&mut self) {
-        let id = self.open_id;
-        self.blocks.retain(|_, &mut (i, _)| i != id);
-        self.open = GroupBuf::default();
+        for (_, (id, _)) in self.open.drain() {
+            self.blocks.retain(|_, &mut (i, _)| i != id);
+        }
     }
 }
 
@@ -937,20 +977,26 @@ impl DataDir {
         })
     }
 
-    /// Writes the open group, waits for groups other threads are writing,
-    /// and flushes: every block added before the call is then durable and
-    /// indexed.
+    /// Writes the open groups, waits for groups other threads are
+    /// writing, and flushes: every block added before the call is then
+    /// durable and indexed.
     fn sync_all(&self) -> Result<()> {
-        let (sealed, last) = {
+        let (sealed, next) = {
             let mut st = self.lock()?;
-            let last = st.groups.open_id;
-            (st.groups.seal(), last)
+            let next = st.groups.next_id;
+            (st.groups.seal_all(GROUP_TARGET), next)
         };
-        if let Some((id, g)) = sealed {
-            self.write_group(id, g)?;
+        let mut res = Ok(());
+        for (id, g) in sealed {
+            // After a failure the rest are lost too (`lost` is set).
+            match res {
+                Ok(()) => res = self.write_group(id, g),
+                Err(_) => self.lock()?.groups.done(id),
+            }
         }
+        res?;
         let mut st = self.lock()?;
-        while st.lost.is_none() && st.groups.sealed.keys().any(|&k| k <= last) {
+        while st.lost.is_none() && st.groups.sealed.keys().any(|&k| k < next) {
             st = self
                 .written
                 .wait(st)
@@ -1221,12 +1267,8 @@ impl Store for DataDir {
                 if self.added_meanwhile(&st, hash, flushes)? {
                     return Ok(false);
                 }
-                st.groups.push(*hash, data);
-                if st.groups.open.data.len() >= GROUP_TARGET {
-                    st.groups.seal()
-                } else {
-                    None
-                }
+                let thread = std::thread::current().id();
+                st.groups.push(thread, *hash, data, GROUP_TARGET)
             };
             if let Some((id, g)) = sealed {
                 self.write_group(id, g)?;
@@ -1943,6 +1985,52 @@ mod tests {
         );
         assert_eq!(dd.get(&own).unwrap().unwrap(), b"hashed the store's way");
         assert!(dd.fsck().unwrap().is_clean());
+    }
+
+    #[test]
+    fn each_thread_fills_a_group_of_its_own_and_a_sync_merges_what_is_left() {
+        let t = tempfile::tempdir().unwrap();
+        let dd = DataDir::open(t.path(), Some(HashKind::Sha3_256)).unwrap();
+        // Two threads add in lock step; one adds enough for a full group.
+        let n = GROUP_TARGET / 1500 + 10;
+        let turn = std::sync::Barrier::new(2);
+        let added: Vec<Vec<Hash>> = std::thread::scope(|sc| {
+            let workers: Vec<_> = [(0u64, n), (1_000_000, 20)]
+                .into_iter()
+                .map(|(seed, count)| {
+                    let (dd, turn) = (&dd, &turn);
+                    sc.spawn(move || {
+                        let mut hashes = Vec::new();
+                        for i in 0..n as u64 {
+                            if (i as usize) < count {
+                                hashes.push(dd.add(&mail(seed + i, 1500)).unwrap().0);
+                            }
+                            turn.wait();
+                        }
+                        hashes
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        dd.sync().unwrap();
+        let recs = records(&only_datafile(&dd));
+        let order: Vec<Vec<Hash>> = recs
+            .iter()
+            .map(|r| r.members.iter().map(|m| m.hash).collect())
+            .collect();
+        // The full group holds only the first thread's blocks, in order;
+        // the sync writes both threads' rest as one group, each in order.
+        assert_eq!(order.len(), 2, "{} groups", order.len());
+        let full = added[0].len() - (n - GROUP_TARGET.div_ceil(1500));
+        assert_eq!(order[0], added[0][..full]);
+        // (The second thread's group was opened first.)
+        let mut rest = added[1].clone();
+        rest.extend_from_slice(&added[0][full..]);
+        assert_eq!(order[1], rest);
+        for h in added.iter().flatten() {
+            assert!(dd.get(h).unwrap().is_some());
+        }
     }
 
     #[test]
