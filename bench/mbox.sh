@@ -10,7 +10,9 @@
 #   N         messages in version 1 [10000]
 # Versions (bench/mbox_versions.py): v1 = N messages; v2 = +10% appended;
 # v3 = 2% removed from the middle; v4 = Status: header of 5% changed.
-# Environment: BENCH_DIR [/tmp/vt-mbox-bench], VT [target/release/vt].
+# Environment: BENCH_DIR [/tmp/vt-mbox-bench], VT [target/release/vt],
+#   BENCH_TIME [1]: 0 measures dedup only (skips the 1 GiB import timing and
+#   the component cache check, which take minutes).
 set -euo pipefail
 export LC_ALL=C
 REPO=${1:?usage: bench/mbox.sh GIT_REPO [N]}
@@ -78,6 +80,8 @@ for i in 0 1 2 3; do
     printf '| %s | %d | %d | %d | %.2f |\n' "${names[$i]}" "${S[$i]}" "${C[$i]}" "${R[$i]}" \
         "$(echo "${S[$i]} / ${R[$i]}" | bc -l)"
 done
+
+[ "${BENCH_TIME:-1}" = 0 ] && exit 0
 
 # ---- time: a 1 GiB mbox with the wasm scanner vs plain CDC (warm cache)
 big=$B/big/inbox.mbox

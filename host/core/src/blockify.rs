@@ -25,6 +25,13 @@ pub const LITERAL_MAX: usize = 32;
 /// peak RSS (8 MiB: 141 MB) and imports a 512 MiB file as fast.
 const BUFFER: usize = 2 << 20;
 
+/// Blocks are stored by several threads at once, each taking a run of
+/// neighbouring blocks of about this many bytes and storing them in order:
+/// a store that compresses small blocks together (DataDir groups) then
+/// gets neighbours together, which compress better (bench/mbox.sh: 1% to
+/// 3% less than blocks handed out one by one to 8 threads).
+const RUN: usize = 256 << 10;
+
 /// Average number of refs per indirect block (a power of two).
 const FANOUT_AVG: u64 = 64;
 /// Most refs in one indirect block.
@@ -191,9 +198,11 @@ impl<'a> Blockifier<'a> {
             let head = std::mem::replace(&mut buf, std::mem::take(&mut spare));
             buf_offset += pos as u64;
             let store_head = || -> Result<Vec<BlockRef>> {
-                cuts.par_iter()
-                    .map(|&(a, b)| self.leaf(&head[a..b]))
-                    .collect()
+                let refs: Vec<Vec<BlockRef>> = runs(&cuts)
+                    .par_iter()
+                    .map(|run| run.iter().map(|&(a, b)| self.leaf(&head[a..b])).collect())
+                    .collect::<Result<_>>()?;
+                Ok(refs.into_iter().flatten().collect())
             };
             let refs = if eof {
                 store_head()?
@@ -326,6 +335,23 @@ fn fill_and_scan<'s>(
         }
     }
     Ok(eof)
+}
+
+/// Splits `cuts` into runs of neighbouring blocks of about [`RUN`] bytes.
+fn runs(cuts: &[(usize, usize)]) -> Vec<&[(usize, usize)]> {
+    let mut out = Vec::new();
+    let (mut from, mut bytes) = (0, 0);
+    for (i, &(a, b)) in cuts.iter().enumerate() {
+        bytes += b - a;
+        if bytes >= RUN {
+            out.push(&cuts[from..=i]);
+            (from, bytes) = (i + 1, 0);
+        }
+    }
+    if from < cuts.len() {
+        out.push(&cuts[from..]);
+    }
+    out
 }
 
 /// Appends a leaf, merging adjacent runs of the same byte.
@@ -482,6 +508,25 @@ mod tests {
             let b = (a + len as usize).min(n);
             prop_assert_eq!(read_range(&store, &r, off, len).unwrap(), d[a..b].to_vec());
         }
+    }
+
+    #[test]
+    fn runs_are_neighbours_of_about_run_bytes_in_order() {
+        let mut cuts = Vec::new();
+        let mut pos = 0;
+        for i in 0..1000usize {
+            let n = 1000 + i * 37 % 20_000;
+            cuts.push((pos, pos + n));
+            pos += n;
+        }
+        let rs = runs(&cuts);
+        assert_eq!(rs.concat(), cuts);
+        for r in &rs[..rs.len() - 1] {
+            let bytes = r.last().unwrap().1 - r[0].0;
+            assert!((RUN..RUN + 20_000).contains(&bytes), "{bytes}");
+        }
+        assert!(runs(&[]).is_empty());
+        assert_eq!(runs(&cuts[..3]), vec![&cuts[..3]]);
     }
 
     #[test]

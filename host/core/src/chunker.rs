@@ -25,12 +25,12 @@ pub struct ChunkParams {
 }
 
 impl Default for ChunkParams {
-    /// 16 KiB / 64 KiB / 256 KiB, and scanner proposals from 1 KiB: see
+    /// 16 KiB / 64 KiB / 256 KiB, and scanner proposals from 4 KiB: see
     /// `vt.5` for the measurements behind them.
     fn default() -> Self {
         ChunkParams {
             min: 16 * 1024,
-            scan_min: 1024,
+            scan_min: 4096,
             avg: 64 * 1024,
             max: 256 * 1024,
         }

@@ -5,15 +5,20 @@
 //! header := "vtd" 0x00  version:u32le(=1 or 2)                  (8 bytes)
 //! record := "vtr1" flags:u8 hashid:u8 0:u16 digest:[32]
 //!           stored_len:u32le raw_len:u32le crc:u32le payload     (52 + stored_len)
-//! group payload := count:u32le (hashid:u8 digest:[32] len:u32le)*count  data
+//! group payload := count:u32le len:uvarint*count  data
 //! ```
 //!
 //! `flags` bit 0 set means the payload (of a group: its data) is
 //! zstd-compressed, bit 1 that the frame needs a dictionary, bit 2 that the
 //! record is a *group*: several small blocks compressed together, which
-//! compress far better than each alone. A group's member table is stored
-//! uncompressed, so the file can be scanned and indexed without
-//! decompressing anything. `crc` is CRC-32 (IEEE) over the first 48 header
+//! compress far better than each alone. A group's member table holds only
+//! the members' lengths (with a hashcode per member, tables took 7% of what
+//! a mail archive of 1-2 KiB blocks stored); whoever needs to know which
+//! blocks a group holds (recovery, reindex, fsck) decompresses it and
+//! hashes each member, as git does for packs. All members are hashed with
+//! the header's hash function, and the header's digest is the hash of
+//! their digests concatenated, so that check catches data that is not what
+//! its writer hashed. `crc` is CRC-32 (IEEE) over the first 48 header
 //! bytes and the payload. Version 2 files may hold groups; version 1 files
 //! never do (and old readers refuse version 2, instead of taking group
 //! records for damage and cutting them off). A datafile is only ever
@@ -42,8 +47,6 @@ pub const FLAG_DICT: u8 = 2;
 /// Flag: the record is a group of small blocks (payload: member table,
 /// then the members' data, compressed as one frame if `FLAG_ZSTD`).
 pub const FLAG_GROUP: u8 = 4;
-/// Length of one member table entry: hash id, digest, length.
-pub const MEMBER_ENTRY: usize = 37;
 /// No record payload or block is larger than this.
 pub const MAX_RECORD: u32 = 16 << 20;
 
@@ -81,7 +84,8 @@ pub enum Verify {
 pub struct RecordHeader {
     /// Flags (`FLAG_ZSTD`, `FLAG_DICT`, `FLAG_GROUP`).
     pub flags: u8,
-    /// The block's hashcode; of a group, the hash of its member table.
+    /// The block's hashcode; of a group, the hash of its members' digests
+    /// (see [`group_digest`]).
     pub hash: Hash,
     /// Payload length in the file.
     pub stored_len: u32,
@@ -97,9 +101,23 @@ impl RecordHeader {
     pub fn is_group(&self) -> bool {
         self.flags & FLAG_GROUP != 0
     }
+
+    /// Length of the whole record (header and payload).
+    pub fn record_len(&self) -> u64 {
+        RECORD_HEADER as u64 + u64::from(self.stored_len)
+    }
 }
 
-/// One block of a group record.
+/// Where one member of a group lies in the group's decompressed data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    /// Where its data starts.
+    pub offset: u32,
+    /// Its length.
+    pub len: u32,
+}
+
+/// One block of a group record, as a scan found it (hashed from its data).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Member {
     /// The block's hashcode.
@@ -155,10 +173,43 @@ pub fn parse_header(b: &[u8; RECORD_HEADER]) -> Option<RecordHeader> {
     })
 }
 
-/// Encodes a group record: `members` (hashcode, length) in order, and
-/// `data`, their concatenated bytes (`raw_len` in all) compressed as one
-/// frame if `flags` has `FLAG_ZSTD`. The header digest, of kind `kind`, is
-/// the hash of the member table.
+/// The digest of a group whose members have hashcodes `members` (all of
+/// kind `kind`): the hash of their digests concatenated in table order.
+pub fn group_digest<'h>(kind: HashKind, members: impl IntoIterator<Item = &'h Hash>) -> Hash {
+    let mut all = Vec::new();
+    for h in members {
+        all.extend_from_slice(&h.bytes);
+    }
+    kind.digest(&all)
+}
+
+/// Appends `v` as an unsigned LEB128 varint (as `vt.5`'s codec does).
+fn put_varint(out: &mut Vec<u8>, mut v: u32) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Reads an unsigned LEB128 varint of at most 32 bits from the start of
+/// `b`: the value and the bytes it took.
+fn get_varint(b: &[u8]) -> Option<(u32, usize)> {
+    let mut v: u64 = 0;
+    for (i, &x) in b.iter().take(5).enumerate() {
+        v |= u64::from(x & 0x7f) << (7 * i);
+        if x & 0x80 == 0 {
+            return u32::try_from(v).ok().map(|v| (v, i + 1));
+        }
+    }
+    None
+}
+
+/// Encodes a group record: `members` (hashcode, length) in order, all of
+/// hash kind `kind`, and `data`, their concatenated bytes (`raw_len` in
+/// all) compressed as one frame if `flags` has `FLAG_ZSTD`. The member
+/// table holds only the lengths; the header digest is
+/// [`group_digest`] of the members.
 pub fn encode_group(
     kind: HashKind,
     members: &[(Hash, u32)],
@@ -166,42 +217,39 @@ pub fn encode_group(
     data: &[u8],
     raw_len: u32,
 ) -> Vec<u8> {
-    let mut payload = Vec::with_capacity(4 + members.len() * MEMBER_ENTRY + data.len());
+    debug_assert!(members.iter().all(|(h, _)| h.kind == kind));
+    let mut payload = Vec::with_capacity(4 + members.len() * 2 + data.len());
     payload.extend_from_slice(&(members.len() as u32).to_le_bytes());
-    for (h, len) in members {
-        payload.push(h.kind.id());
-        payload.extend_from_slice(&h.bytes);
-        payload.extend_from_slice(&len.to_le_bytes());
+    for &(_, len) in members {
+        put_varint(&mut payload, len);
     }
-    let name = kind.digest(&payload);
     payload.extend_from_slice(data);
+    let name = group_digest(kind, members.iter().map(|(h, _)| h));
     encode_record(&name, flags | FLAG_GROUP, &payload, raw_len)
 }
 
 /// Parses and checks the member table at the start of a group's payload:
-/// returns the members and the table's length.
-pub fn parse_members(
+/// returns where each member's data lies and the table's length.
+pub fn parse_table(
     h: &RecordHeader,
     payload: &[u8],
-) -> std::result::Result<(Vec<Member>, usize), String> {
+) -> std::result::Result<(Vec<Span>, usize), String> {
     let count = payload
         .get(..4)
         .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .ok_or("group record too short for its member count")?;
-    let table_len = 4 + u64::from(count) * MEMBER_ENTRY as u64;
-    if count == 0 || table_len > payload.len() as u64 {
+    // Every length takes at least a byte.
+    if count == 0 || u64::from(count) > (payload.len() - 4) as u64 {
         return Err(format!("group record with a bad member count ({count})"));
     }
-    let table_len = table_len as usize;
-    let mut members = Vec::with_capacity(count as usize);
+    let mut spans = Vec::with_capacity(count as usize);
+    let mut pos = 4;
     let mut off = 0u64;
-    for e in payload[4..table_len].chunks_exact(MEMBER_ENTRY) {
-        let kind = HashKind::from_id(e[0]).map_err(|e| format!("group member table: {e}"))?;
-        let mut bytes = [0u8; 32];
-        bytes.copy_from_slice(&e[1..33]);
-        let len = u32::from_le_bytes([e[33], e[34], e[35], e[36]]);
-        members.push(Member {
-            hash: Hash { kind, bytes },
+    for i in 0..count {
+        let (len, n) = get_varint(&payload[pos..])
+            .ok_or_else(|| format!("group member table: bad length of member #{i}"))?;
+        pos += n;
+        spans.push(Span {
             offset: off as u32,
             len,
         });
@@ -216,39 +264,40 @@ pub fn parse_members(
             h.raw_len
         ));
     }
-    if h.hash.kind.digest(&payload[..table_len]) != h.hash {
-        return Err("group member table does not match the record's digest".into());
-    }
-    Ok((members, table_len))
+    Ok((spans, pos))
 }
 
-/// A group record's members and their decompressed data.
+/// A group record's member table and decompressed data.
 #[derive(Debug)]
 pub struct Group {
-    /// The members, in table order.
-    pub members: Vec<Member>,
-    /// Their data, concatenated.
+    /// The header's digest (its kind is every member's).
+    pub digest: Hash,
+    /// Where each member lies in `data`, in table order.
+    pub spans: Vec<Span>,
+    /// The members' data, concatenated.
     pub data: Vec<u8>,
 }
 
 impl Group {
-    /// Member `index`'s data, if it is `expect`; else why not.
+    /// Member `index`'s data for block `expect`. The table does not name
+    /// its members, so only with [`Verify::Hash`] is the data checked to
+    /// be `expect`'s (callers check the place and length they expect).
     pub fn member(
         &self,
         index: u32,
         expect: &Hash,
         verify: Verify,
     ) -> std::result::Result<&[u8], String> {
-        let m = self
-            .members
-            .get(index as usize)
-            .ok_or_else(|| format!("group has no member #{index}"))?;
-        if m.hash != *expect {
+        if expect.kind != self.digest.kind {
             return Err(format!(
-                "group member #{index} is {}, not this block",
-                m.hash
+                "group holds {} blocks, not {}",
+                self.digest.kind, expect.kind
             ));
         }
+        let m = self
+            .spans
+            .get(index as usize)
+            .ok_or_else(|| format!("group has no member #{index}"))?;
         let data = self
             .data
             .get(m.offset as usize..m.offset as usize + m.len as usize)
@@ -257,6 +306,28 @@ impl Group {
             return Err(format!("group member #{index} does not match its hash"));
         }
         Ok(data)
+    }
+
+    /// Hashes every member and checks that together they make the
+    /// header's digest.
+    pub fn members(&self) -> std::result::Result<Vec<Member>, String> {
+        let kind = self.digest.kind;
+        let mut out = Vec::with_capacity(self.spans.len());
+        for s in &self.spans {
+            let data = self
+                .data
+                .get(s.offset as usize..s.offset as usize + s.len as usize)
+                .ok_or("group member lies outside the group's data")?;
+            out.push(Member {
+                hash: kind.digest(data),
+                offset: s.offset,
+                len: s.len,
+            });
+        }
+        if group_digest(kind, out.iter().map(|m| &m.hash)) != self.digest {
+            return Err("group members do not hash to the record's digest".into());
+        }
+        Ok(out)
     }
 }
 
@@ -310,24 +381,35 @@ pub fn read_record(
 
 /// Reads the group record at `offset`: checks its header, checksum and
 /// member table, and decompresses its data. Members' hashes are checked
-/// by [`Group::member`].
+/// by [`Group::member`] or [`Group::members`].
 pub fn read_group(
     file: &File,
     offset: u64,
     dicts: &Dictionaries,
 ) -> std::result::Result<Group, String> {
-    let (h, mut payload) = read_checked(file, offset)?;
+    let (h, payload) = read_checked(file, offset)?;
     if !h.is_group() {
         return Err(format!(
             "record at offset {offset} is for {}, not a group",
             h.hash
         ));
     }
-    let (members, table_len) =
-        parse_members(&h, &payload).map_err(|e| format!("record at offset {offset}: {e}"))?;
-    let data = decode_payload(&h, payload.split_off(table_len), dicts)
-        .map_err(|e| format!("group record at offset {offset}: {e}"))?;
-    Ok(Group { members, data })
+    decode_group(&h, payload, dicts).map_err(|e| format!("group record at offset {offset}: {e}"))
+}
+
+/// The member table and data of a checksummed group payload.
+fn decode_group(
+    h: &RecordHeader,
+    mut payload: Vec<u8>,
+    dicts: &Dictionaries,
+) -> std::result::Result<Group, String> {
+    let (spans, table_len) = parse_table(h, &payload)?;
+    let data = decode_payload(h, payload.split_off(table_len), dicts)?;
+    Ok(Group {
+        digest: h.hash,
+        spans,
+        data,
+    })
 }
 
 /// The block data of a checksummed payload (of a group: its data part).
@@ -358,28 +440,45 @@ pub struct Found {
     pub offset: u64,
     /// Its header.
     pub header: RecordHeader,
-    /// Of a group record, its members (from the checked member table);
-    /// else empty.
+    /// Of a group record, its members, hashed from the data; else empty.
     pub members: Vec<Member>,
 }
 
 /// What [`scan`] found.
 #[derive(Debug, Default)]
 pub struct ScanResult {
-    /// Records whose checksum is good, in file order.
+    /// Good records, in file order.
     pub records: Vec<Found>,
-    /// Offsets of damaged spans (bad header or checksum), with a reason.
+    /// Offsets of damaged spans, with a reason: a bad header or checksum
+    /// (after which the scan searched for the next record), or a record
+    /// whose checksum is good but whose contents fail a check (skipped
+    /// whole).
     pub damaged: Vec<(u64, String)>,
-    /// End of the last good record.
+    /// Records with a good checksum whose data cannot be decompressed
+    /// because its dictionary is missing, with the reason: not damage
+    /// (the data may be fine), but their blocks are unknown.
+    pub unreadable: Vec<(u64, String)>,
+    /// End of the last record with a good checksum.
     pub good_end: u64,
 }
 
+/// What [`check_record`] made of one record.
+enum Checked {
+    Good(RecordHeader, Vec<Member>),
+    /// Torn or invalid: the scan searches for the next record.
+    Damaged(String),
+    /// Complete (good checksum) but its contents fail a check.
+    Bad(RecordHeader, String),
+    /// Complete, but its data needs a dictionary that is missing.
+    Unreadable(RecordHeader, String),
+}
+
 /// Reads records from `from` to the end of the file, checking checksums.
-/// After damage it searches forward for the next good record. A group's
-/// member table is always checked (it is not compressed). With
-/// `verify_data`, each payload is also decompressed and every block's hash
-/// checked.
-pub fn scan(file: &File, from: u64, verify_data: Option<&Dictionaries>) -> Result<ScanResult> {
+/// After damage it searches forward for the next good record. A group is
+/// always decompressed and each member hashed (that is how its blocks are
+/// known); with `full`, every other record's data is also decompressed and
+/// its hash checked.
+pub fn scan(file: &File, from: u64, dicts: &Dictionaries, full: bool) -> Result<ScanResult> {
     let len = file
         .metadata()
         .map_err(|e| Error::io("stat datafile", e))?
@@ -390,74 +489,95 @@ pub fn scan(file: &File, from: u64, verify_data: Option<&Dictionaries>) -> Resul
     };
     let mut off = from;
     while off < len {
-        match check_record(file, off, len, verify_data) {
-            Ok((h, members)) => {
+        match check_record(file, off, len, dicts, full) {
+            Checked::Good(h, members) => {
                 res.records.push(Found {
                     offset: off,
                     header: h,
                     members,
                 });
-                off += RECORD_HEADER as u64 + u64::from(h.stored_len);
+                off += h.record_len();
                 res.good_end = off;
             }
-            Err(why) => {
+            Checked::Damaged(why) => {
                 res.damaged.push((off, why));
                 off = next_magic(file, off + 1, len);
+            }
+            // A good checksum: the record is complete and its length
+            // right, never the torn tail of an interrupted append.
+            Checked::Bad(h, why) => {
+                res.damaged.push((off, why));
+                off += h.record_len();
+                res.good_end = off;
+            }
+            Checked::Unreadable(h, why) => {
+                res.unreadable.push((off, why));
+                off += h.record_len();
+                res.good_end = off;
             }
         }
     }
     Ok(res)
 }
 
-fn check_record(
-    file: &File,
-    off: u64,
-    len: u64,
-    verify_data: Option<&Dictionaries>,
-) -> std::result::Result<(RecordHeader, Vec<Member>), String> {
+fn check_record(file: &File, off: u64, len: u64, dicts: &Dictionaries, full: bool) -> Checked {
     let mut hb = [0u8; RECORD_HEADER];
     if off + RECORD_HEADER as u64 > len {
-        return Err("truncated record header".into());
+        return Checked::Damaged("truncated record header".into());
     }
-    file.read_exact_at(&mut hb, off)
-        .map_err(|e| format!("read error: {e}"))?;
-    let h = parse_header(&hb).ok_or("bad record header")?;
-    if off + RECORD_HEADER as u64 + u64::from(h.stored_len) > len {
-        return Err("truncated record".into());
+    if let Err(e) = file.read_exact_at(&mut hb, off) {
+        return Checked::Damaged(format!("read error: {e}"));
+    }
+    let Some(h) = parse_header(&hb) else {
+        return Checked::Damaged("bad record header".into());
+    };
+    if off + h.record_len() > len {
+        return Checked::Damaged("truncated record".into());
     }
     let mut payload = vec![0u8; h.stored_len as usize];
-    file.read_exact_at(&mut payload, off + RECORD_HEADER as u64)
-        .map_err(|e| format!("read error: {e}"))?;
+    if let Err(e) = file.read_exact_at(&mut payload, off + RECORD_HEADER as u64) {
+        return Checked::Damaged(format!("read error: {e}"));
+    }
     if crc_of(&hb[..48], &payload) != h.crc {
-        return Err(if h.is_group() {
+        return Checked::Damaged(if h.is_group() {
             "checksum mismatch in group record".into()
         } else {
             format!("checksum mismatch in record for {}", h.hash)
         });
     }
+    if !h.is_group() && !full {
+        return Checked::Good(h, Vec::new());
+    }
     if h.is_group() {
-        let (members, table_len) = parse_members(&h, &payload)?;
-        if let Some(dicts) = verify_data {
-            let d = decode_payload(&h, payload[table_len..].to_vec(), dicts)?;
-            for (i, m) in members.iter().enumerate() {
-                let data = &d[m.offset as usize..(m.offset + m.len) as usize];
-                if m.hash.kind.digest(data) != m.hash {
-                    return Err(format!(
-                        "block {} (group member #{i}) does not match its hash",
-                        m.hash
-                    ));
-                }
-            }
+        let table_len = match parse_table(&h, &payload) {
+            Ok((_, n)) => n,
+            Err(why) => return Checked::Bad(h, why),
+        };
+        if let Err(why) = needs(&h, &payload[table_len..], dicts) {
+            return Checked::Unreadable(h, why);
         }
-        return Ok((h, members));
+        return match decode_group(&h, payload, dicts).and_then(|g| g.members()) {
+            Ok(members) => Checked::Good(h, members),
+            Err(why) => Checked::Bad(h, why),
+        };
     }
-    if let Some(dicts) = verify_data {
-        let d = decode_payload(&h, payload, dicts)?;
-        if h.hash.kind.digest(&d) != h.hash {
-            return Err(format!("data does not match its hash {}", h.hash));
-        }
+    if let Err(why) = needs(&h, &payload, dicts) {
+        return Checked::Unreadable(h, why);
     }
-    Ok((h, Vec::new()))
+    match decode_payload(&h, payload, dicts) {
+        Ok(d) if h.hash.kind.digest(&d) == h.hash => Checked::Good(h, Vec::new()),
+        Ok(_) => Checked::Bad(h, format!("data does not match its hash {}", h.hash)),
+        Err(why) => Checked::Bad(h, why),
+    }
+}
+
+/// Fails if the (checksummed) frame `data` of a record with header `h`
+/// needs a dictionary that cannot be loaded.
+fn needs(h: &RecordHeader, data: &[u8], dicts: &Dictionaries) -> std::result::Result<(), String> {
+    if h.flags & FLAG_ZSTD == 0 {
+        return Ok(());
+    }
+    dicts.available_for(data)
 }
 
 /// The offset of the next record magic at or after `from`, else `len`.
@@ -483,6 +603,37 @@ fn next_magic(file: &File, mut from: u64, len: u64) -> u64 {
 mod tests {
     use super::*;
 
+    fn no_dicts() -> (tempfile::TempDir, Dictionaries) {
+        let t = tempfile::tempdir().unwrap();
+        let d = Dictionaries::open(t.path()).unwrap();
+        (t, d)
+    }
+
+    /// The bytes of the hex dump that follows "one group record" in vtd.5.
+    fn man_page_example() -> Vec<u8> {
+        let man = include_str!("../../../man/vtd.5");
+        let at = man.find("one group record").unwrap();
+        let mut out = Vec::new();
+        for line in man[at..]
+            .lines()
+            .skip_while(|l| !l.starts_with("00000000:"))
+        {
+            let Some(rest) = line.strip_prefix(|c: char| c.is_ascii_hexdigit()) else {
+                break;
+            };
+            // "xxxxxxx: " then 8 groups of 4 hex digits, then the text.
+            let hex: String = rest[8..]
+                .chars()
+                .take(40)
+                .filter(|c| !c.is_whitespace())
+                .collect();
+            for i in (0..hex.len()).step_by(2) {
+                out.push(u8::from_str_radix(&hex[i..i + 2], 16).unwrap());
+            }
+        }
+        out
+    }
+
     /// The group record of the second example in vtd.5, byte for byte.
     #[test]
     fn the_man_page_group_example() {
@@ -496,17 +647,33 @@ mod tests {
             b"hello\nworld\n",
             12,
         ));
-        assert_eq!(file.len(), 0x96);
-        assert_eq!(&file[0x30..0x38], b"\x5a\0\0\0\x0c\0\0\0");
-        assert_eq!(&file[0x38..0x3c], &0x20e5_7509u32.to_le_bytes());
-        assert_eq!(&file[0x10..0x14], b"\xfc\x94\x2d\x6e");
+        assert_eq!(file.len(), 0x4e);
+        assert_eq!(file, man_page_example(), "the hex dump in vtd.5");
+        assert_eq!(&file[0x08..0x10], b"vtr1\x04\x01\0\0");
+        assert_eq!(&file[0x10..0x14], b"\x43\x6f\xa8\x1e");
+        assert_eq!(&file[0x30..0x38], b"\x12\0\0\0\x0c\0\0\0");
+        assert_eq!(&file[0x38..0x3c], &0x052d_488eu32.to_le_bytes());
+        assert_eq!(&file[0x3c..0x42], b"\x02\0\0\0\x06\x06");
+        assert_eq!(&file[0x42..], b"hello\nworld\n");
         let mut hb = [0u8; RECORD_HEADER];
         hb.copy_from_slice(&file[8..8 + RECORD_HEADER]);
         let h = parse_header(&hb).unwrap();
-        let (members, table_len) = parse_members(&h, &file[8 + RECORD_HEADER..]).unwrap();
-        assert_eq!(table_len, 78);
+        let mut both = a.bytes.to_vec();
+        both.extend_from_slice(&b.bytes);
+        assert_eq!(h.hash, HashKind::Sha3_256.digest(&both));
+        let (spans, table_len) = parse_table(&h, &file[8 + RECORD_HEADER..]).unwrap();
+        assert_eq!(table_len, 6);
         assert_eq!(
-            members,
+            spans,
+            vec![Span { offset: 0, len: 6 }, Span { offset: 6, len: 6 }]
+        );
+        let t = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(t.path(), &file).unwrap();
+        let (_d, dicts) = no_dicts();
+        let res = scan(t.as_file(), 8, &dicts, true).unwrap();
+        assert!(res.damaged.is_empty(), "{:?}", res.damaged);
+        assert_eq!(
+            res.records[0].members,
             vec![
                 Member {
                     hash: a,
@@ -523,27 +690,80 @@ mod tests {
     }
 
     #[test]
+    fn varints_round_trip_and_bad_ones_are_refused() {
+        for v in [0, 1, 127, 128, 16383, 16384, u32::MAX] {
+            let mut b = Vec::new();
+            put_varint(&mut b, v);
+            assert_eq!(get_varint(&b), Some((v, b.len())));
+            b.push(0x55);
+            assert_eq!(get_varint(&b), Some((v, b.len() - 1)), "trailing bytes");
+        }
+        assert_eq!(get_varint(&[]), None);
+        assert_eq!(get_varint(&[0x80]), None, "truncated");
+        assert_eq!(
+            get_varint(&[0xff, 0xff, 0xff, 0xff, 0x1f]),
+            None,
+            "above u32"
+        );
+        assert_eq!(get_varint(&[0x80; 6]), None, "too long");
+    }
+
+    #[test]
     fn bad_member_tables_are_rejected() {
         let a = HashKind::Blake3.digest(b"abc");
-        let rec = encode_group(HashKind::Blake3, &[(a, 3)], 0, b"abc", 3);
+        let b = HashKind::Blake3.digest(&[b'x'; 200]);
+        let mut data = b"abc".to_vec();
+        data.extend_from_slice(&[b'x'; 200]);
+        let rec = encode_group(HashKind::Blake3, &[(a, 3), (b, 200)], 0, &data, 203);
         let mut hb = [0u8; RECORD_HEADER];
         hb.copy_from_slice(&rec[..RECORD_HEADER]);
         let h = parse_header(&hb).unwrap();
         let payload = &rec[RECORD_HEADER..];
-        assert!(parse_members(&h, payload).is_ok());
+        assert_eq!(parse_table(&h, payload).unwrap().1, 4 + 1 + 2);
         // Lengths that do not add up to raw_len.
-        let short = RecordHeader { raw_len: 2, ..h };
-        assert!(parse_members(&short, payload).is_err());
+        let short = RecordHeader { raw_len: 202, ..h };
+        assert!(parse_table(&short, payload).is_err());
+        let long = RecordHeader { raw_len: 204, ..h };
+        assert!(parse_table(&long, payload).is_err());
         // A count the payload cannot hold, and zero members.
         let mut p = payload.to_vec();
         p[..4].copy_from_slice(&1000u32.to_le_bytes());
-        assert!(parse_members(&h, &p).is_err());
+        assert!(parse_table(&h, &p).is_err());
         p[..4].copy_from_slice(&0u32.to_le_bytes());
-        assert!(parse_members(&h, &p).is_err());
-        // A table that does not hash to the header's digest.
-        let mut p = payload.to_vec();
-        p[10] ^= 1;
-        assert!(parse_members(&h, &p).unwrap_err().contains("digest"));
-        assert!(parse_members(&h, &[1, 0]).is_err());
+        assert!(parse_table(&h, &p).is_err());
+        // A length that runs off the end, and too short a payload.
+        assert!(parse_table(&h, &payload[..6]).is_err());
+        assert!(parse_table(&h, &[1, 0]).is_err());
+    }
+
+    #[test]
+    fn a_group_whose_data_is_not_what_was_hashed_fails_its_digest() {
+        let (_d, dicts) = no_dicts();
+        let a = HashKind::Sha3_256.digest(b"first");
+        let b = HashKind::Sha3_256.digest(b"second");
+        let good = encode_group(HashKind::Sha3_256, &[(a, 5), (b, 6)], 0, b"firstsecond", 11);
+        let bad = encode_group(HashKind::Sha3_256, &[(a, 5), (b, 6)], 0, b"firstSECOND", 11);
+        let t = tempfile::NamedTempFile::new().unwrap();
+        let mut file = FILE_HEADER.to_vec();
+        file.extend_from_slice(&bad);
+        file.extend_from_slice(&good);
+        std::fs::write(t.path(), &file).unwrap();
+        let res = scan(t.as_file(), 8, &dicts, false).unwrap();
+        // The bad one is reported and skipped whole; the good one is found.
+        assert_eq!(res.damaged.len(), 1);
+        assert_eq!(res.damaged[0].0, 8);
+        assert!(res.damaged[0].1.contains("digest"), "{:?}", res.damaged);
+        assert_eq!(res.records.len(), 1);
+        assert_eq!(res.records[0].offset, 8 + bad.len() as u64);
+        assert_eq!(res.good_end, file.len() as u64);
+        // A group read trusts the table's place and length; a hash check
+        // does not.
+        let g = read_group(t.as_file(), 8, &dicts).unwrap();
+        assert_eq!(g.member(1, &b, Verify::Checksum).unwrap(), b"SECOND");
+        assert!(g.member(1, &b, Verify::Hash).is_err());
+        assert!(g.member(0, &a, Verify::Hash).is_ok());
+        let other = HashKind::Blake3.digest(b"first");
+        assert!(g.member(0, &other, Verify::Checksum).is_err(), "kind");
+        assert!(g.member(2, &a, Verify::Checksum).is_err());
     }
 }

@@ -194,6 +194,15 @@ impl Dictionaries {
         })
     }
 
+    /// Fails, naming the file, if `frame` needs a dictionary that cannot
+    /// be loaded.
+    pub fn available_for(&self, frame: &[u8]) -> std::result::Result<(), String> {
+        match zstd::zstd_safe::get_dict_id_from_frame(frame) {
+            Some(id) => self.load(id.get()).map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
     /// Dictionary `id`, from memory or from `dicts/`.
     fn load(&self, id: u32) -> std::result::Result<Arc<Vec<u8>>, String> {
         if let Some(d) = self.known.read().ok().and_then(|k| k.get(&id).cloned()) {
