@@ -33,7 +33,7 @@ use std::thread::ThreadId;
 use heed::types::Bytes;
 use heed::{Database, Env, EnvFlags, EnvOpenOptions, WithoutTls};
 use vt_core::store::StoreStats;
-use vt_core::{Error, Hash, HashKind, Result, Store};
+use vt_core::{BlockClass, Error, Hash, HashKind, Result, Store};
 
 use crate::datafile::{
     self, encode_group, encode_record, read_group, read_record, Group, Verify, FILE_HEADER,
@@ -804,9 +804,8 @@ impl DataDir {
             detail,
         };
         let g = self.group(loc.file, loc.offset, &f).map_err(corrupt)?;
-        // The member table names no blocks: the place and length the index
-        // entry expects stand in for the identity check of a whole record
-        // (and `verify` = hash checks the data itself).
+        // The member table names no blocks: the place and length must be
+        // the index entry's, and the member's hash is checked.
         if g.spans.get(m.index as usize).map(|x| (x.offset, x.len)) != Some((m.offset, loc.raw_len))
         {
             return Err(corrupt(format!(
@@ -814,7 +813,7 @@ impl DataDir {
                 m.index, loc.offset
             )));
         }
-        g.member(m.index, hash, verify)
+        g.member(m.index, hash)
             .map(<[u8]>::to_vec)
             .map_err(|e| corrupt(format!("group record at offset {}: {e}", loc.offset)))
     }
@@ -1250,6 +1249,10 @@ impl Store for DataDir {
     }
 
     fn add_hashed(&self, hash: &Hash, data: &[u8]) -> Result<bool> {
+        self.add_hashed_as(hash, data, BlockClass::Data)
+    }
+
+    fn add_hashed_as(&self, hash: &Hash, data: &[u8], class: BlockClass) -> Result<bool> {
         let flushes = self.flushes.load(Relaxed);
         if self.contains(hash)? {
             return Ok(false);
@@ -1261,8 +1264,10 @@ impl Store for DataDir {
         self.dicts.sample(data);
         // A group's members all have the header's hash function (the table
         // does not say): blocks of another (copied from a store that uses
-        // it) are stored alone.
-        if data.len() < GROUP_BELOW && hash.kind == self.kind {
+        // it) are stored alone. So are metadata blocks: they are read
+        // without the file data around them (a walk, an incremental import),
+        // and a group would make each such read decompress its neighbours.
+        if class == BlockClass::Data && data.len() < GROUP_BELOW && hash.kind == self.kind {
             let sealed = {
                 let mut st = self.lock()?;
                 Self::check_lost(&st)?;
@@ -1442,7 +1447,11 @@ mod tests {
             let mut dd = DataDir::open(t.path(), Some(HashKind::Sha3_256)).unwrap();
             dd.add_hashed(&wrong, &data).unwrap();
             dd.sync().unwrap();
-            assert_eq!(dd.get(&wrong).unwrap().unwrap(), data, "checksum only");
+            if data.len() >= GROUP_BELOW {
+                // A record names its block: with checksums only, the
+                // writer is trusted. (Group members are always hashed.)
+                assert_eq!(dd.get(&wrong).unwrap().unwrap(), data, "checksum only");
+            }
             dd.set_verify(Verify::Hash);
             let err = dd.get(&wrong).unwrap_err().to_string();
             assert!(err.contains("does not match its hash"), "{err}");
@@ -1776,7 +1785,7 @@ mod tests {
     }
 
     #[test]
-    fn a_group_member_stored_under_a_wrong_hash_fails_hash_checks_and_fsck() {
+    fn a_group_member_stored_under_a_wrong_hash_is_never_returned_and_fsck_reports_it() {
         // A writer bug, not corruption: the checksums are all right.
         let t = tempfile::tempdir().unwrap();
         let mut dd = DataDir::open(t.path(), Some(HashKind::Blake3)).unwrap();
@@ -1784,16 +1793,16 @@ mod tests {
         let b = HashKind::Blake3.digest(b"second");
         assert!(dd.add_hashed(&b, b"SECOND").unwrap());
         dd.sync().unwrap();
-        // Reads that check checksums only trust the writer...
-        assert_eq!(dd.get(&b).unwrap().unwrap(), b"SECOND");
-        // ...reads that check hashes do not.
-        dd.set_verify(Verify::Hash);
-        assert_eq!(dd.get(&a).unwrap().unwrap(), b"first");
-        let err = dd.get(&b).unwrap_err().to_string();
-        assert!(
-            err.contains(&b.to_string()) && err.contains("does not match its hash"),
-            "{err}"
-        );
+        // A group member is always checked by its hash, whatever `verify`.
+        for v in [Verify::Checksum, Verify::Hash] {
+            dd.set_verify(v);
+            assert_eq!(dd.get(&a).unwrap().unwrap(), b"first");
+            let err = dd.get(&b).unwrap_err().to_string();
+            assert!(
+                err.contains(&b.to_string()) && err.contains("does not match its hash"),
+                "{err}"
+            );
+        }
         let rep = dd.fsck().unwrap();
         let name = only_datafile(&dd)
             .file_name()
@@ -2083,6 +2092,22 @@ mod tests {
             assert_eq!(dd.get(&h).unwrap().unwrap(), b);
         }
         assert!(dd.fsck().unwrap().is_clean());
+    }
+
+    #[test]
+    fn metadata_blocks_are_stored_alone_and_data_blocks_in_groups() {
+        let t = tempfile::tempdir().unwrap();
+        let dd = DataDir::open(t.path(), Some(HashKind::Sha3_256)).unwrap();
+        let (data, _) = dd.add(&mail(1, 1536)).unwrap();
+        let (meta, _) = dd.add_as(&mail(2, 1536), BlockClass::Meta).unwrap();
+        dd.sync().unwrap();
+        let member = |h: &Hash| match dd.lookup(h, false).unwrap() {
+            Some(Place::Disk(loc)) => loc.member.is_some(),
+            _ => panic!("{h} not on disk after sync"),
+        };
+        assert!(member(&data), "a small data block joins a group");
+        assert!(!member(&meta), "a metadata block is a record of its own");
+        assert_eq!(dd.get(&meta).unwrap().unwrap(), mail(2, 1536));
     }
 
     #[test]
