@@ -73,8 +73,19 @@ impl LazyRegistry {
 
 impl ScannerSource for LazyRegistry {
     fn scanner_for(&self, path: &Path, head: &[u8]) -> Option<Box<dyn Scanner>> {
+        // Loading compiles components, which wasmtime does in parallel
+        // with rayon. Called from a rayon worker (the import walk), the
+        // worker would steal other work while it waits, reach this
+        // `get_or_init` again on the same thread and deadlock; a thread of
+        // its own waits without stealing (its rayon jobs go to the global
+        // pool).
         self.cell
-            .get_or_init(|| (self.load)())
+            .get_or_init(|| {
+                std::thread::scope(|s| s.spawn(|| (self.load)()).join()).unwrap_or_else(|_| {
+                    tracing::warn!("loading scanner plugins panicked; using none");
+                    None
+                })
+            })
             .as_ref()?
             .scanner_for(path, head)
     }
