@@ -808,22 +808,10 @@ impl Inner {
                 }
             }
             if src_dir != dst_dir && parent != newparent {
-                let (from, to) = if src_dir {
-                    (parent, newparent)
+                if src_dir {
+                    Self::move_subdir(&mut st, parent, newparent);
                 } else {
-                    (newparent, parent)
-                };
-                if let Some(Node {
-                    kind: Kind::Dir(d), ..
-                }) = st.get_mut(from)
-                {
-                    d.subdirs = d.subdirs.saturating_sub(1);
-                }
-                if let Some(Node {
-                    kind: Kind::Dir(d), ..
-                }) = st.get_mut(to)
-                {
-                    d.subdirs += 1;
+                    Self::move_subdir(&mut st, newparent, parent);
                 }
             }
         } else {
@@ -847,18 +835,7 @@ impl Inner {
                 n.meta.ctime = t;
             }
             if src_dir && parent != newparent {
-                if let Some(Node {
-                    kind: Kind::Dir(d), ..
-                }) = st.get_mut(parent)
-                {
-                    d.subdirs = d.subdirs.saturating_sub(1);
-                }
-                if let Some(Node {
-                    kind: Kind::Dir(d), ..
-                }) = st.get_mut(newparent)
-                {
-                    d.subdirs += 1;
-                }
+                Self::move_subdir(&mut st, parent, newparent);
             }
         }
         for p in [parent, newparent] {
@@ -873,6 +850,23 @@ impl Inner {
             st.touch(d);
         }
         Ok(())
+    }
+
+    /// Moves one subdirectory's count (a directory's link count) from
+    /// directory `from` to directory `to`.
+    fn move_subdir(st: &mut State, from: Ino, to: Ino) {
+        if let Some(Node {
+            kind: Kind::Dir(d), ..
+        }) = st.get_mut(from)
+        {
+            d.subdirs = d.subdirs.saturating_sub(1);
+        }
+        if let Some(Node {
+            kind: Kind::Dir(d), ..
+        }) = st.get_mut(to)
+        {
+            d.subdirs += 1;
+        }
     }
 
     fn link(&self, ino: Ino, newparent: Ino, newname: &[u8]) -> R<fuser::FileAttr> {
