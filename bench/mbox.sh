@@ -10,6 +10,10 @@
 #   N         messages in version 1 [10000]
 # Versions (bench/mbox_versions.py): v1 = N messages; v2 = +10% appended;
 # v3 = 2% removed from the middle; v4 = Status: header of 5% changed.
+# restic's figures are random: each repository draws its own chunker
+# polynomial, so the same files cut differently in each. The series is run
+# in RESTIC_RUNS [5] fresh repositories and its median, minimum and maximum
+# are reported beside vt's (which are the same in every run).
 # Environment: BENCH_DIR [/tmp/vt-mbox-bench], VT [target/release/vt],
 #   BENCH_TIME [1]: 0 measures dedup only (skips the 1 GiB import timing and
 #   the component cache check, which take minutes).
@@ -51,8 +55,8 @@ vt_series() {
     echo "${out[@]}"
 }
 
-restic_series() {
-    local repo=$B/restic in=$B/restic-in
+restic_series() { # restic_series K: run K, in a fresh repository
+    local repo=$B/restic-$1 in=$B/restic-in
     export RESTIC_PASSWORD=bench
     mkdir -p "$in"
     restic init -q -r "$repo" >/dev/null
@@ -70,16 +74,33 @@ restic_series() {
 
 read -r -a S <<<"$(vt_series scanner)"
 read -r -a C <<<"$(vt_series cdc)"
-read -r -a R <<<"$(restic_series)"
+RUNS=${RESTIC_RUNS:-5}
+RR=()
+for k in $(seq "$RUNS"); do RR+=("$(restic_series "$k")"); done
+# restic_stat I WHICH: min, median or max over the runs of version I
+restic_stat() {
+    local i=$1 vals
+    vals=$(for r in "${RR[@]}"; do read -r -a x <<<"$r"; echo "${x[$i]}"; done | sort -g)
+    case $2 in
+    min) head -1 <<<"$vals" ;;
+    max) tail -1 <<<"$vals" ;;
+    median) sed -n "$(((RUNS + 1) / 2))p" <<<"$vals" ;;
+    esac
+}
 echo "## mbox dedup: bytes added to the store by each version ($N messages in v1)"
 echo
-echo "| version | vt, mbox scanner | vt, plain CDC | restic $(restic version | cut -d' ' -f2) | scanner / restic |"
-echo "|---|---:|---:|---:|---:|"
+echo "restic $(restic version | cut -d' ' -f2): median, and minimum to maximum, of $RUNS repositories."
+echo
+echo "| version | vt, mbox scanner | vt, plain CDC | restic median (min–max) | scanner / restic median | scanner / restic min |"
+echo "|---|---:|---:|---:|---:|---:|"
 names=("v1: $N messages" "v2: +10% appended" "v3: 2% removed from the middle" "v4: Status: of 5% changed")
 for i in 0 1 2 3; do
-    printf '| %s | %d | %d | %d | %.2f |\n' "${names[$i]}" "${S[$i]}" "${C[$i]}" "${R[$i]}" \
-        "$(echo "${S[$i]} / ${R[$i]}" | bc -l)"
+    med=$(restic_stat "$i" median) lo=$(restic_stat "$i" min) hi=$(restic_stat "$i" max)
+    printf '| %s | %d | %d | %d (%d–%d) | %.2f | %.2f |\n' "${names[$i]}" "${S[$i]}" "${C[$i]}" \
+        "$med" "$lo" "$hi" "$(echo "${S[$i]} / $med" | bc -l)" "$(echo "${S[$i]} / $lo" | bc -l)"
 done
+echo
+echo "restic runs (v1 v2 v3 v4): $(printf '[%s] ' "${RR[@]}")"
 
 [ "${BENCH_TIME:-1}" = 0 ] && exit 0
 
