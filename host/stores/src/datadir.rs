@@ -1480,8 +1480,10 @@ mod tests {
                 i += 1;
                 assert!(i < 20_000, "no dictionary after {i} blocks");
             }
+            // Stored alone and under 16 KiB: compressed with it.
             for j in i..i + 50 {
-                hashes.push((dd.add(&text_block(j)).unwrap().0, j));
+                let (h, _) = dd.add_as(&text_block(j), BlockClass::Meta).unwrap();
+                hashes.push((h, j));
             }
             dd.sync().unwrap();
         }
@@ -1901,8 +1903,9 @@ mod tests {
                 assert!(i < 20_000, "no dictionary after {i} blocks");
             }
             dd.sync().unwrap();
-            // Small blocks grouped with the dictionary, never indexed below.
-            for j in 0..200 {
+            // Small blocks in a group small enough (under 16 KiB) to be
+            // compressed with the dictionary, never indexed below.
+            for j in 0..8 {
                 let b = mail(j, 1500);
                 dd.add(&b).unwrap();
                 blocks.push(b);
