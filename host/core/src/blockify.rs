@@ -15,6 +15,7 @@ use rayon::prelude::*;
 use crate::block::{encode_indirect, BlockRef};
 use crate::chunker::{ChunkParams, Chunker, Scanner};
 use crate::error::{Error, Result};
+use crate::hash::Hash;
 use crate::store::{BlockClass, Store};
 
 /// Content up to this many bytes is inlined as a literal block.
@@ -31,6 +32,13 @@ const BUFFER: usize = 2 << 20;
 /// gets neighbours together, which compress better (bench/mbox.sh: 1% to
 /// 3% less than blocks handed out one by one to 8 threads).
 const RUN: usize = 256 << 10;
+
+/// Fewest blocks hashed together by one thread: SHA3-256 runs four
+/// messages at a time (see [`crate::sha3x4`]) and a message that ends
+/// frees its slot for the next, so larger batches keep the slots busy
+/// longer. A buffer's blocks are split among the threads in batches of at
+/// least this many.
+const HASH_BATCH: usize = 16;
 
 /// Average number of refs per indirect block (a power of two).
 const FANOUT_AVG: u64 = 64;
@@ -70,6 +78,17 @@ pub struct Blockifier<'a> {
 fn single_octet(d: &[u8]) -> Option<u8> {
     let (&first, rest) = d.split_first()?;
     rest.iter().all(|&b| b == first).then_some(first)
+}
+
+/// The RLE leaf for `data` if it is 64 bytes or more of one byte value.
+fn rle(data: &[u8]) -> Option<BlockRef> {
+    if data.len() < 64 {
+        return None;
+    }
+    single_octet(data).map(|octet| BlockRef::Rle {
+        span: data.len() as u64,
+        octet,
+    })
 }
 
 impl<'a> Blockifier<'a> {
@@ -113,15 +132,41 @@ impl<'a> Blockifier<'a> {
     }
 
     fn leaf(&self, data: &[u8]) -> Result<BlockRef> {
-        if data.len() >= 64 {
-            if let Some(octet) = single_octet(data) {
-                return Ok(BlockRef::Rle {
-                    span: data.len() as u64,
-                    octet,
-                });
-            }
+        match rle(data) {
+            Some(r) => Ok(r),
+            None => self.add_block(data),
         }
-        self.add_block(data)
+    }
+
+    /// Stores a leaf whose hash was computed with the others of its batch
+    /// (`None`: it is a run of one byte).
+    fn leaf_hashed(&self, data: &[u8], hash: Option<Hash>) -> Result<BlockRef> {
+        let Some(hash) = hash else {
+            return self.leaf(data);
+        };
+        let new = self.store.add_hashed_as(&hash, data, BlockClass::Data)?;
+        self.stats.count(data.len(), new);
+        Ok(BlockRef::Direct {
+            hash,
+            span: data.len() as u64,
+        })
+    }
+
+    /// The hashes of the blocks `cuts` of `buf`, several at a time; `None`
+    /// for blocks that become RLE leaves.
+    fn hash_leaves(&self, buf: &[u8], cuts: &[(usize, usize)]) -> Vec<Option<Hash>> {
+        let data: Vec<&[u8]> = cuts
+            .iter()
+            .map(|&(a, b)| &buf[a..b])
+            .filter(|d| rle(d).is_none())
+            .collect();
+        let mut hashes = self.store.hash_kind().digest_many(&data).into_iter();
+        cuts.iter()
+            .map(|&(a, b)| match rle(&buf[a..b]) {
+                Some(_) => None,
+                None => hashes.next(),
+            })
+            .collect()
     }
 
     /// Blockifies all of `input`, proposing boundaries through `scanner`.
@@ -198,9 +243,33 @@ impl<'a> Blockifier<'a> {
             let head = std::mem::replace(&mut buf, std::mem::take(&mut spare));
             buf_offset += pos as u64;
             let store_head = || -> Result<Vec<BlockRef>> {
-                let refs: Vec<Vec<BlockRef>> = runs(&cuts)
+                let batch = cuts
+                    .len()
+                    .div_ceil(rayon::current_num_threads())
+                    .max(HASH_BATCH);
+                let hashes: Vec<Option<Hash>> = if cuts.len() > 1 {
+                    cuts.par_chunks(batch)
+                        .flat_map_iter(|c| self.hash_leaves(&head, c))
+                        .collect()
+                } else {
+                    vec![None; cuts.len()]
+                };
+                let mut first = 0;
+                let runs: Vec<(usize, &[(usize, usize)])> = runs(&cuts)
+                    .into_iter()
+                    .map(|r| {
+                        first += r.len();
+                        (first - r.len(), r)
+                    })
+                    .collect();
+                let refs: Vec<Vec<BlockRef>> = runs
                     .par_iter()
-                    .map(|run| run.iter().map(|&(a, b)| self.leaf(&head[a..b])).collect())
+                    .map(|&(first, run)| {
+                        run.iter()
+                            .enumerate()
+                            .map(|(i, &(a, b))| self.leaf_hashed(&head[a..b], hashes[first + i]))
+                            .collect()
+                    })
                     .collect::<Result<_>>()?;
                 Ok(refs.into_iter().flatten().collect())
             };

@@ -57,6 +57,19 @@ impl HashKind {
         };
         Hash { kind: self, bytes }
     }
+
+    /// Hashes each of `items`: SHA3-256 four messages at a time where the
+    /// CPU allows (see [`crate::sha3x4`]), so callers with several blocks
+    /// in hand should hash them together.
+    pub fn digest_many(self, items: &[&[u8]]) -> Vec<Hash> {
+        match self {
+            HashKind::Sha3_256 => crate::sha3x4::sha3_256_many(items)
+                .into_iter()
+                .map(|bytes| Hash { kind: self, bytes })
+                .collect(),
+            HashKind::Blake3 => items.iter().map(|d| self.digest(d)).collect(),
+        }
+    }
 }
 
 impl fmt::Display for HashKind {

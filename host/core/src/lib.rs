@@ -18,6 +18,7 @@ pub mod error;
 pub mod hash;
 pub mod read;
 pub mod scanner;
+pub mod sha3x4;
 pub mod store;
 pub mod timefmt;
 pub mod transcribe;
