@@ -155,16 +155,66 @@ impl<'a> Blockifier<'a> {
     /// The hashes of the blocks `cuts` of `buf`, several at a time; `None`
     /// for blocks that become RLE leaves.
     fn hash_leaves(&self, buf: &[u8], cuts: &[(usize, usize)]) -> Vec<Option<Hash>> {
-        let data: Vec<&[u8]> = cuts
+        let blocks: Vec<&[u8]> = cuts.iter().map(|&(a, b)| &buf[a..b]).collect();
+        self.hash_blocks(&blocks)
+    }
+
+    /// The hashes of `blocks`, several at a time; `None` for blocks that
+    /// become RLE leaves.
+    fn hash_blocks(&self, blocks: &[&[u8]]) -> Vec<Option<Hash>> {
+        let data: Vec<&[u8]> = blocks
             .iter()
-            .map(|&(a, b)| &buf[a..b])
+            .copied()
             .filter(|d| rle(d).is_none())
             .collect();
         let mut hashes = self.store.hash_kind().digest_many(&data).into_iter();
-        cuts.iter()
-            .map(|&(a, b)| match rle(&buf[a..b]) {
+        blocks
+            .iter()
+            .map(|d| match rle(d) {
                 Some(_) => None,
                 None => hashes.next(),
+            })
+            .collect()
+    }
+
+    /// Blockifies each of `inputs` (whole contents held in memory) as
+    /// [`Blockifier::blockify_read`] would without a scanner, giving the
+    /// same trees, but hashes the blocks of all of them together: small
+    /// files are one block each, and SHA3 runs four blocks at a time.
+    pub fn blockify_many(&self, inputs: &[&[u8]]) -> Result<Vec<BlockRef>> {
+        // (input, start, end) of every block, as one buffer holding the
+        // whole input at its end would be cut.
+        let mut cuts: Vec<(usize, usize, usize)> = Vec::new();
+        for (k, d) in inputs.iter().enumerate() {
+            self.stats.bytes.fetch_add(d.len() as u64, Relaxed);
+            if d.len() <= LITERAL_MAX {
+                continue;
+            }
+            let mut pos = 0;
+            while pos < d.len() {
+                let n = self
+                    .chunker
+                    .cut(&d[pos..], None, true)
+                    .ok_or_else(|| Error::Store("the chunker left the end of an input".into()))?;
+                cuts.push((k, pos, pos + n));
+                pos += n;
+            }
+        }
+        let blocks: Vec<&[u8]> = cuts.iter().map(|&(k, a, b)| &inputs[k][a..b]).collect();
+        let hashes = self.hash_blocks(&blocks);
+        let mut leaves: Vec<Vec<BlockRef>> = vec![Vec::new(); inputs.len()];
+        for ((&(k, _, _), data), hash) in cuts.iter().zip(&blocks).zip(hashes) {
+            push_leaf(&mut leaves[k], self.leaf_hashed(data, hash)?);
+        }
+        inputs
+            .iter()
+            .zip(leaves)
+            .map(|(d, l)| {
+                if d.len() <= LITERAL_MAX {
+                    Ok(BlockRef::Literal(d.to_vec()))
+                } else {
+                    self.build_tree(l)
+                }
             })
             .collect()
     }
@@ -468,14 +518,27 @@ mod tests {
     use crate::read::{read_all, read_range};
     use crate::store::StoreStats;
 
+    /// A store in memory; BLAKE3 unless made with [`TestStore::sha3`].
     #[derive(Default)]
-    struct TestStore(Mutex<HashMap<Hash, Vec<u8>>>);
+    struct TestStore(Mutex<HashMap<Hash, Vec<u8>>>, bool);
+
+    impl TestStore {
+        fn sha3() -> Self {
+            TestStore(Mutex::default(), true)
+        }
+    }
 
     impl Store for TestStore {
         fn hash_kind(&self) -> HashKind {
-            HashKind::Blake3
+            if self.1 {
+                HashKind::Sha3_256
+            } else {
+                HashKind::Blake3
+            }
         }
         fn add_hashed(&self, hash: &Hash, data: &[u8]) -> Result<bool> {
+            // Hashes computed in batches must be the block's own.
+            assert_eq!(*hash, self.hash_kind().digest(data));
             Ok(self
                 .0
                 .lock()
@@ -596,6 +659,31 @@ mod tests {
         }
         assert!(runs(&[]).is_empty());
         assert_eq!(runs(&cuts[..3]), vec![&cuts[..3]]);
+    }
+
+    #[test]
+    fn many_at_once_gives_the_trees_of_one_at_a_time() {
+        let store = TestStore::sha3();
+        let stats = AddStats::default();
+        let bf = Blockifier::new(&store, ChunkParams::default(), &stats);
+        let mut inputs: Vec<Vec<u8>> = [0usize, 1, 32, 33, 100, 4096, 16_384, 70_000, 300_000]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| data(n, i as u64 + 3))
+            .collect();
+        inputs.push(vec![0u8; 200_000]);
+        inputs.push([data(20_000, 9), vec![7u8; 100_000]].concat());
+        let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+        let many = bf.blockify_many(&refs).unwrap();
+        for (d, r) in inputs.iter().zip(&many) {
+            assert_eq!(
+                *r,
+                bf.blockify_read(&d[..], None).unwrap(),
+                "length {}",
+                d.len()
+            );
+            assert_eq!(read_all(&store, r).unwrap(), *d);
+        }
     }
 
     #[test]

@@ -271,6 +271,89 @@ impl<'a> Importer<'a> {
         Some(p)
     }
 
+    /// Imports a batch of small regular files of one directory: reads them
+    /// whole and blockifies them together. Files a scanner wants, or that
+    /// change while read, go the one-file way.
+    fn import_small_files(
+        &self,
+        batch: &[(usize, SmallFile)],
+        prev_entries: &HashMap<Vec<u8>, Dirent>,
+    ) -> Result<Vec<(usize, Option<Dirent>)>> {
+        let mut out = Vec::with_capacity(batch.len());
+        let mut read: Vec<(usize, &SmallFile, Vec<u8>)> = Vec::new();
+        for (i, f) in batch.iter() {
+            match self.read_small(f) {
+                SmallRead::Content(data) => read.push((*i, f, data)),
+                SmallRead::Skipped => out.push((*i, None)),
+                SmallRead::OneByOne => {
+                    let key = f
+                        .path
+                        .file_name()
+                        .map(|n| n.as_bytes().to_vec())
+                        .unwrap_or_default();
+                    let prev = prev_entries.get(&key);
+                    out.push((*i, self.import_entry(&f.path, key, f.md.clone(), prev)?));
+                }
+            }
+        }
+        let contents: Vec<&[u8]> = read.iter().map(|(_, _, d)| d.as_slice()).collect();
+        let blocks = self.bf.blockify_many(&contents)?;
+        for ((i, f, _), block) in read.iter().zip(blocks) {
+            let name = f
+                .path
+                .file_name()
+                .map(|n| n.as_bytes().to_vec())
+                .unwrap_or_default();
+            out.push((
+                *i,
+                Some(Dirent {
+                    name,
+                    uuid: None,
+                    kind: DirentKind::File { block },
+                    meta: meta_of(&f.path, &f.md, &self.names),
+                }),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Reads a small file whole, checking that it did not change meanwhile
+    /// (size and mtime as the directory walk saw them, before and after).
+    fn read_small(&self, f: &SmallFile) -> SmallRead {
+        let file = match File::open(&f.path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.warn_unreadable(&f.path, "vanished during import", e);
+                return SmallRead::Skipped;
+            }
+            Err(e) => {
+                self.warn_unreadable(&f.path, "cannot open", e);
+                return SmallRead::Skipped;
+            }
+        };
+        let len = f.md.len();
+        if self.scanner_for(&f.path, &file, len).is_some() {
+            return SmallRead::OneByOne;
+        }
+        let mut data = Vec::with_capacity(len as usize + 1);
+        // One byte more than expected shows a file that grew.
+        if let Err(e) =
+            std::io::Read::read_to_end(&mut std::io::Read::take(&file, len + 1), &mut data)
+        {
+            self.warn_unreadable(&f.path, "read error", e);
+            return SmallRead::Skipped;
+        }
+        let same = |m: &Metadata| {
+            m.len() == len && m.mtime() == f.md.mtime() && m.mtime_nsec() == f.md.mtime_nsec()
+        };
+        if data.len() as u64 != len || !file.metadata().is_ok_and(|m| same(&m)) {
+            return SmallRead::OneByOne;
+        }
+        self.files.fetch_add(1, Relaxed);
+        self.progress.add_bytes(len);
+        SmallRead::Content(data)
+    }
+
     /// A regular file's content; `None` if it was skipped with a warning.
     /// Reuses the previous Dirent's content when the file is unchanged.
     fn import_file(
@@ -478,29 +561,82 @@ impl<'a> Importer<'a> {
                 }
             }
         }
-        let entries: Vec<Dirent> = stats
-            .into_par_iter()
-            .map(|(p, md)| {
-                let md = match md {
-                    Ok(md) => md,
-                    Err(e) => {
-                        self.warn_unreadable(&p, "vanished during import", e);
-                        return Ok(None);
-                    }
-                };
-                let key = p
-                    .file_name()
-                    .map(|n| n.as_bytes().to_vec())
-                    .unwrap_or_default();
-                let prev = prev_entries.get(&key);
-                self.import_entry(&p, key, md, prev)
-            })
-            .collect::<Result<Vec<Option<Dirent>>>>()?
-            .into_iter()
-            .flatten()
-            .collect();
+        // Small regular files that must be read go in batches whose
+        // blocks are hashed together (SHA3 four at a time); the others one
+        // by one.
+        let mut batched: Vec<(usize, SmallFile)> = Vec::new();
+        let mut single: Vec<(usize, std::path::PathBuf, std::io::Result<Metadata>)> = Vec::new();
+        for (i, (p, md)) in stats.into_iter().enumerate() {
+            let key = p.file_name().map(|n| n.as_bytes()).unwrap_or_default();
+            let batch = md.as_ref().is_ok_and(|md| {
+                md.is_file()
+                    && md.nlink() == 1
+                    && md.len() <= SMALL_FILE
+                    && !prev_entries.get(key).is_some_and(|d| same_file(d, md))
+            });
+            match md {
+                Ok(md) if batch => batched.push((i, SmallFile { path: p, md })),
+                md => single.push((i, p, md)),
+            }
+        }
+        let (from_batches, from_single) = rayon::join(
+            || -> Result<Vec<(usize, Option<Dirent>)>> {
+                let parts: Vec<Vec<(usize, Option<Dirent>)>> = batched
+                    .par_chunks(SMALL_BATCH)
+                    .map(|b| self.import_small_files(b, &prev_entries))
+                    .collect::<Result<_>>()?;
+                Ok(parts.into_iter().flatten().collect())
+            },
+            || -> Result<Vec<(usize, Option<Dirent>)>> {
+                single
+                    .into_par_iter()
+                    .map(|(i, p, md)| {
+                        let md = match md {
+                            Ok(md) => md,
+                            Err(e) => {
+                                self.warn_unreadable(&p, "vanished during import", e);
+                                return Ok((i, None));
+                            }
+                        };
+                        let key = p
+                            .file_name()
+                            .map(|n| n.as_bytes().to_vec())
+                            .unwrap_or_default();
+                        let prev = prev_entries.get(&key);
+                        Ok((i, self.import_entry(&p, key, md, prev)?))
+                    })
+                    .collect()
+            },
+        );
+        let mut all = from_batches?;
+        all.extend(from_single?);
+        all.sort_unstable_by_key(|(i, _)| *i);
+        let entries: Vec<Dirent> = all.into_iter().filter_map(|(_, d)| d).collect();
         encode_dir(&self.bf, entries).map(Some)
     }
+}
+
+/// Regular files up to this size are read whole and imported in batches
+/// of [`SMALL_BATCH`], their blocks hashed together.
+const SMALL_FILE: u64 = 256 << 10;
+/// Files per batch: with blocks of several files in hand SHA3 runs four at
+/// a time (a kernel tree's files are mostly one block each).
+const SMALL_BATCH: usize = 16;
+
+/// A small regular file to read and import with others.
+struct SmallFile {
+    path: std::path::PathBuf,
+    md: Metadata,
+}
+
+/// What reading a small file gave.
+enum SmallRead {
+    /// Its content, read whole while it did not change.
+    Content(Vec<u8>),
+    /// It needs the one-file path (a scanner wants it, or it changed).
+    OneByOne,
+    /// It was skipped with a warning.
+    Skipped,
 }
 
 /// A thread pool for walking a tree, with twice as many threads as cores:
