@@ -800,14 +800,24 @@ impl DataDir {
     fn read_at(&self, hash: &Hash, loc: &Loc, verify: Verify) -> Result<Vec<u8>> {
         let (path, f) = self.reader(loc.file)?;
         let Some(m) = loc.member else {
-            return read_record(&f, &path, loc.offset, hash, &self.dicts, verify);
+            return read_record(
+                &f,
+                &path,
+                loc.offset,
+                Some(loc.stored_len),
+                hash,
+                &self.dicts,
+                verify,
+            );
         };
         let corrupt = |detail: String| Error::Corrupt {
             hash: *hash,
             file: path.clone(),
             detail,
         };
-        let g = self.group(loc.file, loc.offset, &f).map_err(corrupt)?;
+        let g = self
+            .group(loc.file, loc.offset, loc.stored_len, &f)
+            .map_err(corrupt)?;
         // The member table names no blocks: the place and length must be
         // the index entry's, and the member's hash is checked.
         if g.spans.get(m.index as usize).map(|x| (x.offset, x.len)) != Some((m.offset, loc.raw_len))
@@ -824,7 +834,13 @@ impl DataDir {
 
     /// The group record at `offset` of datafile `num`, decompressed, from
     /// the cache if it is there.
-    fn group(&self, num: u32, offset: u64, f: &File) -> std::result::Result<Arc<Group>, String> {
+    fn group(
+        &self,
+        num: u32,
+        offset: u64,
+        stored_len: u32,
+        f: &File,
+    ) -> std::result::Result<Arc<Group>, String> {
         let key = (num, offset);
         if let Ok(mut c) = self.group_cache.lock() {
             if let Some(i) = c.iter().position(|(k, _)| *k == key) {
@@ -835,7 +851,7 @@ impl DataDir {
             }
         }
         // Decompressed outside the lock: readers of other groups go on.
-        let g = Arc::new(read_group(f, offset, &self.dicts)?);
+        let g = Arc::new(read_group(f, offset, Some(stored_len), &self.dicts)?);
         if let Ok(mut c) = self.group_cache.lock() {
             if !c.iter().any(|(k, _)| *k == key) {
                 c.push_back((key, g.clone()));

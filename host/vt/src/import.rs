@@ -522,10 +522,10 @@ impl<'a> Importer<'a> {
                 return Ok(None);
             }
         };
-        let mut names = Vec::new();
+        let mut listed = Vec::new();
         for ent in rd {
             match ent {
-                Ok(e) => names.push(e.file_name()),
+                Ok(e) => listed.push(e),
                 Err(e) => self.warn_unreadable(path, "directory listing failed", e),
             }
         }
@@ -544,14 +544,14 @@ impl<'a> Importer<'a> {
         };
         // Stat every entry first, then ask the kernel to start reading all
         // the files that will be read, so the disk works while we hash.
-        let stats: Vec<(std::path::PathBuf, std::io::Result<Metadata>)> = names
+        // An entry's metadata is read relative to the open directory
+        // (statx on its descriptor), which spares the kernel a walk of the
+        // whole path for each of them.
+        let stats: Vec<(std::path::PathBuf, std::io::Result<Metadata>)> = listed
             .par_iter()
-            .map(|n| {
-                let p = path.join(n);
-                let md = std::fs::symlink_metadata(&p);
-                (p, md)
-            })
+            .map(|e| (e.path(), e.metadata()))
             .collect();
+        drop(listed);
         for (p, md) in &stats {
             if let Ok(md) = md {
                 let key = p.file_name().map(|n| n.as_bytes()).unwrap_or_default();
@@ -612,6 +612,16 @@ impl<'a> Importer<'a> {
         all.extend(from_single?);
         all.sort_unstable_by_key(|(i, _)| *i);
         let entries: Vec<Dirent> = all.into_iter().filter_map(|(_, d)| d).collect();
+        // Nothing changed here (same names, every entry reused): the
+        // previous block is this directory's block; encoding and hashing
+        // it again would give the same.
+        if let Some(b) = prev.and_then(Dirent::block) {
+            if entries.len() == prev_entries.len()
+                && entries.iter().all(|d| prev_entries.get(&d.name) == Some(d))
+            {
+                return Ok(Some(b.clone()));
+            }
+        }
         encode_dir(&self.bf, entries).map(Some)
     }
 }
