@@ -148,17 +148,7 @@ impl Chunker {
 mod tests {
     use super::*;
 
-    fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
+    use crate::testdata::pseudo_random;
 
     fn cuts(c: &Chunker, data: &[u8]) -> Vec<usize> {
         let mut out = Vec::new();

@@ -20,6 +20,8 @@ pub mod read;
 pub mod scanner;
 pub mod sha3x4;
 pub mod store;
+#[cfg(test)]
+mod testdata;
 pub mod timefmt;
 pub mod transcribe;
 

@@ -261,15 +261,7 @@ mod tests {
     use super::*;
 
     fn bytes(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
+        crate::testdata::pseudo_random(n, seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
     }
 
     #[test]
