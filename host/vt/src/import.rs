@@ -60,9 +60,15 @@ pub struct Importer<'a> {
 }
 
 fn same_file(prev: &Dirent, md: &Metadata) -> bool {
+    prev.block().is_some_and(|b| b.span() == md.len()) && same_inode(prev, md)
+}
+
+/// Whether `md` is the inode `prev` was made from, untouched since: same
+/// inode number, mtime and ctime (any change of mode, owner or xattrs
+/// sets the ctime).
+fn same_inode(prev: &Dirent, md: &Metadata) -> bool {
     let m = &prev.meta;
-    prev.block().is_some_and(|b| b.span() == md.len())
-        && m.ino == Some(md.ino())
+    m.ino == Some(md.ino())
         && m.mtime.secs == md.mtime()
         && m.mtime.nanos == md.mtime_nsec() as u32
         && m.ctime.secs == md.ctime()
@@ -198,7 +204,12 @@ impl<'a> Importer<'a> {
                         block,
                         hardlinks: None,
                     },
-                    meta: meta(),
+                    // An untouched directory inode keeps its recorded
+                    // metadata (no xattr or owner-name look-ups).
+                    meta: match prev_dir.filter(|p| same_inode(p, &md)) {
+                        Some(p) => p.meta.clone(),
+                        None => meta(),
+                    },
                 },
                 None => return Ok(None),
             }
