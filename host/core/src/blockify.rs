@@ -162,18 +162,16 @@ impl<'a> Blockifier<'a> {
     /// The hashes of `blocks`, several at a time; `None` for blocks that
     /// become RLE leaves.
     fn hash_blocks(&self, blocks: &[&[u8]]) -> Vec<Option<Hash>> {
+        let hashed: Vec<bool> = blocks.iter().map(|d| rle(d).is_none()).collect();
         let data: Vec<&[u8]> = blocks
             .iter()
-            .copied()
-            .filter(|d| rle(d).is_none())
+            .zip(&hashed)
+            .filter_map(|(d, &h)| h.then_some(*d))
             .collect();
         let mut hashes = self.store.hash_kind().digest_many(&data).into_iter();
-        blocks
-            .iter()
-            .map(|d| match rle(d) {
-                Some(_) => None,
-                None => hashes.next(),
-            })
+        hashed
+            .into_iter()
+            .map(|h| if h { hashes.next() } else { None })
             .collect()
     }
 
@@ -297,13 +295,10 @@ impl<'a> Blockifier<'a> {
                     .len()
                     .div_ceil(rayon::current_num_threads())
                     .max(HASH_BATCH);
-                let hashes: Vec<Option<Hash>> = if cuts.len() > 1 {
-                    cuts.par_chunks(batch)
-                        .flat_map_iter(|c| self.hash_leaves(&head, c))
-                        .collect()
-                } else {
-                    vec![None; cuts.len()]
-                };
+                let hashes: Vec<Option<Hash>> = cuts
+                    .par_chunks(batch)
+                    .flat_map_iter(|c| self.hash_leaves(&head, c))
+                    .collect();
                 let mut first = 0;
                 let runs: Vec<(usize, &[(usize, usize)])> = runs(&cuts)
                     .into_iter()

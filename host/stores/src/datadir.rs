@@ -1484,18 +1484,25 @@ mod tests {
         .into_bytes()
     }
 
+    /// Adds `text_block(0)`, `text_block(1)`, ... to `dd` (at `dir`) until
+    /// it has trained a dictionary; their hashes, in order.
+    fn add_until_trained(dd: &DataDir, dir: &Path) -> Vec<Hash> {
+        let mut hashes = Vec::new();
+        while std::fs::read_dir(dir.join("dicts")).unwrap().count() == 0 {
+            hashes.push(dd.add(&text_block(hashes.len())).unwrap().0);
+            assert!(hashes.len() < 20_000, "no dictionary after 20,000 blocks");
+        }
+        hashes
+    }
+
     #[test]
     fn a_dictionary_is_trained_and_used_and_needed() {
         let t = tempfile::tempdir().unwrap();
         let mut hashes = Vec::new();
         {
             let dd = DataDir::open(t.path(), Some(HashKind::Sha3_256)).unwrap();
-            let mut i = 0;
-            while std::fs::read_dir(t.path().join("dicts")).unwrap().count() == 0 {
-                hashes.push((dd.add(&text_block(i)).unwrap().0, i));
-                i += 1;
-                assert!(i < 20_000, "no dictionary after {i} blocks");
-            }
+            hashes.extend(add_until_trained(&dd, t.path()).into_iter().zip(0..));
+            let i = hashes.len();
             // Stored alone and under 16 KiB: compressed with it.
             for j in i..i + 50 {
                 let (h, _) = dd.add_as(&text_block(j), BlockClass::Meta).unwrap();
@@ -1912,12 +1919,7 @@ mod tests {
         let mut blocks = Vec::new();
         {
             let dd = DataDir::open(t.path(), Some(HashKind::Sha3_256)).unwrap();
-            let mut i = 0;
-            while std::fs::read_dir(t.path().join("dicts")).unwrap().count() == 0 {
-                dd.add(&text_block(i)).unwrap();
-                i += 1;
-                assert!(i < 20_000, "no dictionary after {i} blocks");
-            }
+            add_until_trained(&dd, t.path());
             dd.sync().unwrap();
             // Small blocks in a group small enough (under 16 KiB) to be
             // compressed with the dictionary, never indexed below.

@@ -338,47 +338,62 @@ fn read_checked(
     stored_len: Option<u32>,
 ) -> std::result::Result<(RecordHeader, Vec<u8>), String> {
     let mut hb = [0u8; RECORD_HEADER];
-    if let Some(n) = stored_len.filter(|&n| n <= MAX_RECORD) {
-        let mut payload = vec![0u8; n as usize];
-        let iov = [
-            libc::iovec {
-                iov_base: hb.as_mut_ptr().cast(),
-                iov_len: RECORD_HEADER,
-            },
-            libc::iovec {
-                iov_base: payload.as_mut_ptr().cast(),
-                iov_len: payload.len(),
-            },
-        ];
-        // SAFETY: both buffers are valid for writes of the lengths given
-        // and outlive the call.
-        let got = unsafe {
-            libc::preadv(
-                std::os::fd::AsRawFd::as_raw_fd(file),
-                iov.as_ptr(),
-                2,
-                offset as libc::off_t,
-            )
-        };
-        if got == (RECORD_HEADER + payload.len()) as isize {
-            if let Some(h) = parse_header(&hb).filter(|h| h.stored_len == n) {
-                if crc_of(&hb[..48], &payload) != h.crc {
-                    return Err(format!("checksum mismatch in record at offset {offset}"));
-                }
-                return Ok((h, payload));
-            }
+    let read = stored_len
+        .filter(|&n| n <= MAX_RECORD)
+        .and_then(|n| read_whole(file, offset, n, &mut hb));
+    let (h, payload) = match read {
+        Some(r) => r,
+        None => {
+            file.read_exact_at(&mut hb, offset)
+                .map_err(|e| format!("cannot read record header at offset {offset}: {e}"))?;
+            let h =
+                parse_header(&hb).ok_or_else(|| format!("bad record header at offset {offset}"))?;
+            let mut payload = vec![0u8; h.stored_len as usize];
+            file.read_exact_at(&mut payload, offset + RECORD_HEADER as u64)
+                .map_err(|e| format!("cannot read payload at offset {offset}: {e}"))?;
+            (h, payload)
         }
-    }
-    file.read_exact_at(&mut hb, offset)
-        .map_err(|e| format!("cannot read record header at offset {offset}: {e}"))?;
-    let h = parse_header(&hb).ok_or_else(|| format!("bad record header at offset {offset}"))?;
-    let mut payload = vec![0u8; h.stored_len as usize];
-    file.read_exact_at(&mut payload, offset + RECORD_HEADER as u64)
-        .map_err(|e| format!("cannot read payload at offset {offset}: {e}"))?;
+    };
     if crc_of(&hb[..48], &payload) != h.crc {
         return Err(format!("checksum mismatch in record at offset {offset}"));
     }
     Ok((h, payload))
+}
+
+/// Header (into `hb`) and payload of the record at `offset` in one
+/// `preadv`, if it has `n` bytes of payload as its header says.
+fn read_whole(
+    file: &File,
+    offset: u64,
+    n: u32,
+    hb: &mut [u8; RECORD_HEADER],
+) -> Option<(RecordHeader, Vec<u8>)> {
+    let mut payload = vec![0u8; n as usize];
+    let iov = [
+        libc::iovec {
+            iov_base: hb.as_mut_ptr().cast(),
+            iov_len: RECORD_HEADER,
+        },
+        libc::iovec {
+            iov_base: payload.as_mut_ptr().cast(),
+            iov_len: payload.len(),
+        },
+    ];
+    // SAFETY: both buffers are valid for writes of the lengths given and
+    // outlive the call.
+    let got = unsafe {
+        libc::preadv(
+            std::os::fd::AsRawFd::as_raw_fd(file),
+            iov.as_ptr(),
+            2,
+            offset as libc::off_t,
+        )
+    };
+    if got != (RECORD_HEADER + payload.len()) as isize {
+        return None;
+    }
+    let h = parse_header(hb).filter(|h| h.stored_len == n)?;
+    Some((h, payload))
 }
 
 /// Reads and verifies the record at `offset` (checksum, identity, length,

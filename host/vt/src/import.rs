@@ -59,6 +59,11 @@ pub struct Importer<'a> {
     pub files: AtomicU64,
 }
 
+/// The last component of `path` as bytes (a Dirent's name).
+fn name_of(path: &Path) -> &[u8] {
+    path.file_name().map(|n| n.as_bytes()).unwrap_or_default()
+}
+
 fn same_file(prev: &Dirent, md: &Metadata) -> bool {
     prev.block().is_some_and(|b| b.span() == md.len()) && same_inode(prev, md)
 }
@@ -297,28 +302,22 @@ impl<'a> Importer<'a> {
                 SmallRead::Content(data) => read.push((*i, f, data)),
                 SmallRead::Skipped => out.push((*i, None)),
                 SmallRead::OneByOne => {
-                    let key = f
-                        .path
-                        .file_name()
-                        .map(|n| n.as_bytes().to_vec())
-                        .unwrap_or_default();
-                    let prev = prev_entries.get(&key);
-                    out.push((*i, self.import_entry(&f.path, key, f.md.clone(), prev)?));
+                    let key = name_of(&f.path);
+                    let prev = prev_entries.get(key);
+                    out.push((
+                        *i,
+                        self.import_entry(&f.path, key.to_vec(), f.md.clone(), prev)?,
+                    ));
                 }
             }
         }
         let contents: Vec<&[u8]> = read.iter().map(|(_, _, d)| d.as_slice()).collect();
         let blocks = self.bf.blockify_many(&contents)?;
         for ((i, f, _), block) in read.iter().zip(blocks) {
-            let name = f
-                .path
-                .file_name()
-                .map(|n| n.as_bytes().to_vec())
-                .unwrap_or_default();
             out.push((
                 *i,
                 Some(Dirent {
-                    name,
+                    name: name_of(&f.path).to_vec(),
                     uuid: None,
                     kind: DirentKind::File { block },
                     meta: meta_of(&f.path, &f.md, &self.names),
@@ -563,28 +562,25 @@ impl<'a> Importer<'a> {
             .map(|e| (e.path(), e.metadata()))
             .collect();
         drop(listed);
-        for (p, md) in &stats {
-            if let Ok(md) = md {
-                let key = p.file_name().map(|n| n.as_bytes()).unwrap_or_default();
-                let unchanged = prev_entries.get(key).is_some_and(|d| same_file(d, md));
-                if md.is_file() && md.len() > 0 && !unchanged {
-                    readahead(p);
-                }
-            }
-        }
         // Small regular files that must be read go in batches whose
         // blocks are hashed together (SHA3 four at a time); the others one
         // by one.
         let mut batched: Vec<(usize, SmallFile)> = Vec::new();
         let mut single: Vec<(usize, std::path::PathBuf, std::io::Result<Metadata>)> = Vec::new();
         for (i, (p, md)) in stats.into_iter().enumerate() {
-            let key = p.file_name().map(|n| n.as_bytes()).unwrap_or_default();
-            let batch = md.as_ref().is_ok_and(|md| {
+            let to_read = md.as_ref().is_ok_and(|md| {
                 md.is_file()
-                    && md.nlink() == 1
-                    && md.len() <= SMALL_FILE
-                    && !prev_entries.get(key).is_some_and(|d| same_file(d, md))
+                    && !prev_entries
+                        .get(name_of(&p))
+                        .is_some_and(|d| same_file(d, md))
             });
+            if to_read && md.as_ref().is_ok_and(|md| md.len() > 0) {
+                readahead(&p);
+            }
+            let batch = to_read
+                && md
+                    .as_ref()
+                    .is_ok_and(|md| md.nlink() == 1 && md.len() <= SMALL_FILE);
             match md {
                 Ok(md) if batch => batched.push((i, SmallFile { path: p, md })),
                 md => single.push((i, p, md)),
@@ -609,12 +605,9 @@ impl<'a> Importer<'a> {
                                 return Ok((i, None));
                             }
                         };
-                        let key = p
-                            .file_name()
-                            .map(|n| n.as_bytes().to_vec())
-                            .unwrap_or_default();
-                        let prev = prev_entries.get(&key);
-                        Ok((i, self.import_entry(&p, key, md, prev)?))
+                        let key = name_of(&p);
+                        let prev = prev_entries.get(key);
+                        Ok((i, self.import_entry(&p, key.to_vec(), md, prev)?))
                     })
                     .collect()
             },
