@@ -267,6 +267,40 @@ enum Place {
     Unwritten(Option<Vec<u8>>),
 }
 
+/// Which datafiles a record is appended to. Metadata records (directory
+/// and indirect blocks) go to datafiles of their own, named
+/// `meta-UUID.vtd`: a walk or an incremental import reads every directory
+/// of a snapshot and no file data, and with the directories packed
+/// together it reads a few megabytes in long runs instead of a page here
+/// and there across every datafile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lane {
+    Data = 0,
+    Meta = 1,
+}
+
+/// Name prefix of the datafiles of [`Lane::Meta`].
+const META_PREFIX: &str = "meta-";
+
+impl Lane {
+    /// The lane a datafile named `name` belongs to.
+    fn of_name(name: &str) -> Lane {
+        if name.starts_with(META_PREFIX) {
+            Lane::Meta
+        } else {
+            Lane::Data
+        }
+    }
+
+    /// The lane for a block of class `class`.
+    fn of_class(class: BlockClass) -> Lane {
+        match class {
+            BlockClass::Data => Lane::Data,
+            BlockClass::Meta => Lane::Meta,
+        }
+    }
+}
+
 struct Writer {
     num: u32,
     file: File,
@@ -279,7 +313,8 @@ struct Writer {
 
 #[derive(Default)]
 struct State {
-    writer: Option<Writer>,
+    /// The datafile being appended to, per [`Lane`].
+    writers: [Option<Writer>; 2],
     /// Blocks written but not yet in the index.
     pending: HashMap<Hash, Loc>,
     /// Small blocks not yet written.
@@ -397,6 +432,11 @@ impl DataDir {
             o.open(root.join("index"))
         }
         .map_err(db_err("open"))?;
+        // LMDB is told not to read ahead (a large index is read a page here
+        // and there); a small one is cheaper read whole, once.
+        if let Ok(f) = File::open(root.join("index/data.mdb")) {
+            prefetch_whole(&f);
+        }
         let mut wtxn = env.write_txn().map_err(db_err("begin"))?;
         let blocks = env
             .create_database(&mut wtxn, Some("blocks"))
@@ -659,10 +699,11 @@ impl DataDir {
             .map_err(db_err("update datafile end"))
     }
 
-    /// Takes (or creates) a datafile to append to, skipping `full` ones.
-    fn open_writer(&self, full: &[u32]) -> Result<Writer> {
+    /// Takes (or creates) a datafile of `lane` to append to, skipping
+    /// `full` ones.
+    fn open_writer(&self, full: &[u32], lane: Lane) -> Result<Writer> {
         for (num, name, end) in self.registered()? {
-            if full.contains(&num) {
+            if full.contains(&num) || Lane::of_name(&name) != lane {
                 continue;
             }
             let path = self.data_path(&name);
@@ -700,7 +741,11 @@ impl DataDir {
         // Born under a name no other process looks at, locked and with its
         // header, then renamed into place: nobody sees a headerless or
         // unlocked new datafile.
-        let name = format!("{}.vtd", uuid::Uuid::new_v4());
+        let prefix = match lane {
+            Lane::Data => "",
+            Lane::Meta => META_PREFIX,
+        };
+        let name = format!("{prefix}{}.vtd", uuid::Uuid::new_v4());
         let path = self.data_path(&name);
         let tmp = self.data_path(&format!(".{name}.new"));
         let file = OpenOptions::new()
@@ -736,12 +781,14 @@ impl DataDir {
                 "blocks added earlier were discarded after a write error ({why}); nothing may refer to them"
             )));
         }
-        let Some(w) = st.writer.as_mut() else {
+        if st.writers.iter().all(Option::is_none) {
             return Ok(());
-        };
-        w.file
-            .sync_data()
-            .map_err(|e| Error::io(format!("sync datafile {}", w.path.display()), e))?;
+        }
+        for w in st.writers.iter().flatten() {
+            w.file
+                .sync_data()
+                .map_err(|e| Error::io(format!("sync datafile {}", w.path.display()), e))?;
+        }
         let mut wtxn = self.env.write_txn().map_err(db_err("begin"))?;
         // In key order: each index page is then touched once per batch.
         let mut batch: Vec<([u8; Hash::ENCODED_LEN], &Loc)> =
@@ -757,11 +804,15 @@ impl DataDir {
             }
             self.insert_if_absent(&mut wtxn, &key, loc)?;
         }
-        self.set_end(&mut wtxn, w.num, &w.path, w.pos)?;
+        for w in st.writers.iter().flatten() {
+            self.set_end(&mut wtxn, w.num, &w.path, w.pos)?;
+        }
         let entries = self.blocks.len(&wtxn).map_err(db_err("count"))?;
         wtxn.commit().map_err(db_err("commit"))?;
         self.indexed.store(entries, Relaxed);
-        w.indexed = w.pos;
+        for w in st.writers.iter_mut().flatten() {
+            w.indexed = w.pos;
+        }
         st.pending.clear();
         self.flushes.fetch_add(1, Relaxed);
         release_index_pages(&mdb);
@@ -894,23 +945,22 @@ impl DataDir {
     /// Appends record `rec` to this process's datafile (choosing one, or
     /// the next when it is full). Returns the datafile number and offset.
     /// A failed write discards every unindexed block and sets `lost`.
-    fn append_locked(&self, st: &mut State, rec: &[u8]) -> Result<(u32, u64)> {
+    fn append_locked(&self, st: &mut State, rec: &[u8], lane: Lane) -> Result<(u32, u64)> {
         Self::check_lost(st)?;
-        if st
-            .writer
+        let l = lane as usize;
+        if st.writers[l]
             .as_ref()
             .is_some_and(|w| w.pos + rec.len() as u64 > MAX_DATAFILE)
         {
             self.flush_locked(st)?;
-            if let Some(w) = st.writer.take() {
+            if let Some(w) = st.writers[l].take() {
                 st.full.push(w.num);
             }
         }
-        if st.writer.is_none() {
-            st.writer = Some(self.open_writer(&st.full)?);
+        if st.writers[l].is_none() {
+            st.writers[l] = Some(self.open_writer(&st.full, lane)?);
         }
-        let w = st
-            .writer
+        let w = st.writers[l]
             .as_mut()
             .ok_or_else(|| Error::Store("no datafile".into()))?;
         if let Err(e) = w.file.write_all_at(rec, w.pos) {
@@ -918,8 +968,10 @@ impl DataDir {
             // in the index (nothing can refer to them yet) and refuse to
             // sync from now on, so nothing ever will.
             let err = Error::io(format!("append to datafile {}", w.path.display()), e);
-            let _ = w.file.set_len(w.indexed);
-            w.pos = w.indexed;
+            for w in st.writers.iter_mut().flatten() {
+                let _ = w.file.set_len(w.indexed);
+                w.pos = w.indexed;
+            }
             st.pending.clear();
             st.groups.drop_open();
             st.lost = Some(err.to_string());
@@ -951,7 +1003,7 @@ impl DataDir {
         let rec = self.encode_group(&g);
         let mut st = self.lock()?;
         let res = rec.and_then(|rec| {
-            let at = self.append_locked(&mut st, &rec)?;
+            let at = self.append_locked(&mut st, &rec, Lane::Data)?;
             Ok((at, (rec.len() - datafile::RECORD_HEADER) as u32))
         });
         match &res {
@@ -1044,6 +1096,10 @@ impl DataDir {
         let f = Arc::new(
             File::open(&path).map_err(|e| Error::io(format!("open {}", path.display()), e))?,
         );
+        if Lane::of_name(&name) == Lane::Meta {
+            // Whoever reads one directory of a snapshot reads the others.
+            prefetch_whole(&f);
+        }
         if let Ok(mut m) = self.readers.write() {
             m.insert(num, (path.clone(), f.clone()));
         }
@@ -1141,7 +1197,7 @@ impl DataDir {
     pub fn reindex(&self) -> Result<()> {
         self.sync_all()?;
         let mut st = self.lock()?;
-        st.writer = None;
+        st.writers = [None, None];
         // Datafile numbers may change.
         if let Ok(mut c) = self.group_cache.lock() {
             c.clear();
@@ -1199,6 +1255,22 @@ fn locs_of(num: u32, f: &datafile::Found) -> Vec<(Hash, Loc)> {
             (m.hash, loc)
         })
         .collect()
+}
+
+/// Files up to this size are read ahead whole when opened by
+/// [`prefetch_whole`].
+const PREFETCH_BELOW: u64 = 64 << 20;
+
+/// Asks the kernel to start reading `file` into the page cache (without
+/// waiting) if it is under [`PREFETCH_BELOW`]: on a cold cache one long
+/// read costs less than the scattered page reads that follow otherwise.
+fn prefetch_whole(file: &File) {
+    if file.metadata().is_ok_and(|m| m.len() < PREFETCH_BELOW) {
+        // SAFETY: fadvise only reads the descriptor; it is advisory.
+        unsafe {
+            libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED);
+        }
+    }
 }
 
 /// Index look-ups between releases of the index's mapped pages.
@@ -1314,7 +1386,7 @@ impl Store for DataDir {
         if self.added_meanwhile(&st, hash, flushes)? {
             return Ok(false);
         }
-        let (file, offset) = self.append_locked(&mut st, &rec)?;
+        let (file, offset) = self.append_locked(&mut st, &rec, Lane::of_class(class))?;
         let loc = Loc {
             file,
             offset,
@@ -1440,7 +1512,11 @@ mod tests {
         let data: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
         let (h, _) = dd.add(&data).unwrap();
         dd.sync().unwrap();
-        let path = dd.lock().unwrap().writer.as_ref().unwrap().path.clone();
+        let path = dd.lock().unwrap().writers[Lane::Data as usize]
+            .as_ref()
+            .unwrap()
+            .path
+            .clone();
         let f = OpenOptions::new().write(true).open(&path).unwrap();
         f.write_all_at(&[0x55], 8 + 60).unwrap();
         let err = dd.get(&h).unwrap_err().to_string();
@@ -2129,6 +2205,57 @@ mod tests {
         assert!(member(&data), "a small data block joins a group");
         assert!(!member(&meta), "a metadata block is a record of its own");
         assert_eq!(dd.get(&meta).unwrap().unwrap(), mail(2, 1536));
+    }
+
+    #[test]
+    fn metadata_goes_to_meta_datafiles_and_each_kind_is_reused() {
+        let t = tempfile::tempdir().unwrap();
+        let names = || {
+            let mut v: Vec<String> = std::fs::read_dir(t.path().join("data"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        let file_of = |dd: &DataDir, h: &Hash| match dd.lookup(h, false).unwrap() {
+            Some(Place::Disk(loc)) => loc.file,
+            _ => panic!("{h} not on disk after sync"),
+        };
+        let big = |i: u64| mail(i, 40 << 10);
+        let mut written = Vec::new();
+        for round in 0..2u64 {
+            let dd = DataDir::open(t.path(), Some(HashKind::Sha3_256)).unwrap();
+            let (d1, _) = dd.add(&big(10 * round)).unwrap();
+            let (d2, _) = dd.add(&mail(10 * round + 1, 1536)).unwrap();
+            let (m1, _) = dd.add_as(&big(10 * round + 2), BlockClass::Meta).unwrap();
+            let (m2, _) = dd
+                .add_as(&mail(10 * round + 3, 200), BlockClass::Meta)
+                .unwrap();
+            dd.sync().unwrap();
+            let (data_file, meta_file) = (file_of(&dd, &d1), file_of(&dd, &m1));
+            assert_ne!(data_file, meta_file);
+            assert_eq!(file_of(&dd, &d2), data_file);
+            assert_eq!(file_of(&dd, &m2), meta_file);
+            written.extend([(d1, big(10 * round)), (m1, big(10 * round + 2))]);
+            written.extend([(d2, mail(10 * round + 1, 1536))]);
+            written.extend([(m2, mail(10 * round + 3, 200))]);
+            // The second process appends to the same two files.
+            let n = names();
+            assert_eq!(n.len(), 2, "{n:?}");
+            assert!(n[0].ends_with(".vtd") && !n[0].starts_with(META_PREFIX));
+            assert!(n[1].starts_with(META_PREFIX) && n[1].ends_with(".vtd"));
+        }
+        let dd = DataDir::open(t.path(), None).unwrap();
+        for (h, b) in &written {
+            assert_eq!(&dd.get(h).unwrap().unwrap(), b);
+        }
+        assert!(dd.fsck().unwrap().is_clean());
+        // The index is derived data for both kinds of file.
+        dd.reindex().unwrap();
+        for (h, b) in &written {
+            assert_eq!(&dd.get(h).unwrap().unwrap(), b);
+        }
     }
 
     #[test]
