@@ -5,10 +5,11 @@
 //! inode match its Dirent in the previous snapshot is not read again.
 //! Hard-linked files are stored once, in the snapshot's hard link table.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::os::unix::fs::{DirEntryExt, FileExt, FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -292,37 +293,31 @@ impl<'a> Importer<'a> {
     /// change while read, go the one-file way.
     fn import_small_files(
         &self,
-        batch: &[(usize, SmallFile)],
-        prev_entries: &HashMap<Vec<u8>, Dirent>,
-    ) -> Result<Vec<(usize, Option<Dirent>)>> {
+        batch: &[SmallFile],
+        prev_entries: &PrevEntries,
+    ) -> Result<Vec<Dirent>> {
         let mut out = Vec::with_capacity(batch.len());
-        let mut read: Vec<(usize, &SmallFile, Vec<u8>)> = Vec::new();
-        for (i, f) in batch.iter() {
+        let mut read: Vec<(&SmallFile, Vec<u8>)> = Vec::new();
+        for f in batch {
             match self.read_small(f) {
-                SmallRead::Content(data) => read.push((*i, f, data)),
-                SmallRead::Skipped => out.push((*i, None)),
+                SmallRead::Content(data) => read.push((f, data)),
+                SmallRead::Skipped => {}
                 SmallRead::OneByOne => {
                     let key = name_of(&f.path);
                     let prev = prev_entries.get(key);
-                    out.push((
-                        *i,
-                        self.import_entry(&f.path, key.to_vec(), f.md.clone(), prev)?,
-                    ));
+                    out.extend(self.import_entry(&f.path, key.to_vec(), f.md.clone(), prev)?);
                 }
             }
         }
-        let contents: Vec<&[u8]> = read.iter().map(|(_, _, d)| d.as_slice()).collect();
+        let contents: Vec<&[u8]> = read.iter().map(|(_, d)| d.as_slice()).collect();
         let blocks = self.bf.blockify_many(&contents)?;
-        for ((i, f, _), block) in read.iter().zip(blocks) {
-            out.push((
-                *i,
-                Some(Dirent {
-                    name: name_of(&f.path).to_vec(),
-                    uuid: None,
-                    kind: DirentKind::File { block },
-                    meta: meta_of(&f.path, &f.md, &self.names),
-                }),
-            ));
+        for ((f, _), block) in read.iter().zip(blocks) {
+            out.push(Dirent {
+                name: name_of(&f.path).to_vec(),
+                uuid: None,
+                kind: DirentKind::File { block },
+                meta: meta_of(&f.path, &f.md, &self.names),
+            });
         }
         Ok(out)
     }
@@ -524,12 +519,22 @@ impl<'a> Importer<'a> {
 
     /// A directory's entries, imported in parallel, as Dir content; `None`
     /// if the directory cannot be listed (warned about).
-    fn import_dir(&self, path: &Path, prev: Option<&Dirent>) -> Result<Option<vt_core::BlockRef>> {
+    /// The entries of directory `path` with their metadata; `None` (after a warning) when it cannot be listed.
+    ///
+    /// An entry's metadata is read relative to the open directory (statx
+    /// on its descriptor), which spares the kernel a walk of the whole
+    /// path for each. The stats go in inode-number order, so a cold walk
+    /// reads each directory's inode table blocks in one sweep.
+    #[allow(clippy::type_complexity)]
+    fn list_and_stat(
+        &self,
+        path: &Path,
+    ) -> Option<Vec<(std::path::PathBuf, std::io::Result<Metadata>)>> {
         let rd = match std::fs::read_dir(path) {
             Ok(rd) => rd,
             Err(e) => {
                 self.warn_unreadable(path, "cannot read directory", e);
-                return Ok(None);
+                return None;
             }
         };
         let mut listed = Vec::new();
@@ -539,35 +544,51 @@ impl<'a> Importer<'a> {
                 Err(e) => self.warn_unreadable(path, "directory listing failed", e),
             }
         }
-        let prev_entries: HashMap<Vec<u8>, Dirent> = match prev.and_then(Dirent::block) {
-            Some(b) => match read_dir(self.bf.store(), b) {
-                Ok(v) => v.into_iter().map(|d| (d.name.clone(), d)).collect(),
-                Err(e) => {
-                    tracing::warn!(
-                        "{}: previous snapshot unreadable ({e}); reading all files",
-                        path.display()
-                    );
-                    HashMap::new()
-                }
-            },
-            None => HashMap::new(),
+        // (The order of entries does not matter: a Dir is encoded sorted.)
+        listed.sort_unstable_by_key(|e| e.ino());
+        Some(
+            listed
+                .par_iter()
+                .map(|e| (e.path(), e.metadata()))
+                .collect(),
+        )
+    }
+
+    /// The previous snapshot's entries of a directory (none when there is
+    /// no previous snapshot or it cannot be read).
+    fn previous_entries(&self, path: &Path, prev: Option<&Dirent>) -> PrevEntries {
+        let Some(b) = prev.and_then(Dirent::block) else {
+            return PrevEntries::default();
         };
-        // Stat every entry first, then ask the kernel to start reading all
-        // the files that will be read, so the disk works while we hash.
-        // An entry's metadata is read relative to the open directory
-        // (statx on its descriptor), which spares the kernel a walk of the
-        // whole path for each of them.
-        let stats: Vec<(std::path::PathBuf, std::io::Result<Metadata>)> = listed
-            .par_iter()
-            .map(|e| (e.path(), e.metadata()))
-            .collect();
-        drop(listed);
+        match read_dir(self.bf.store(), b) {
+            Ok(v) => PrevEntries::new(v),
+            Err(e) => {
+                tracing::warn!(
+                    "{}: previous snapshot unreadable ({e}); reading all files",
+                    path.display()
+                );
+                PrevEntries::default()
+            }
+        }
+    }
+
+    fn import_dir(&self, path: &Path, prev: Option<&Dirent>) -> Result<Option<vt_core::BlockRef>> {
+        // The previous snapshot's listing comes from the store while the
+        // directory is listed and its entries stat'ed: on a cold re-import
+        // both wait on the disk.
+        let (stats, prev_entries) = rayon::join(
+            || self.list_and_stat(path),
+            || self.previous_entries(path, prev),
+        );
+        let Some(stats) = stats else {
+            return Ok(None);
+        };
         // Small regular files that must be read go in batches whose
         // blocks are hashed together (SHA3 four at a time); the others one
         // by one.
-        let mut batched: Vec<(usize, SmallFile)> = Vec::new();
-        let mut single: Vec<(usize, std::path::PathBuf, std::io::Result<Metadata>)> = Vec::new();
-        for (i, (p, md)) in stats.into_iter().enumerate() {
+        let mut batched: Vec<SmallFile> = Vec::new();
+        let mut single: Vec<(std::path::PathBuf, std::io::Result<Metadata>)> = Vec::new();
+        for (p, md) in stats {
             let to_read = md.as_ref().is_ok_and(|md| {
                 md.is_file()
                     && !prev_entries
@@ -582,51 +603,87 @@ impl<'a> Importer<'a> {
                     .as_ref()
                     .is_ok_and(|md| md.nlink() == 1 && md.len() <= SMALL_FILE);
             match md {
-                Ok(md) if batch => batched.push((i, SmallFile { path: p, md })),
-                md => single.push((i, p, md)),
+                Ok(md) if batch => batched.push(SmallFile { path: p, md }),
+                md => single.push((p, md)),
             }
         }
         let (from_batches, from_single) = rayon::join(
-            || -> Result<Vec<(usize, Option<Dirent>)>> {
-                let parts: Vec<Vec<(usize, Option<Dirent>)>> = batched
+            || -> Result<Vec<Cow<'_, Dirent>>> {
+                let parts: Vec<Vec<Dirent>> = batched
                     .par_chunks(SMALL_BATCH)
                     .map(|b| self.import_small_files(b, &prev_entries))
                     .collect::<Result<_>>()?;
-                Ok(parts.into_iter().flatten().collect())
+                Ok(parts.into_iter().flatten().map(Cow::Owned).collect())
             },
-            || -> Result<Vec<(usize, Option<Dirent>)>> {
-                single
+            || -> Result<Vec<Cow<'_, Dirent>>> {
+                let entries: Vec<Option<Cow<'_, Dirent>>> = single
                     .into_par_iter()
-                    .map(|(i, p, md)| {
+                    .map(|(p, md)| {
                         let md = match md {
                             Ok(md) => md,
                             Err(e) => {
                                 self.warn_unreadable(&p, "vanished during import", e);
-                                return Ok((i, None));
+                                return Ok(None);
                             }
                         };
                         let key = name_of(&p);
                         let prev = prev_entries.get(key);
-                        Ok((i, self.import_entry(&p, key.to_vec(), md, prev)?))
+                        if md.is_file() && md.nlink() == 1 {
+                            if let Some(p) = self.unchanged(prev, &md) {
+                                return Ok(Some(Cow::Borrowed(p)));
+                            }
+                        }
+                        Ok(self
+                            .import_entry(&p, key.to_vec(), md, prev)?
+                            .map(Cow::Owned))
                     })
-                    .collect()
+                    .collect::<Result<_>>()?;
+                Ok(entries.into_iter().flatten().collect())
             },
         );
         let mut all = from_batches?;
         all.extend(from_single?);
-        all.sort_unstable_by_key(|(i, _)| *i);
-        let entries: Vec<Dirent> = all.into_iter().filter_map(|(_, d)| d).collect();
-        // Nothing changed here (same names, every entry reused): the
+        // Entries are borrowed from the previous snapshot when unchanged.
+        // Nothing changed here (same names, every entry as it was): the
         // previous block is this directory's block; encoding and hashing
         // it again would give the same.
         if let Some(b) = prev.and_then(Dirent::block) {
-            if entries.len() == prev_entries.len()
-                && entries.iter().all(|d| prev_entries.get(&d.name) == Some(d))
-            {
+            let as_before = |e: &Cow<'_, Dirent>| match e {
+                Cow::Borrowed(_) => true,
+                Cow::Owned(d) => prev_entries.get(&d.name) == Some(d),
+            };
+            if all.len() == prev_entries.len() && all.iter().all(as_before) {
                 return Ok(Some(b.clone()));
             }
         }
+        let entries: Vec<Dirent> = all.into_iter().map(Cow::into_owned).collect();
         encode_dir(&self.bf, entries).map(Some)
+    }
+}
+
+/// A directory's entries in the previous snapshot, sorted by name (as a
+/// Dir is encoded), looked up by binary search.
+#[derive(Default)]
+struct PrevEntries(Vec<Dirent>);
+
+impl PrevEntries {
+    fn new(mut v: Vec<Dirent>) -> Self {
+        if !v.is_sorted_by(|a, b| a.name <= b.name) {
+            v.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        PrevEntries(v)
+    }
+
+    fn get(&self, name: &[u8]) -> Option<&Dirent> {
+        let i = self
+            .0
+            .binary_search_by(|d| d.name.as_slice().cmp(name))
+            .ok()?;
+        Some(&self.0[i])
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
     }
 }
 
