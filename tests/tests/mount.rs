@@ -320,13 +320,23 @@ fn modes_readonly_append_only_all_and_subpath() {
     let env = Env::new();
     let src = env.path("src");
     small_tree(&src);
+    // A directory listed in several replies.
+    std::fs::create_dir(src.join("many")).unwrap();
+    for i in 0..3000 {
+        std::fs::write(src.join(format!("many/f{i:04}")), format!("{i}\n")).unwrap();
+    }
     let archive = import(&env, &src, "t");
     let mnt = env.path("mnt");
     let mp = mnt.to_string_lossy().into_owned();
-    // Read-only.
+    // Read-only: files opened and directories listed without OPEN or
+    // OPENDIR (the kernel is told none are needed); the tree reads back
+    // whole, twice.
     let m = Mount::start(&env, &["-r", &archive, &mp]);
     assert_eq!(errno_of(std::fs::write(m.path("x"), b"x")), libc::EROFS);
     assert_eq!(std::fs::read(m.path("a.txt")).unwrap(), b"alpha\n");
+    for _ in 0..2 {
+        assert_eq!(describe(&mnt), describe(&src));
+    }
     m.umount(&env);
     // Append-only: appends and new files, no overwrite, truncate or removal.
     let m = Mount::start(&env, &["-o", "append_only", &archive, &mp]);

@@ -41,8 +41,11 @@ const XATTR_MIME: &[u8] = b"user.mime_type";
 
 enum Handle {
     File { ino: Ino, write: bool },
-    Dir(Vec<(Ino, FileType, Vec<u8>)>),
+    Dir(Vec<Listed>),
 }
+
+/// One entry of a directory listing: inode, type, name.
+type Listed = (Ino, FileType, Vec<u8>);
 
 /// State shared by the FUSE threads, the sync workers and [`FsHandle`]s.
 pub(crate) struct Inner {
@@ -73,6 +76,11 @@ const SIBLINGS_AHEAD: usize = 48;
 /// The filesystem given to FUSE.
 pub struct VtFs {
     inner: Arc<Inner>,
+    /// Read-only mount whose kernel takes ENOSYS from OPEN as "no opens
+    /// needed" (FUSE_NO_OPEN_SUPPORT): see [`Filesystem::open`].
+    no_open: bool,
+    /// Likewise for OPENDIR (FUSE_NO_OPENDIR_SUPPORT).
+    no_opendir: bool,
 }
 
 /// Commits and shutdown, from outside the FUSE threads.
@@ -192,7 +200,11 @@ impl VtFs {
             prefetched: Mutex::default(),
         });
         start_workers(&inner, 2);
-        let fs = VtFs { inner };
+        let fs = VtFs {
+            inner,
+            no_open: false,
+            no_opendir: false,
+        };
         if !snapshots.is_empty() {
             fs.add_snapshots(&snapshots);
         }
@@ -402,6 +414,26 @@ impl Inner {
     /// A program reading a file is likely to read the next ones in its
     /// directory (tar, cp -r, rsync): fetch the first blocks of the files
     /// after `ino` into the leaf cache in the background.
+    /// Directory `ino` as listed: `.`, `..`, then its entries by name.
+    fn listing(&self, ino: Ino) -> R<Vec<Listed>> {
+        let mut st = self.state();
+        let kids: Vec<(Vec<u8>, Ino)> = self
+            .children(&mut st, ino)?
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        let parent = Inner::node(&st, ino)?.parent;
+        let mut list = Vec::with_capacity(kids.len() + 2);
+        list.push((ino, FileType::Directory, b".".to_vec()));
+        list.push((parent, FileType::Directory, b"..".to_vec()));
+        for (k, c) in kids {
+            if let Some(n) = st.get(c) {
+                list.push((c, n.file_type(), k));
+            }
+        }
+        Ok(list)
+    }
+
     fn prefetch_siblings(&self, st: &State, ino: Ino) {
         let Some(n) = st.get(ino) else {
             return;
@@ -1108,6 +1140,21 @@ fn special_kind(mode: u32) -> Option<SpecialKind> {
     }
 }
 
+impl VtFs {
+    /// Calls `f` with the listing of directory `ino`: the one taken at
+    /// OPENDIR (handle `fh`), or without opendirs a fresh one.
+    fn with_listing<T>(&self, ino: Ino, fh: u64, f: impl FnOnce(&[Listed]) -> T) -> R<T> {
+        if self.no_opendir {
+            return Ok(f(&self.inner.listing(ino)?));
+        }
+        let h = self.inner.handles.lock().unwrap_or_else(|e| e.into_inner());
+        match h.get(&fh) {
+            Some(Handle::Dir(list)) => Ok(f(list)),
+            _ => Err(Errno::EBADF),
+        }
+    }
+}
+
 impl Filesystem for VtFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_readahead(1 << 20);
@@ -1116,6 +1163,15 @@ impl Filesystem for VtFs {
         let _ = config.add_capabilities(
             fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO,
         );
+        let ro = self.inner.mode == Mode::ReadOnly;
+        self.no_open = ro
+            && config
+                .add_capabilities(fuser::InitFlags::FUSE_NO_OPEN_SUPPORT)
+                .is_ok();
+        self.no_opendir = ro
+            && config
+                .add_capabilities(fuser::InitFlags::FUSE_NO_OPENDIR_SUPPORT)
+                .is_ok();
         Ok(())
     }
 
@@ -1300,6 +1356,15 @@ impl Filesystem for VtFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if self.no_open {
+            // A read-only mount keeps nothing per open file. Answered
+            // ENOSYS, the kernel opens files itself from now on (keeping
+            // their page cache) and sends neither OPEN nor RELEASE: one
+            // round trip less per file read. Siblings are prefetched on a
+            // file's first read instead.
+            reply.error(Errno::ENOSYS);
+            return;
+        }
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let r = (|| {
             let _g = if write {
@@ -1360,6 +1425,10 @@ impl Filesystem for VtFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        if self.no_open && offset == 0 {
+            let st = self.inner.state();
+            self.inner.prefetch_siblings(&st, ino.0);
+        }
         match self.inner.read(ino.0, offset, size) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(e),
@@ -1392,7 +1461,10 @@ impl Filesystem for VtFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // Nothing to do at close (data is synced in the background, and on
+        // fsync): ENOSYS tells the kernel to stop sending FLUSH, one round
+        // trip less per close, which it then treats as success.
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(
@@ -1424,26 +1496,16 @@ impl Filesystem for VtFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let r = (|| {
-            let mut st = self.inner.state();
-            let kids: Vec<(Vec<u8>, Ino)> = self
-                .inner
-                .children(&mut st, ino.0)?
-                .iter()
-                .map(|(k, v)| (k.clone(), *v))
-                .collect();
-            let parent = Inner::node(&st, ino.0)?.parent;
-            let mut list = Vec::with_capacity(kids.len() + 2);
-            list.push((ino.0, FileType::Directory, b".".to_vec()));
-            list.push((parent, FileType::Directory, b"..".to_vec()));
-            for (k, c) in kids {
-                if let Some(n) = st.get(c) {
-                    list.push((c, n.file_type(), k));
-                }
-            }
-            drop(st);
-            Ok(self.inner.open_handle(Handle::Dir(list)))
-        })();
+        if self.no_opendir {
+            // As for files (see open): the kernel then sends no OPENDIR or
+            // RELEASEDIR and caches listings; readdir lists from the inode.
+            reply.error(Errno::ENOSYS);
+            return;
+        }
+        let r = self
+            .inner
+            .listing(ino.0)
+            .map(|list| self.inner.open_handle(Handle::Dir(list)));
         match r {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(e),
@@ -1453,49 +1515,51 @@ impl Filesystem for VtFs {
     fn readdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let h = self.inner.handles.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(Handle::Dir(list)) = h.get(&fh.0) else {
-            reply.error(Errno::EBADF);
-            return;
-        };
-        for (i, (ino, kind, name)) in list.iter().enumerate().skip(offset as usize) {
-            if reply.add(
-                INodeNo(*ino),
-                (i + 1) as u64,
-                *kind,
-                OsStr::from_bytes(name),
-            ) {
-                break;
+        let r = self.with_listing(ino.0, fh.0, |list| {
+            for (i, (ino, kind, name)) in list.iter().enumerate().skip(offset as usize) {
+                if reply.add(
+                    INodeNo(*ino),
+                    (i + 1) as u64,
+                    *kind,
+                    OsStr::from_bytes(name),
+                ) {
+                    break;
+                }
             }
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
         }
-        reply.ok();
     }
 
     fn readdirplus(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         mut reply: fuser::ReplyDirectoryPlus,
     ) {
-        let part: Vec<(Ino, Vec<u8>)> = {
-            let h = self.inner.handles.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(Handle::Dir(list)) = h.get(&fh.0) else {
-                reply.error(Errno::EBADF);
-                return;
-            };
+        let part = self.with_listing(ino.0, fh.0, |list| -> Vec<(Ino, Vec<u8>)> {
             // A reply holds a few hundred entries at most.
             list.iter()
                 .skip(offset as usize)
                 .take(1024)
                 .map(|(i, _, n)| (*i, n.clone()))
                 .collect()
+        });
+        let part = match part {
+            Ok(p) => p,
+            Err(e) => {
+                reply.error(e);
+                return;
+            }
         };
         let mut st = self.inner.state();
         for (k, (ino, name)) in part.iter().enumerate() {
