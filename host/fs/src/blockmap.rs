@@ -217,8 +217,10 @@ impl BlockMap {
         next: usize,
     ) {
         let done = self.ahead.load(Relaxed);
-        if first > done + READAHEAD {
-            // A jump forward: start a new window after this read.
+        if first > done + READAHEAD || first + 2 * READAHEAD < done {
+            // A jump, forward past the window or back before it (the file
+            // read again from its start): start a new window after this
+            // read.
             self.ahead.store(next, Relaxed);
             return;
         }
@@ -277,20 +279,65 @@ mod tests {
     use vt_core::{ChunkParams, HashKind};
     use vt_stores::MemoryStore;
 
-    fn data() -> Vec<u8> {
-        // 3 MiB of pseudo-random bytes, a 2 MiB hole, 1 MiB more.
+    /// `n` pseudo-random bytes (xorshift).
+    fn random(n: usize) -> Vec<u8> {
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut v = Vec::new();
-        while v.len() < 3 << 20 {
+        let mut v = Vec::with_capacity(n + 8);
+        while v.len() < n {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             v.extend_from_slice(&x.to_le_bytes());
         }
+        v.truncate(n);
+        v
+    }
+
+    fn data() -> Vec<u8> {
+        // 3 MiB of pseudo-random bytes, a 2 MiB hole, 1 MiB more.
+        let mut v = random(3 << 20);
         v.resize(5 << 20, 0);
         let tail: Vec<u8> = v[..1 << 20].to_vec();
         v.extend_from_slice(&tail);
         v
+    }
+
+    #[test]
+    fn a_file_read_again_from_its_start_is_fetched_ahead_again() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(HashKind::Sha3_256));
+        let stats = AddStats::default();
+        let bf = Blockifier::new(&*store, ChunkParams::default(), &stats);
+        let d = random(24 << 20);
+        let root = bf.blockify_bytes(&d).unwrap();
+        let map = Arc::new(BlockMap::build(&*store, &root).unwrap());
+        assert!(
+            map.leaves.len() > 3 * READAHEAD,
+            "{} leaves",
+            map.leaves.len()
+        );
+        // Room for a window of leaves, not the file: the first pass's
+        // early leaves are gone by the time the file is read again.
+        let cache = Arc::new(LeafCache::new(8 << 20));
+        let step = 128 << 10;
+        let mut off = 0;
+        while off < d.len() as u64 {
+            map.read(&store, &cache, off, step).unwrap();
+            off += step;
+        }
+        let probe = |i: usize| match &map.leaves[i] {
+            BlockRef::Direct { hash, .. } => cache.contains(hash),
+            r => panic!("leaf {i} is {r:?}"),
+        };
+        assert!(!probe(10), "leaf 10 evicted after the first pass");
+        // Read the start again: leaves ahead of the reader come back.
+        let got = map.read(&store, &cache, 0, step).unwrap();
+        assert_eq!(got, &d[..step as usize]);
+        map.read(&store, &cache, step, step).unwrap();
+        let t0 = std::time::Instant::now();
+        while !probe(10) && t0.elapsed() < std::time::Duration::from_secs(10) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(probe(10), "leaf 10 fetched ahead of a reader at the start");
     }
 
     #[test]
