@@ -368,7 +368,10 @@ fn read_whole(
     n: u32,
     hb: &mut [u8; RECORD_HEADER],
 ) -> Option<(RecordHeader, Vec<u8>)> {
-    let mut payload = vec![0u8; n as usize];
+    // Not zeroed first: the read fills it (a record is usually tens of
+    // kilobytes, and zeroing it cost as much as the CRC).
+    let n = n as usize;
+    let mut payload: Vec<u8> = Vec::with_capacity(n);
     let iov = [
         libc::iovec {
             iov_base: hb.as_mut_ptr().cast(),
@@ -376,11 +379,11 @@ fn read_whole(
         },
         libc::iovec {
             iov_base: payload.as_mut_ptr().cast(),
-            iov_len: payload.len(),
+            iov_len: n,
         },
     ];
-    // SAFETY: both buffers are valid for writes of the lengths given and
-    // outlive the call.
+    // SAFETY: both buffers are valid for writes of the lengths given (the
+    // payload's capacity is n) and outlive the call.
     let got = unsafe {
         libc::preadv(
             std::os::fd::AsRawFd::as_raw_fd(file),
@@ -389,10 +392,12 @@ fn read_whole(
             offset as libc::off_t,
         )
     };
-    if got != (RECORD_HEADER + payload.len()) as isize {
+    if got != (RECORD_HEADER + n) as isize {
         return None;
     }
-    let h = parse_header(hb).filter(|h| h.stored_len == n)?;
+    // SAFETY: the read filled all n bytes of the payload.
+    unsafe { payload.set_len(n) };
+    let h = parse_header(hb).filter(|h| h.stored_len as usize == n)?;
     Some((h, payload))
 }
 
