@@ -78,10 +78,32 @@ impl LeafCache {
         }
     }
 
-    /// Fetches a direct leaf into the cache (errors are left for a reader
-    /// to meet).
-    pub fn prefetch(&self, store: &dyn Store, hash: &Hash, span: u64) {
-        let _ = self.fetch(store, hash, span);
+    /// Fetches into the cache the first leaves of the content `root`, up
+    /// to `budget` bytes (a file about to be read: its indirect blocks are
+    /// read on the way, and read again, from the page cache, when its map
+    /// is built). Errors are left for a reader to meet.
+    pub fn prefetch_start(&self, store: &dyn Store, root: &BlockRef, budget: u64) {
+        let mut left = budget;
+        let _ = self.prefetch_walk(store, root, &mut left);
+    }
+
+    fn prefetch_walk(&self, store: &dyn Store, r: &BlockRef, left: &mut u64) -> Result<()> {
+        match r {
+            BlockRef::Direct { hash, span } => {
+                *left = left.saturating_sub(*span);
+                self.fetch(store, hash, *span).map(|_| ())
+            }
+            BlockRef::Indirect { .. } => {
+                for k in children(store, r)? {
+                    if *left == 0 {
+                        break;
+                    }
+                    self.prefetch_walk(store, &k, left)?;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The data of a direct leaf, from the cache or the store.
@@ -338,6 +360,25 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert!(probe(10), "leaf 10 fetched ahead of a reader at the start");
+    }
+
+    #[test]
+    fn the_start_of_a_file_is_fetched_ahead_within_the_budget() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(HashKind::Sha3_256));
+        let stats = AddStats::default();
+        let bf = Blockifier::new(&*store, ChunkParams::default(), &stats);
+        let root = bf.blockify_bytes(&random(4 << 20)).unwrap();
+        let map = BlockMap::build(&*store, &root).unwrap();
+        let cache = LeafCache::new(64 << 20);
+        cache.prefetch_start(&*store, &root, 128 << 10);
+        let cached = |i: usize| match &map.leaves[i] {
+            BlockRef::Direct { hash, .. } => cache.contains(hash),
+            r => panic!("leaf {i} is {r:?}"),
+        };
+        // Leaves up to the one that reaches 128 KiB, and none after.
+        let upto = map.index(128 << 10);
+        assert!((0..upto).all(cached), "the first {upto} leaves");
+        assert!(!cached(upto + 1) && !cached(map.leaves.len() - 1));
     }
 
     #[test]

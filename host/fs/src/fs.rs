@@ -68,10 +68,23 @@ pub(crate) struct Inner {
     pub(crate) commits: AtomicU64,
     /// Per directory, the last name whose first block was fetched ahead.
     prefetched: Mutex<HashMap<Ino, Vec<u8>>>,
+    /// When the mount was served from, and when (milliseconds after that)
+    /// a file was last read.
+    started: std::time::Instant,
+    last_read: AtomicU64,
 }
 
 /// Files after an opened one whose first blocks are fetched ahead.
 const SIBLINGS_AHEAD: usize = 48;
+
+/// Bytes at the start of each file fetched ahead for a reader of its
+/// siblings: the first request a reader makes (the kernel's first
+/// read-ahead window is 128 KiB).
+const FILE_START: u64 = 128 << 10;
+
+/// How recent a file read must be for a listing to fetch its directory's
+/// first files ahead.
+const READING_WINDOW_MS: u64 = 200;
 
 /// The filesystem given to FUSE.
 pub struct VtFs {
@@ -198,6 +211,8 @@ impl VtFs {
             commit_lock: Mutex::new(()),
             commits: AtomicU64::new(0),
             prefetched: Mutex::default(),
+            started: std::time::Instant::now(),
+            last_read: AtomicU64::new(0),
         });
         start_workers(&inner, 2);
         let fs = VtFs {
@@ -434,11 +449,19 @@ impl Inner {
         Ok(list)
     }
 
+    /// Fetches ahead the first blocks of the files after `ino` in its
+    /// directory (a reader of one file is likely to read the next).
     fn prefetch_siblings(&self, st: &State, ino: Ino) {
-        let Some(n) = st.get(ino) else {
-            return;
-        };
-        let (parent, name) = (n.parent, n.name.clone());
+        if let Some(n) = st.get(ino) {
+            self.prefetch_children(st, n.parent, Some(&n.name));
+        }
+    }
+
+    /// Fetches ahead, in the background, the first blocks of the next
+    /// [`SIBLINGS_AHEAD`] files of directory `dir` after name `after`
+    /// (from its first entry with `None`), unless that window was fetched
+    /// already; refilled when a reader is within a third of its end.
+    fn prefetch_children(&self, st: &State, dir: Ino, after: Option<&[u8]>) {
         let Some(Node {
             kind:
                 Kind::Dir(DirData {
@@ -446,45 +469,62 @@ impl Inner {
                     ..
                 }),
             ..
-        }) = st.get(parent)
+        }) = st.get(dir)
         else {
             return;
         };
         let mut pf = self.prefetched.lock().unwrap_or_else(|e| e.into_inner());
-        let upto = pf.get(&parent).cloned().unwrap_or_default();
-        // Refill when the reader is within a third of the window's end.
-        let near_end = kids
-            .range(name.clone()..)
-            .nth(SIBLINGS_AHEAD / 3)
-            .is_none_or(|(k, _)| *k > upto);
+        let upto = pf.get(&dir).cloned();
+        let from = after.unwrap_or_default().to_vec();
+        let near_end = match &upto {
+            None => true,
+            Some(upto) => kids
+                .range(from.clone()..)
+                .nth(SIBLINGS_AHEAD / 3)
+                .is_none_or(|(k, _)| k > upto),
+        };
         if !near_end {
             return;
         }
-        let start = if upto > name { upto } else { name };
+        let start = match (upto, after) {
+            (Some(u), _) if u > from => std::ops::Bound::Excluded(u),
+            (_, Some(_)) => std::ops::Bound::Excluded(from),
+            (_, None) => std::ops::Bound::Unbounded,
+        };
         let mut last = None;
         for (k, c) in kids
-            .range((std::ops::Bound::Excluded(start), std::ops::Bound::Unbounded))
+            .range((start, std::ops::Bound::Unbounded))
             .take(SIBLINGS_AHEAD)
         {
             last = Some(k.clone());
             if let Some(Node {
-                kind: Kind::File(Content::Stored { block, .. }),
+                kind: Kind::File(Content::Stored { block, map: None }),
                 ..
             }) = st.get(*c)
             {
-                let first = match block {
-                    vt_core::BlockRef::Direct { hash, span } => Some((*hash, *span)),
-                    _ => None,
-                };
-                if let Some((hash, span)) = first {
-                    let (store, cache) = (self.store.clone(), self.cache.clone());
-                    rayon::spawn(move || cache.prefetch(&*store, &hash, span));
-                }
+                let (store, cache) = (self.store.clone(), self.cache.clone());
+                let block = block.clone();
+                rayon::spawn(move || cache.prefetch_start(&*store, &block, FILE_START));
             }
         }
         if let Some(l) = last {
-            pf.insert(parent, l);
+            pf.insert(dir, l);
         }
+    }
+
+    /// Notes that a file is being read (see [`Inner::reading`]).
+    fn note_read(&self) {
+        let now = self.started.elapsed().as_millis() as u64;
+        self.last_read.store(now.max(1), SeqCst);
+    }
+
+    /// Whether files were read in the last [`READING_WINDOW_MS`]: then a
+    /// directory being listed is probably about to be read too (a copy, an
+    /// archiver), not only walked (`find`, `ls`).
+    fn reading(&self) -> bool {
+        let last = self.last_read.load(SeqCst);
+        let now = self.started.elapsed().as_millis() as u64;
+        last != 0 && now.saturating_sub(last) < READING_WINDOW_MS
     }
 
     fn open_handle(&self, h: Handle) -> u64 {
@@ -1425,6 +1465,7 @@ impl Filesystem for VtFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        self.inner.note_read();
         if self.no_open && offset == 0 {
             let st = self.inner.state();
             self.inner.prefetch_siblings(&st, ino.0);
@@ -1562,6 +1603,9 @@ impl Filesystem for VtFs {
             }
         };
         let mut st = self.inner.state();
+        if offset == 0 && self.inner.reading() {
+            self.inner.prefetch_children(&st, ino.0, None);
+        }
         for (k, (ino, name)) in part.iter().enumerate() {
             let Ok(a) = self.inner.attr(&mut st, *ino) else {
                 continue;
