@@ -82,6 +82,10 @@ const SIBLINGS_AHEAD: usize = 48;
 /// read-ahead window is 128 KiB).
 const FILE_START: u64 = 128 << 10;
 
+/// Listing entries handed to one READDIR(PLUS) reply at most (a reply
+/// holds a few hundred).
+const LISTING_PART: usize = 1024;
+
 /// How recent a file read must be for a listing to fetch its directory's
 /// first files ahead.
 const READING_WINDOW_MS: u64 = 200;
@@ -426,22 +430,29 @@ impl Inner {
         Ok(ino)
     }
 
-    /// A program reading a file is likely to read the next ones in its
-    /// directory (tar, cp -r, rsync): fetch the first blocks of the files
-    /// after `ino` into the leaf cache in the background.
-    /// Directory `ino` as listed: `.`, `..`, then its entries by name.
-    fn listing(&self, ino: Ino) -> R<Vec<Listed>> {
+    /// Up to `max` entries of directory `ino` as listed (`.`, `..`, then
+    /// its entries by name), from position `from`: only those are copied,
+    /// so paging through a large directory without a handle stays linear.
+    fn listing(&self, ino: Ino, from: usize, max: usize) -> R<Vec<Listed>> {
         let mut st = self.state();
         let kids: Vec<(Vec<u8>, Ino)> = self
             .children(&mut st, ino)?
             .iter()
+            .skip(from.saturating_sub(2))
+            .take(max)
             .map(|(k, v)| (k.clone(), *v))
             .collect();
         let parent = Inner::node(&st, ino)?.parent;
-        let mut list = Vec::with_capacity(kids.len() + 2);
-        list.push((ino, FileType::Directory, b".".to_vec()));
-        list.push((parent, FileType::Directory, b"..".to_vec()));
+        let dots = [(ino, &b"."[..]), (parent, &b".."[..])];
+        let mut list: Vec<Listed> = dots
+            .into_iter()
+            .skip(from)
+            .map(|(i, n)| (i, FileType::Directory, n.to_vec()))
+            .collect();
         for (k, c) in kids {
+            if list.len() == max {
+                break;
+            }
             if let Some(n) = st.get(c) {
                 list.push((c, n.file_type(), k));
             }
@@ -449,8 +460,9 @@ impl Inner {
         Ok(list)
     }
 
-    /// Fetches ahead the first blocks of the files after `ino` in its
-    /// directory (a reader of one file is likely to read the next).
+    /// A program reading a file is likely to read the next ones in its
+    /// directory (tar, cp -r, rsync): fetch the first blocks of the files
+    /// after `ino` into the leaf cache in the background.
     fn prefetch_siblings(&self, st: &State, ino: Ino) {
         if let Some(n) = st.get(ino) {
             self.prefetch_children(st, n.parent, Some(&n.name));
@@ -1181,15 +1193,25 @@ fn special_kind(mode: u32) -> Option<SpecialKind> {
 }
 
 impl VtFs {
-    /// Calls `f` with the listing of directory `ino`: the one taken at
-    /// OPENDIR (handle `fh`), or without opendirs a fresh one.
-    fn with_listing<T>(&self, ino: Ino, fh: u64, f: impl FnOnce(&[Listed]) -> T) -> R<T> {
+    /// Calls `f` with up to [`LISTING_PART`] entries of directory `ino`'s
+    /// listing from position `from`: from the listing taken at OPENDIR
+    /// (handle `fh`), or without opendirs from the directory itself.
+    fn with_listing<T>(
+        &self,
+        ino: Ino,
+        fh: u64,
+        from: usize,
+        f: impl FnOnce(&[Listed]) -> T,
+    ) -> R<T> {
         if self.no_opendir {
-            return Ok(f(&self.inner.listing(ino)?));
+            return Ok(f(&self.inner.listing(ino, from, LISTING_PART)?));
         }
         let h = self.inner.handles.lock().unwrap_or_else(|e| e.into_inner());
         match h.get(&fh) {
-            Some(Handle::Dir(list)) => Ok(f(list)),
+            Some(Handle::Dir(list)) => {
+                let part = list.get(from..).unwrap_or_default();
+                Ok(f(&part[..part.len().min(LISTING_PART)]))
+            }
             _ => Err(Errno::EBADF),
         }
     }
@@ -1545,7 +1567,7 @@ impl Filesystem for VtFs {
         }
         let r = self
             .inner
-            .listing(ino.0)
+            .listing(ino.0, 0, usize::MAX)
             .map(|list| self.inner.open_handle(Handle::Dir(list)));
         match r {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
@@ -1561,11 +1583,11 @@ impl Filesystem for VtFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let r = self.with_listing(ino.0, fh.0, |list| {
-            for (i, (ino, kind, name)) in list.iter().enumerate().skip(offset as usize) {
+        let r = self.with_listing(ino.0, fh.0, offset as usize, |part| {
+            for (i, (ino, kind, name)) in part.iter().enumerate() {
                 if reply.add(
                     INodeNo(*ino),
-                    (i + 1) as u64,
+                    offset + i as u64 + 1,
                     *kind,
                     OsStr::from_bytes(name),
                 ) {
@@ -1587,13 +1609,10 @@ impl Filesystem for VtFs {
         offset: u64,
         mut reply: fuser::ReplyDirectoryPlus,
     ) {
-        let part = self.with_listing(ino.0, fh.0, |list| -> Vec<(Ino, Vec<u8>)> {
-            // A reply holds a few hundred entries at most.
-            list.iter()
-                .skip(offset as usize)
-                .take(1024)
+        let part = self.with_listing(ino.0, fh.0, offset as usize, |part| {
+            part.iter()
                 .map(|(i, _, n)| (*i, n.clone()))
-                .collect()
+                .collect::<Vec<(Ino, Vec<u8>)>>()
         });
         let part = match part {
             Ok(p) => p,

@@ -283,6 +283,14 @@ enum Lane {
 const META_PREFIX: &str = "meta-";
 
 impl Lane {
+    /// How the names of this lane's datafiles begin.
+    fn prefix(self) -> &'static str {
+        match self {
+            Lane::Data => "",
+            Lane::Meta => META_PREFIX,
+        }
+    }
+
     /// The lane a datafile named `name` belongs to.
     fn of_name(name: &str) -> Lane {
         if name.starts_with(META_PREFIX) {
@@ -741,11 +749,7 @@ impl DataDir {
         // Born under a name no other process looks at, locked and with its
         // header, then renamed into place: nobody sees a headerless or
         // unlocked new datafile.
-        let prefix = match lane {
-            Lane::Data => "",
-            Lane::Meta => META_PREFIX,
-        };
-        let name = format!("{prefix}{}.vtd", uuid::Uuid::new_v4());
+        let name = format!("{}{}.vtd", lane.prefix(), uuid::Uuid::new_v4());
         let path = self.data_path(&name);
         let tmp = self.data_path(&format!(".{name}.new"));
         let file = OpenOptions::new()

@@ -517,9 +517,8 @@ impl<'a> Importer<'a> {
         }))
     }
 
-    /// A directory's entries, imported in parallel, as Dir content; `None`
-    /// if the directory cannot be listed (warned about).
-    /// The entries of directory `path` with their metadata; `None` (after a warning) when it cannot be listed.
+    /// The entries of directory `path` with their metadata; `None` (after a
+    /// warning) when it cannot be listed.
     ///
     /// An entry's metadata is read relative to the open directory (statx
     /// on its descriptor), which spares the kernel a walk of the whole
@@ -572,6 +571,8 @@ impl<'a> Importer<'a> {
         }
     }
 
+    /// A directory's entries, imported in parallel, as Dir content; `None`
+    /// if the directory cannot be listed (warned about).
     fn import_dir(&self, path: &Path, prev: Option<&Dirent>) -> Result<Option<vt_core::BlockRef>> {
         // The previous snapshot's listing comes from the store while the
         // directory is listed and its entries stat'ed: on a cold re-import
@@ -583,18 +584,26 @@ impl<'a> Importer<'a> {
         let Some(stats) = stats else {
             return Ok(None);
         };
-        // Small regular files that must be read go in batches whose
-        // blocks are hashed together (SHA3 four at a time); the others one
-        // by one.
+        // Unchanged files (not hard-linked) are the previous snapshot's
+        // Dirents, borrowed. Small regular files that must be read go in
+        // batches whose blocks are hashed together (SHA3 four at a time);
+        // the others one by one.
+        let mut all: Vec<Cow<'_, Dirent>> = Vec::new();
         let mut batched: Vec<SmallFile> = Vec::new();
         let mut single: Vec<(std::path::PathBuf, std::io::Result<Metadata>)> = Vec::new();
         for (p, md) in stats {
-            let to_read = md.as_ref().is_ok_and(|md| {
-                md.is_file()
-                    && !prev_entries
-                        .get(name_of(&p))
-                        .is_some_and(|d| same_file(d, md))
-            });
+            let prev = prev_entries.get(name_of(&p));
+            if let Ok(m) = &md {
+                if m.is_file() && m.nlink() == 1 {
+                    if let Some(d) = self.unchanged(prev, m) {
+                        all.push(Cow::Borrowed(d));
+                        continue;
+                    }
+                }
+            }
+            let to_read = md
+                .as_ref()
+                .is_ok_and(|md| md.is_file() && !prev.is_some_and(|d| same_file(d, md)));
             if to_read && md.as_ref().is_ok_and(|md| md.len() > 0) {
                 readahead(&p);
             }
@@ -628,11 +637,6 @@ impl<'a> Importer<'a> {
                         };
                         let key = name_of(&p);
                         let prev = prev_entries.get(key);
-                        if md.is_file() && md.nlink() == 1 {
-                            if let Some(p) = self.unchanged(prev, &md) {
-                                return Ok(Some(Cow::Borrowed(p)));
-                            }
-                        }
                         Ok(self
                             .import_entry(&p, key.to_vec(), md, prev)?
                             .map(Cow::Owned))
@@ -641,9 +645,8 @@ impl<'a> Importer<'a> {
                 Ok(entries.into_iter().flatten().collect())
             },
         );
-        let mut all = from_batches?;
+        all.extend(from_batches?);
         all.extend(from_single?);
-        // Entries are borrowed from the previous snapshot when unchanged.
         // Nothing changed here (same names, every entry as it was): the
         // previous block is this directory's block; encoding and hashing
         // it again would give the same.
