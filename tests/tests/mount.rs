@@ -9,6 +9,7 @@ mod common;
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -138,6 +139,30 @@ impl Drop for Mount {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// Whether the first page of file `p` is in the kernel's page cache
+/// (mapped, not read: `mincore` does not fault pages in).
+fn resident(p: &Path) -> bool {
+    let f = std::fs::File::open(p).unwrap();
+    // SAFETY: a private read-only mapping of one page of an open file,
+    // inspected with mincore and unmapped before returning.
+    unsafe {
+        let a = libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            f.as_raw_fd(),
+            0,
+        );
+        assert_ne!(a, libc::MAP_FAILED, "mmap {}", p.display());
+        let mut v = 0u8;
+        let r = libc::mincore(a, 4096, &mut v);
+        libc::munmap(a, 4096);
+        assert_eq!(r, 0, "mincore {}", p.display());
+        v & 1 == 1
     }
 }
 
@@ -273,7 +298,7 @@ fn edits_through_the_mount_land_in_the_archive() {
     );
     // SEEK_DATA / SEEK_HOLE on the sparse file, and on a stored sparse file.
     let f = std::fs::File::open(m.path("sparse")).unwrap();
-    use std::os::unix::io::AsRawFd;
+
     // SAFETY: lseek on an open descriptor.
     let data = unsafe { libc::lseek(f.as_raw_fd(), 0, libc::SEEK_DATA) };
     assert_eq!(data, 3 << 20, "first data after the hole");
@@ -336,6 +361,26 @@ fn modes_readonly_append_only_all_and_subpath() {
     assert_eq!(std::fs::read(m.path("a.txt")).unwrap(), b"alpha\n");
     for _ in 0..2 {
         assert_eq!(describe(&mnt), describe(&src));
+    }
+    m.umount(&env);
+    // A reader of one file gets the next ones of its directory put into
+    // the kernel's page cache before it asks (no READ for them), with the
+    // right contents.
+    let m = Mount::start(&env, &["-r", &archive, &mp]);
+    assert_eq!(std::fs::read_dir(m.path("many")).unwrap().count(), 3000);
+    assert!(!resident(&m.path("many/f0005")), "nothing read yet");
+    assert_eq!(std::fs::read(m.path("many/f0000")).unwrap(), b"0\n");
+    let t0 = std::time::Instant::now();
+    while !resident(&m.path("many/f0005")) {
+        assert!(
+            t0.elapsed().as_secs() < 10,
+            "f0005 never reached the page cache"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for i in 1..40 {
+        let p = m.path(&format!("many/f{i:04}"));
+        assert_eq!(std::fs::read(p).unwrap(), format!("{i}\n").as_bytes());
     }
     m.umount(&env);
     // Append-only: appends and new files, no overwrite, truncate or removal.
@@ -692,7 +737,7 @@ fn large_files_beyond_4_gib() {
     let mut z = [1u8; 8];
     f.read_exact_at(&mut z, 2 << 30).unwrap();
     assert_eq!(z, [0u8; 8]);
-    use std::os::unix::io::AsRawFd;
+
     // SAFETY: lseek on an open descriptor.
     let data = unsafe { libc::lseek(f.as_raw_fd(), 1 << 20, libc::SEEK_DATA) };
     assert!(data > 1 << 30, "the hole is skipped: {data}");

@@ -78,6 +78,17 @@ impl LeafCache {
         }
     }
 
+    /// The whole content of `root` if it is one leaf already fetched.
+    pub fn cached(&self, root: &BlockRef) -> Option<Arc<Vec<u8>>> {
+        let BlockRef::Direct { hash, .. } = root else {
+            return None;
+        };
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.map
+            .get(hash)
+            .and_then(|(s, _)| s.get().cloned().flatten())
+    }
+
     /// Fetches into the cache the first leaves of the content `root`, up
     /// to `budget` bytes (a file about to be read: its indirect blocks are
     /// read on the way, and read again, from the page cache, when its map

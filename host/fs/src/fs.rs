@@ -17,7 +17,7 @@ use fuser::{
 use vt_core::archive::Archive;
 use vt_core::dirent::{SpecialKind, Timestamp};
 use vt_core::read::{read_all, write_sparse};
-use vt_core::{Dirent, DirentKind, Meta, Store};
+use vt_core::{BlockRef, Dirent, DirentKind, Meta, Store};
 
 use crate::backing::{Backing, BackingDir, MEM_MAX};
 use crate::blockmap::{BlockMap, LeafCache};
@@ -72,10 +72,20 @@ pub(crate) struct Inner {
     /// a file was last read.
     started: std::time::Instant,
     last_read: AtomicU64,
+    /// On a read-only mount, what puts files fetched ahead straight into
+    /// the kernel's page cache (set once the session exists).
+    notifier: std::sync::OnceLock<fuser::Notifier>,
+    /// Files fetched ahead when a directory was listed from its start, to
+    /// be pushed when the lister asks for more (by then the kernel has
+    /// made inodes of the first part's entries).
+    to_push: Mutex<HashMap<Ino, Vec<(Ino, BlockRef)>>>,
 }
 
 /// Files after an opened one whose first blocks are fetched ahead.
-const SIBLINGS_AHEAD: usize = 48;
+const SIBLINGS_AHEAD: usize = 64;
+
+/// Directories whose files wait in [`Inner::push_later`] at most.
+const PUSH_PENDING_MAX: usize = 4096;
 
 /// Bytes at the start of each file fetched ahead for a reader of its
 /// siblings: the first request a reader makes (the kernel's first
@@ -137,6 +147,58 @@ fn eio(e: impl std::fmt::Display) -> Errno {
 }
 
 type R<T> = std::result::Result<T, Errno>;
+
+/// Directory `dir`'s entries, if it is a directory and they are loaded.
+fn loaded_children(st: &State, dir: Ino) -> Option<&std::collections::BTreeMap<Vec<u8>, Ino>> {
+    match st.get(dir) {
+        Some(Node {
+            kind:
+                Kind::Dir(DirData {
+                    children: Some(kids),
+                    ..
+                }),
+            ..
+        }) => Some(kids),
+        _ => None,
+    }
+}
+
+/// The content of `ino` if it is a stored file not being read yet.
+fn stored_file(st: &State, ino: Ino) -> Option<BlockRef> {
+    match st.get(ino) {
+        Some(Node {
+            kind: Kind::File(Content::Stored { block, map: None }),
+            ..
+        }) => Some(block.clone()),
+        _ => None,
+    }
+}
+
+/// Puts the content of a small stored file (up to [`FILE_START`] bytes)
+/// into the kernel's page cache for inode `ino`: its reader then finds it
+/// there and sends no READ at all. Whole files only, so every page is
+/// complete (the last one ends the file); failures (the kernel forgot the
+/// inode, a block cannot be read) are left for a READ to meet.
+fn push_whole(
+    notifier: &fuser::Notifier,
+    store: &Arc<dyn Store>,
+    cache: &Arc<LeafCache>,
+    ino: Ino,
+    block: &BlockRef,
+) {
+    let span = block.span();
+    if span == 0 || span > FILE_START {
+        return;
+    }
+    let Ok(map) = BlockMap::build(&**store, block).map(Arc::new) else {
+        return;
+    };
+    if let Ok(data) = map.read(store, cache, 0, span) {
+        if data.len() as u64 == span {
+            let _ = notifier.store(INodeNo(ino), 0, &data);
+        }
+    }
+}
 
 fn ts(t: TimeOrNow) -> Timestamp {
     match t {
@@ -215,6 +277,8 @@ impl VtFs {
             commit_lock: Mutex::new(()),
             commits: AtomicU64::new(0),
             prefetched: Mutex::default(),
+            notifier: std::sync::OnceLock::new(),
+            to_push: Mutex::default(),
             started: std::time::Instant::now(),
             last_read: AtomicU64::new(0),
         });
@@ -295,7 +359,11 @@ impl VtFs {
         cfg.n_threads = Some(threads.max(1));
         cfg.clone_fd = true;
         let ctx = |e| FsError::io(format!("mount on {}", mountpoint.display()), e);
+        let inner = self.inner.clone();
         let session = fuser::Session::new(self, mountpoint, &cfg).map_err(ctx)?;
+        if inner.mode == Mode::ReadOnly {
+            let _ = inner.notifier.set(session.notifier());
+        }
         ready();
         session.run().map_err(ctx)
     }
@@ -461,11 +529,12 @@ impl Inner {
     }
 
     /// A program reading a file is likely to read the next ones in its
-    /// directory (tar, cp -r, rsync): fetch the first blocks of the files
-    /// after `ino` into the leaf cache in the background.
-    fn prefetch_siblings(&self, st: &State, ino: Ino) {
-        if let Some(n) = st.get(ino) {
-            self.prefetch_children(st, n.parent, Some(&n.name));
+    /// directory (tar, cp -r, rsync): fetches ahead the files after `ino`
+    /// (see [`Inner::prefetch_children`]).
+    fn prefetch_siblings(&self, st: &State, ino: Ino) -> Vec<(Ino, BlockRef)> {
+        match st.get(ino) {
+            Some(n) => self.prefetch_children(st, n.parent, Some(&n.name)),
+            None => Vec::new(),
         }
     }
 
@@ -473,19 +542,25 @@ impl Inner {
     /// [`SIBLINGS_AHEAD`] files of directory `dir` after name `after`
     /// (from its first entry with `None`), unless that window was fetched
     /// already; refilled when a reader is within a third of its end.
-    fn prefetch_children(&self, st: &State, dir: Ino, after: Option<&[u8]>) {
-        let Some(Node {
-            kind:
-                Kind::Dir(DirData {
-                    children: Some(kids),
-                    ..
-                }),
-            ..
-        }) = st.get(dir)
-        else {
-            return;
+    /// Listed from its start, the directory's subdirectories whose entries
+    /// are loaded have their first files fetched too (a reader goes into
+    /// them next). Returns the window's files, for [`Inner::push_files`]
+    /// once the kernel knows them.
+    fn prefetch_children(
+        &self,
+        st: &State,
+        dir: Ino,
+        after: Option<&[u8]>,
+    ) -> Vec<(Ino, BlockRef)> {
+        let Some(kids) = loaded_children(st, dir) else {
+            return Vec::new();
         };
         let mut pf = self.prefetched.lock().unwrap_or_else(|e| e.into_inner());
+        if after.is_none() {
+            // Listed from its start: a new pass over the directory (its
+            // files may have left the caches since the last one).
+            pf.remove(&dir);
+        }
         let upto = pf.get(&dir).cloned();
         let from = after.unwrap_or_default().to_vec();
         let near_end = match &upto {
@@ -496,7 +571,7 @@ impl Inner {
                 .is_none_or(|(k, _)| k > upto),
         };
         if !near_end {
-            return;
+            return Vec::new();
         }
         let start = match (upto, after) {
             (Some(u), _) if u > from => std::ops::Bound::Excluded(u),
@@ -504,23 +579,83 @@ impl Inner {
             (_, None) => std::ops::Bound::Unbounded,
         };
         let mut last = None;
+        let mut files = Vec::new();
+        let mut deeper = Vec::new();
         for (k, c) in kids
             .range((start, std::ops::Bound::Unbounded))
             .take(SIBLINGS_AHEAD)
         {
             last = Some(k.clone());
-            if let Some(Node {
-                kind: Kind::File(Content::Stored { block, map: None }),
-                ..
-            }) = st.get(*c)
-            {
-                let (store, cache) = (self.store.clone(), self.cache.clone());
-                let block = block.clone();
-                rayon::spawn(move || cache.prefetch_start(&*store, &block, FILE_START));
+            if let Some(f) = stored_file(st, *c) {
+                files.push((*c, f));
+            } else if after.is_none() && deeper.len() < SIBLINGS_AHEAD {
+                if let Some(sub) = loaded_children(st, *c) {
+                    deeper.extend(
+                        sub.values()
+                            .filter_map(|&i| stored_file(st, i))
+                            .take(SIBLINGS_AHEAD - deeper.len()),
+                    );
+                }
             }
         }
         if let Some(l) = last {
             pf.insert(dir, l);
+        }
+        if self.notifier.get().is_none() {
+            deeper.extend(files.drain(..).map(|(_, b)| b));
+        }
+        for block in deeper {
+            let (store, cache) = (self.store.clone(), self.cache.clone());
+            rayon::spawn(move || cache.prefetch_start(&*store, &block, FILE_START));
+        }
+        files
+    }
+
+    /// Files fetched ahead for a listing of `dir` from its start are
+    /// pushed when the next part of it is asked for: the kernel makes the
+    /// entries' inodes after our reply, in the lister's own time, and
+    /// pushing to an inode it does not know yet is lost.
+    fn push_later(&self, dir: Ino, offset: u64, files: Vec<(Ino, BlockRef)>) {
+        let mut m = self.to_push.lock().unwrap_or_else(|e| e.into_inner());
+        if offset == 0 {
+            if files.is_empty() {
+                m.remove(&dir);
+            } else {
+                if m.len() >= PUSH_PENDING_MAX {
+                    // Listers that stopped after a first part: forget them.
+                    m.clear();
+                }
+                m.insert(dir, files);
+            }
+            return;
+        }
+        let Some(files) = m.remove(&dir) else {
+            return;
+        };
+        drop(m);
+        self.push_files(files);
+    }
+
+    /// Puts files fetched ahead ([`Inner::prefetch_children`]) into the
+    /// kernel's page cache: at once those already in the leaf cache (a
+    /// reader may open them any moment), the others when fetched.
+    fn push_files(&self, files: Vec<(Ino, BlockRef)>) {
+        let Some(notifier) = self.notifier.get() else {
+            return;
+        };
+        for (ino, block) in files {
+            if let Some(d) = self.cache.cached(&block) {
+                if d.len() as u64 == block.span() {
+                    let _ = notifier.store(INodeNo(ino), 0, &d);
+                }
+                continue;
+            }
+            let (store, cache) = (self.store.clone(), self.cache.clone());
+            let notifier = notifier.clone();
+            rayon::spawn(move || {
+                cache.prefetch_start(&*store, &block, FILE_START);
+                push_whole(&notifier, &store, &cache, ino, &block);
+            });
         }
     }
 
@@ -1453,10 +1588,13 @@ impl Filesystem for VtFs {
                 _ => return Err(Errno::EINVAL),
             }
             n.opens += 1;
-            if !write {
-                self.inner.prefetch_siblings(&st, ino.0);
-            }
+            let ahead = if write {
+                Vec::new()
+            } else {
+                self.inner.prefetch_siblings(&st, ino.0)
+            };
             drop(st);
+            self.inner.push_files(ahead);
             Ok((
                 self.inner.open_handle(Handle::File { ino: ino.0, write }),
                 write,
@@ -1488,14 +1626,17 @@ impl Filesystem for VtFs {
         reply: ReplyData,
     ) {
         self.inner.note_read();
-        if self.no_open && offset == 0 {
+        let ahead = if self.no_open && offset == 0 {
             let st = self.inner.state();
-            self.inner.prefetch_siblings(&st, ino.0);
-        }
+            self.inner.prefetch_siblings(&st, ino.0)
+        } else {
+            Vec::new()
+        };
         match self.inner.read(ino.0, offset, size) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(e),
         }
+        self.inner.push_files(ahead);
     }
 
     fn write(
@@ -1583,6 +1724,8 @@ impl Filesystem for VtFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        // Before the reply: the lister opens the files once it has it.
+        self.inner.push_later(ino.0, offset, Vec::new());
         let r = self.with_listing(ino.0, fh.0, offset as usize, |part| {
             for (i, (ino, kind, name)) in part.iter().enumerate() {
                 if reply.add(
@@ -1622,9 +1765,6 @@ impl Filesystem for VtFs {
             }
         };
         let mut st = self.inner.state();
-        if offset == 0 && self.inner.reading() {
-            self.inner.prefetch_children(&st, ino.0, None);
-        }
         for (k, (ino, name)) in part.iter().enumerate() {
             let Ok(a) = self.inner.attr(&mut st, *ino) else {
                 continue;
@@ -1641,8 +1781,16 @@ impl Filesystem for VtFs {
                 break;
             }
         }
+        // After the entries' attributes: that loaded the subdirectories'
+        // entries, whose files are fetched ahead too.
+        let ahead = if offset == 0 && self.inner.reading() {
+            self.inner.prefetch_children(&st, ino.0, None)
+        } else {
+            Vec::new()
+        };
         drop(st);
         reply.ok();
+        self.inner.push_later(ino.0, offset, ahead);
     }
 
     fn releasedir(
