@@ -79,6 +79,8 @@ pub(crate) struct Inner {
     /// be pushed when the lister asks for more (by then the kernel has
     /// made inodes of the first part's entries).
     to_push: Mutex<HashMap<Ino, Vec<(Ino, BlockRef)>>>,
+    /// Where [`Inner::push_files`] sends files to push.
+    pusher: std::sync::OnceLock<std::sync::mpsc::Sender<Vec<(Ino, BlockRef)>>>,
 }
 
 /// Files after an opened one whose first blocks are fetched ahead.
@@ -171,6 +173,30 @@ fn stored_file(st: &State, ino: Ino) -> Option<BlockRef> {
             ..
         }) => Some(block.clone()),
         _ => None,
+    }
+}
+
+/// Pushes ([`push_whole`]) the files of `batch` already in the leaf
+/// cache at once (a reader may open them any moment), the others once a
+/// pool thread has fetched them.
+fn push_batch(
+    notifier: &fuser::Notifier,
+    store: &Arc<dyn Store>,
+    cache: &Arc<LeafCache>,
+    batch: Vec<(Ino, BlockRef)>,
+) {
+    for (ino, block) in batch {
+        if let Some(d) = cache.cached(&block) {
+            if d.len() as u64 == block.span() {
+                let _ = notifier.store(INodeNo(ino), 0, &d);
+            }
+            continue;
+        }
+        let (store, cache, notifier) = (store.clone(), cache.clone(), notifier.clone());
+        rayon::spawn(move || {
+            cache.prefetch_start(&*store, &block, FILE_START);
+            push_whole(&notifier, &store, &cache, ino, &block);
+        });
     }
 }
 
@@ -279,6 +305,7 @@ impl VtFs {
             prefetched: Mutex::default(),
             notifier: std::sync::OnceLock::new(),
             to_push: Mutex::default(),
+            pusher: std::sync::OnceLock::new(),
             started: std::time::Instant::now(),
             last_read: AtomicU64::new(0),
         });
@@ -639,24 +666,34 @@ impl Inner {
     /// Puts files fetched ahead ([`Inner::prefetch_children`]) into the
     /// kernel's page cache: at once those already in the leaf cache (a
     /// reader may open them any moment), the others when fetched.
+    ///
+    /// Never from a FUSE thread: a store to a page the kernel is reading
+    /// waits for that READ's reply, which needs a free FUSE thread. The
+    /// files go to one pusher thread, started with the first batch.
     fn push_files(&self, files: Vec<(Ino, BlockRef)>) {
         let Some(notifier) = self.notifier.get() else {
             return;
         };
-        for (ino, block) in files {
-            if let Some(d) = self.cache.cached(&block) {
-                if d.len() as u64 == block.span() {
-                    let _ = notifier.store(INodeNo(ino), 0, &d);
-                }
-                continue;
-            }
-            let (store, cache) = (self.store.clone(), self.cache.clone());
-            let notifier = notifier.clone();
-            rayon::spawn(move || {
-                cache.prefetch_start(&*store, &block, FILE_START);
-                push_whole(&notifier, &store, &cache, ino, &block);
-            });
+        if files.is_empty() {
+            return;
         }
+        let pusher = self.pusher.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<Vec<(Ino, BlockRef)>>();
+            let (store, cache, notifier) =
+                (self.store.clone(), self.cache.clone(), notifier.clone());
+            let spawned = std::thread::Builder::new()
+                .name("vt-push".into())
+                .spawn(move || {
+                    for batch in rx {
+                        push_batch(&notifier, &store, &cache, batch);
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!("no pusher thread ({e}): files are read on request");
+            }
+            tx
+        });
+        let _ = pusher.send(files);
     }
 
     /// Notes that a file is being read (see [`Inner::reading`]).
