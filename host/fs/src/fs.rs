@@ -165,20 +165,26 @@ fn loaded_children(st: &State, dir: Ino) -> Option<&std::collections::BTreeMap<V
     }
 }
 
-/// The content of `ino` if it is a stored file not being read yet.
+/// The content of `ino` if it is a non-empty stored file not being read
+/// yet.
 fn stored_file(st: &State, ino: Ino) -> Option<BlockRef> {
     match st.get(ino) {
         Some(Node {
             kind: Kind::File(Content::Stored { block, map: None }),
             ..
-        }) => Some(block.clone()),
+        }) if block.span() > 0 => Some(block.clone()),
         _ => None,
     }
 }
 
-/// Pushes ([`push_whole`]) the files of `batch` already in the leaf
-/// cache at once (a reader may open them any moment), the others once a
-/// pool thread has fetched them.
+/// Puts the files of `batch` into the kernel's page cache for their
+/// inodes: a reader then finds them there and sends no READ at all. Those
+/// already in the leaf cache go at once (a reader may open them any
+/// moment); the others once a pool thread has fetched them, whole if they
+/// are small (up to [`FILE_START`] bytes: whole files only, so every page
+/// is complete, the last one ending the file), only their start if not.
+/// Failures (the kernel forgot the inode, a block cannot be read) are left
+/// for a READ to meet.
 fn push_batch(
     notifier: &fuser::Notifier,
     store: &Arc<dyn Store>,
@@ -187,42 +193,23 @@ fn push_batch(
 ) {
     for (ino, block) in batch {
         if let Some(d) = cache.cached(&block) {
-            if d.len() as u64 == block.span() {
-                let _ = notifier.store(INodeNo(ino), 0, &d);
-            }
+            let _ = notifier.store(INodeNo(ino), 0, &d);
             continue;
         }
         let (store, cache, notifier) = (store.clone(), cache.clone(), notifier.clone());
         rayon::spawn(move || {
-            cache.prefetch_start(&*store, &block, FILE_START);
-            push_whole(&notifier, &store, &cache, ino, &block);
+            let span = block.span();
+            if span > FILE_START {
+                cache.prefetch_start(&*store, &block, FILE_START);
+                return;
+            }
+            let data = BlockMap::build(&*store, &block)
+                .and_then(|m| Arc::new(m).read(&store, &cache, 0, span));
+            // A short read would leave its last page incomplete.
+            if let Some(d) = data.ok().filter(|d| d.len() as u64 == span) {
+                let _ = notifier.store(INodeNo(ino), 0, &d);
+            }
         });
-    }
-}
-
-/// Puts the content of a small stored file (up to [`FILE_START`] bytes)
-/// into the kernel's page cache for inode `ino`: its reader then finds it
-/// there and sends no READ at all. Whole files only, so every page is
-/// complete (the last one ends the file); failures (the kernel forgot the
-/// inode, a block cannot be read) are left for a READ to meet.
-fn push_whole(
-    notifier: &fuser::Notifier,
-    store: &Arc<dyn Store>,
-    cache: &Arc<LeafCache>,
-    ino: Ino,
-    block: &BlockRef,
-) {
-    let span = block.span();
-    if span == 0 || span > FILE_START {
-        return;
-    }
-    let Ok(map) = BlockMap::build(&**store, block).map(Arc::new) else {
-        return;
-    };
-    if let Ok(data) = map.read(store, cache, 0, span) {
-        if data.len() as u64 == span {
-            let _ = notifier.store(INodeNo(ino), 0, &data);
-        }
     }
 }
 
@@ -607,7 +594,7 @@ impl Inner {
         };
         let mut last = None;
         let mut files = Vec::new();
-        let mut deeper = Vec::new();
+        let mut fetch_only = Vec::new();
         for (k, c) in kids
             .range((start, std::ops::Bound::Unbounded))
             .take(SIBLINGS_AHEAD)
@@ -615,12 +602,12 @@ impl Inner {
             last = Some(k.clone());
             if let Some(f) = stored_file(st, *c) {
                 files.push((*c, f));
-            } else if after.is_none() && deeper.len() < SIBLINGS_AHEAD {
+            } else if after.is_none() && fetch_only.len() < SIBLINGS_AHEAD {
                 if let Some(sub) = loaded_children(st, *c) {
-                    deeper.extend(
+                    fetch_only.extend(
                         sub.values()
                             .filter_map(|&i| stored_file(st, i))
-                            .take(SIBLINGS_AHEAD - deeper.len()),
+                            .take(SIBLINGS_AHEAD - fetch_only.len()),
                     );
                 }
             }
@@ -629,9 +616,9 @@ impl Inner {
             pf.insert(dir, l);
         }
         if self.notifier.get().is_none() {
-            deeper.extend(files.drain(..).map(|(_, b)| b));
+            fetch_only.extend(files.drain(..).map(|(_, b)| b));
         }
-        for block in deeper {
+        for block in fetch_only {
             let (store, cache) = (self.store.clone(), self.cache.clone());
             rayon::spawn(move || cache.prefetch_start(&*store, &block, FILE_START));
         }
@@ -664,8 +651,7 @@ impl Inner {
     }
 
     /// Puts files fetched ahead ([`Inner::prefetch_children`]) into the
-    /// kernel's page cache: at once those already in the leaf cache (a
-    /// reader may open them any moment), the others when fetched.
+    /// kernel's page cache ([`push_batch`]).
     ///
     /// Never from a FUSE thread: a store to a page the kernel is reading
     /// waits for that READ's reply, which needs a free FUSE thread. The
