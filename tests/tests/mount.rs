@@ -382,6 +382,20 @@ fn modes_readonly_append_only_all_and_subpath() {
         let p = m.path(&format!("many/f{i:04}"));
         assert_eq!(std::fs::read(p).unwrap(), format!("{i}\n").as_bytes());
     }
+    // Also far into the listing, whose later parts came in later replies:
+    // the kernel must have made their entries' inodes for the push to
+    // land. (Not looked at before the push: a lookup would make it.)
+    assert_eq!(std::fs::read(m.path("many/f2500")).unwrap(), b"2500\n");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let t0 = std::time::Instant::now();
+    while !resident(&m.path("many/f2505")) {
+        assert!(
+            t0.elapsed().as_secs() < 10,
+            "f2505 never reached the page cache"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(std::fs::read(m.path("many/f2505")).unwrap(), b"2505\n");
     m.umount(&env);
     // Append-only: appends and new files, no overwrite, truncate or removal.
     let m = Mount::start(&env, &["-o", "append_only", &archive, &mp]);

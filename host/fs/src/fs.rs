@@ -78,10 +78,28 @@ pub(crate) struct Inner {
     /// Files fetched ahead when a directory was listed from its start, to
     /// be pushed when the lister asks for more (by then the kernel has
     /// made inodes of the first part's entries).
-    to_push: Mutex<HashMap<Ino, Vec<(Ino, BlockRef)>>>,
+    to_push: Mutex<HashMap<Ino, Vec<Ahead>>>,
     /// Where [`Inner::push_files`] sends files to push.
-    pusher: std::sync::OnceLock<std::sync::mpsc::Sender<Vec<(Ino, BlockRef)>>>,
+    pusher: std::sync::OnceLock<std::sync::mpsc::Sender<PushBatch>>,
 }
+
+/// A file fetched ahead: its position in its directory's listing (from a
+/// listing from the start; else 0), inode and content.
+type Ahead = (u64, Ino, BlockRef);
+
+/// Files for the pusher thread, and whom to tell once those already
+/// fetched are in the page cache.
+type PushBatch = (
+    Vec<(Ino, BlockRef)>,
+    Option<std::sync::mpsc::SyncSender<()>>,
+);
+
+/// How long a READDIR waits for the files of the listing's first part to
+/// be pushed: the lister opens them as soon as it has the reply, and a
+/// file pushed a moment too late costs a READ. Bounded, because a push to
+/// a page being read waits for that READ's reply (see
+/// [`Inner::push_files`]).
+const PUSH_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Files after an opened one whose first blocks are fetched ahead.
 const SIBLINGS_AHEAD: usize = 64;
@@ -545,7 +563,7 @@ impl Inner {
     /// A program reading a file is likely to read the next ones in its
     /// directory (tar, cp -r, rsync): fetches ahead the files after `ino`
     /// (see [`Inner::prefetch_children`]).
-    fn prefetch_siblings(&self, st: &State, ino: Ino) -> Vec<(Ino, BlockRef)> {
+    fn prefetch_siblings(&self, st: &State, ino: Ino) -> Vec<Ahead> {
         match st.get(ino) {
             Some(n) => self.prefetch_children(st, n.parent, Some(&n.name)),
             None => Vec::new(),
@@ -560,12 +578,7 @@ impl Inner {
     /// are loaded have their first files fetched too (a reader goes into
     /// them next). Returns the window's files, for [`Inner::push_files`]
     /// once the kernel knows them.
-    fn prefetch_children(
-        &self,
-        st: &State,
-        dir: Ino,
-        after: Option<&[u8]>,
-    ) -> Vec<(Ino, BlockRef)> {
+    fn prefetch_children(&self, st: &State, dir: Ino, after: Option<&[u8]>) -> Vec<Ahead> {
         let Some(kids) = loaded_children(st, dir) else {
             return Vec::new();
         };
@@ -595,13 +608,16 @@ impl Inner {
         let mut last = None;
         let mut files = Vec::new();
         let mut fetch_only = Vec::new();
-        for (k, c) in kids
+        for (rank, (k, c)) in kids
             .range((start, std::ops::Bound::Unbounded))
             .take(SIBLINGS_AHEAD)
+            .enumerate()
         {
             last = Some(k.clone());
             if let Some(f) = stored_file(st, *c) {
-                files.push((*c, f));
+                // `.` and `..` come first in a listing.
+                let pos = if after.is_none() { rank as u64 + 2 } else { 0 };
+                files.push((pos, *c, f));
             } else if after.is_none() && fetch_only.len() < SIBLINGS_AHEAD {
                 if let Some(sub) = loaded_children(st, *c) {
                     fetch_only.extend(
@@ -615,10 +631,17 @@ impl Inner {
         if let Some(l) = last {
             pf.insert(dir, l);
         }
+        // The directory's own files first: its lister reads them next (on
+        // a read-only mount, once they are pushed with the listing's next
+        // part, so they are fetched now, while the kernel takes the reply).
+        let mut fetch: Vec<BlockRef> = Vec::new();
         if self.notifier.get().is_none() {
-            fetch_only.extend(files.drain(..).map(|(_, b)| b));
+            fetch.extend(files.drain(..).map(|(_, _, b)| b));
+        } else if after.is_none() {
+            fetch.extend(files.iter().map(|(_, _, b)| b.clone()));
         }
-        for block in fetch_only {
+        fetch.extend(fetch_only);
+        for block in fetch {
             let (store, cache) = (self.store.clone(), self.cache.clone());
             rayon::spawn(move || cache.prefetch_start(&*store, &block, FILE_START));
         }
@@ -626,10 +649,14 @@ impl Inner {
     }
 
     /// Files fetched ahead for a listing of `dir` from its start are
-    /// pushed when the next part of it is asked for: the kernel makes the
-    /// entries' inodes after our reply, in the lister's own time, and
-    /// pushing to an inode it does not know yet is lost.
-    fn push_later(&self, dir: Ino, offset: u64, files: Vec<(Ino, BlockRef)>) {
+    /// pushed once the lister asks for the part after theirs: the kernel
+    /// makes the entries' inodes after our reply, in the lister's own
+    /// time, and pushing to an inode it does not know yet is lost. A
+    /// request from listing position `offset` means the kernel has taken
+    /// in every entry before it. The lister opens the files as soon as it
+    /// has the last part, so the request waits (a little, see
+    /// [`PUSH_WAIT`]) until those fetched already are pushed.
+    fn push_later(&self, dir: Ino, offset: u64, files: Vec<Ahead>) {
         let mut m = self.to_push.lock().unwrap_or_else(|e| e.into_inner());
         if offset == 0 {
             if files.is_empty() {
@@ -643,11 +670,18 @@ impl Inner {
             }
             return;
         }
-        let Some(files) = m.remove(&dir) else {
+        let Some(mut files) = m.remove(&dir) else {
             return;
         };
+        let later = files.split_off(files.partition_point(|f| f.0 < offset));
+        if !later.is_empty() {
+            m.insert(dir, later);
+        }
         drop(m);
-        self.push_files(files);
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        if self.send_push(files, Some(tx)) {
+            let _ = rx.recv_timeout(PUSH_WAIT);
+        }
     }
 
     /// Puts files fetched ahead ([`Inner::prefetch_children`]) into the
@@ -656,22 +690,31 @@ impl Inner {
     /// Never from a FUSE thread: a store to a page the kernel is reading
     /// waits for that READ's reply, which needs a free FUSE thread. The
     /// files go to one pusher thread, started with the first batch.
-    fn push_files(&self, files: Vec<(Ino, BlockRef)>) {
+    fn push_files(&self, files: Vec<Ahead>) {
+        self.send_push(files, None);
+    }
+
+    /// Sends `files` to the pusher thread, which tells `done` once those
+    /// already fetched are pushed. Whether they were sent.
+    fn send_push(&self, files: Vec<Ahead>, done: Option<std::sync::mpsc::SyncSender<()>>) -> bool {
         let Some(notifier) = self.notifier.get() else {
-            return;
+            return false;
         };
         if files.is_empty() {
-            return;
+            return false;
         }
         let pusher = self.pusher.get_or_init(|| {
-            let (tx, rx) = std::sync::mpsc::channel::<Vec<(Ino, BlockRef)>>();
+            let (tx, rx) = std::sync::mpsc::channel::<PushBatch>();
             let (store, cache, notifier) =
                 (self.store.clone(), self.cache.clone(), notifier.clone());
             let spawned = std::thread::Builder::new()
                 .name("vt-push".into())
                 .spawn(move || {
-                    for batch in rx {
+                    for (batch, done) in rx {
                         push_batch(&notifier, &store, &cache, batch);
+                        if let Some(d) = done {
+                            let _ = d.try_send(());
+                        }
                     }
                 });
             if let Err(e) = spawned {
@@ -679,7 +722,8 @@ impl Inner {
             }
             tx
         });
-        let _ = pusher.send(files);
+        let files = files.into_iter().map(|(_, i, b)| (i, b)).collect();
+        pusher.send((files, done)).is_ok()
     }
 
     /// Notes that a file is being read (see [`Inner::reading`]).
@@ -1380,9 +1424,10 @@ impl Filesystem for VtFs {
         let _ = config.set_max_readahead(1 << 20);
         let _ = config.set_max_write(1 << 20);
         // Listings carry attributes: a walk needs no lookup per entry.
-        let _ = config.add_capabilities(
-            fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO,
-        );
+        // Every part of a listing, not only the first (READDIRPLUS_AUTO):
+        // the kernel makes inodes for READDIRPLUS entries only, and files
+        // pushed into the page cache need their inodes.
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_DO_READDIRPLUS);
         let ro = self.inner.mode == Mode::ReadOnly;
         self.no_open = ro
             && config
