@@ -20,6 +20,11 @@
 #   LINUX_V1, LINUX_V2  Debian package versions of LINUX_PKG [auto: oldest
 #                 and newest available]
 #   TOOLS         tools to run, space-separated ["vt restic borg"]
+#   ROUNDS        run the whole series this many times, each in fresh
+#                 repositories from a fresh copy of v1, the tools taking
+#                 turns first [1]; the report gives every round and the
+#                 median of each figure (this machine's speed drifts by
+#                 up to 30% within minutes: a single round is one draw)
 #   RESTORE_FS    "fresh" [default when root]: each tool restores into a
 #                 newly made ext4 filesystem (a sparse image on a loop
 #                 device), so that inodes freed by earlier runs do not slow
@@ -65,6 +70,8 @@ case "$BENCH_DIR/" in
 esac
 [[ $BENCH_DIR == / ]] && { echo "compare.sh: BENCH_DIR must not be /" >&2; exit 2; }
 TOOLS=${TOOLS:-"vt restic borg"}
+ROUNDS=${ROUNDS:-1}
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "compare.sh: ROUNDS must be a positive number, not $ROUNDS" >&2; exit 2; }
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -297,9 +304,6 @@ export BORG_BASE_DIR=$RUN/borg/home BORG_RELOCATED_REPO_ACCESS_IS_OK=yes \
 BORG_REPO_DIR=$RUN/borg/repo
 mkdir -p "$XDG_CONFIG_HOME" "$XDG_DATA_HOME" "$XDG_CACHE_HOME" "$RUN/restic" "$BORG_BASE_DIR" "$RUN/restore"
 
-log "copying v1 into the live tree $SRC"
-cp -a "$V1" "$SRC"
-
 # ---------------------------------------------------------------- measuring
 declare -A WALL CPU RSS REPO EXACT RC
 # measure TOOL PHASE CMD...: run CMD under /usr/bin/time; record wall, CPU, RSS.
@@ -310,10 +314,10 @@ measure() {
     log "$tool: $phase"
     /usr/bin/time -f '%e %U %S %M' -o "$tf" "$@" >"$LOGS/$tool-$phase.out" 2>"$LOGS/$tool-$phase.err" || rc=$?
     read -r w u s m < <(tail -1 "$tf")
-    WALL[$tool/$phase]=$w
-    CPU[$tool/$phase]=$(awk -v u="$u" -v s="$s" 'BEGIN{printf "%.2f", u+s}')
-    RSS[$tool/$phase]=$(awk -v m="$m" 'BEGIN{printf "%.0f", m/1024}')
-    RC[$tool/$phase]=$rc
+    WALL[$R/$tool/$phase]=$w
+    CPU[$R/$tool/$phase]=$(awk -v u="$u" -v s="$s" 'BEGIN{printf "%.2f", u+s}')
+    RSS[$R/$tool/$phase]=$(awk -v m="$m" 'BEGIN{printf "%.0f", m/1024}')
+    RC[$R/$tool/$phase]=$rc
     if ((rc)); then
         log "$tool: $phase FAILED (exit $rc); stderr:"
         tail -5 "$LOGS/$tool-$phase.err" >&2
@@ -347,7 +351,7 @@ ingest() { # TOOL VERSION(v1|v2)
             measure borg "ingest-$v" env -C "$SRC" borg create --stats "$BORG_REPO_DIR::$v" .
             ;;
     esac
-    REPO[$tool/ingest-$v]=$(repo_size "$tool")
+    REPO[$R/$tool/ingest-$v]=$(repo_size "$tool")
 }
 
 restore() { # TOOL: restore the newest snapshot (v2) into $RUN/restore/TOOL
@@ -386,12 +390,12 @@ manifest() {
 # check TOOL DIR: compare the restore in DIR with the live tree's manifest.
 check() {
     local tool=$1 d=$2 m=$LOGS/manifest-$1 nd ns nm nms detail
-    if [[ ${RC[$tool/restore-v2]} != 0 ]]; then
-        EXACT[$tool/restore-v2]="FAILED (exit ${RC[$tool/restore-v2]})"
+    if [[ ${RC[$R/$tool/restore-v2]} != 0 ]]; then
+        EXACT[$R/$tool/restore-v2]="FAILED (exit ${RC[$R/$tool/restore-v2]})"
         return
     fi
     if [[ ! -d $d ]]; then
-        EXACT[$tool/restore-v2]="NO (no restored tree at $d)"
+        EXACT[$R/$tool/restore-v2]="NO (no restored tree at $d)"
         return
     fi
     log "$tool: checking the restore"
@@ -408,50 +412,68 @@ check() {
     nm=$(join -t $'\t' -j1 "$LOGS/manifest-src.mtime" "$m.mtime" | awk -F'\t' '$3!=$5' | wc -l)
     nms=$(join -t $'\t' -j1 "$LOGS/manifest-src.mtime-s" "$m.mtime-s" | awk -F'\t' '$3!=$5' | wc -l)
     if ((nd + ns > 0)); then
-        EXACT[$tool/restore-v2]="NO: $nd meta, $ns content diff lines"
+        EXACT[$R/$tool/restore-v2]="NO: $nd meta, $ns content diff lines"
     elif ((nm == 0)); then
-        EXACT[$tool/restore-v2]="yes"
+        EXACT[$R/$tool/restore-v2]="yes"
     else
         detail=$(join -t $'\t' -j1 "$LOGS/manifest-src.mtime" "$m.mtime" |
             awk -F'\t' '$3!=$5 {c[$2]++} END {for (t in c) printf "%s%d %s", (n++ ? ", " : ""), c[t], (t=="f" ? "files" : t=="d" ? "dirs" : t=="l" ? "symlinks" : t)}')
         if ((nms == 0)); then
-            EXACT[$tool/restore-v2]="content yes; sub-second mtime differs ($detail)"
+            EXACT[$R/$tool/restore-v2]="content yes; sub-second mtime differs ($detail)"
         else
-            EXACT[$tool/restore-v2]="content yes; mtime differs ($detail)"
+            EXACT[$R/$tool/restore-v2]="content yes; mtime differs ($detail)"
         fi
     fi
 }
 
 # ---------------------------------------------------------------- run
+# one_round: the whole series once, in fresh repositories, from a fresh
+# copy of v1 (round $R; the tools in the order $ORDER).
+one_round() {
+    local tool d
+    rm -rf "$RUN/vt" "$RUN/restic" "$RUN/borg" "$SRC"
+    mkdir -p "$XDG_CONFIG_HOME" "$XDG_DATA_HOME" "$RUN/restic" "$BORG_BASE_DIR" "$RUN/restore"
+    log "round $R: copying v1 into the live tree $SRC"
+    cp -a "$V1" "$SRC"
+    for tool in $ORDER; do
+        ingest "$tool" v1
+    done
+
+    log "updating the live tree to v2 in place (rsync --checksum, no times: unchanged files keep inode and mtime)"
+    rsync -rlpgoD --checksum --delete --itemize-changes "$V2/" "$SRC/" >"$LOGS/update-v2.rsync"
+    n_new=$(grep -c '^>f+++' "$LOGS/update-v2.rsync" || true)
+    n_chg=$(grep '^>f' "$LOGS/update-v2.rsync" | grep -vc '^>f+++' || true)
+    n_del=$(grep '^\*deleting' "$LOGS/update-v2.rsync" | grep -vc '/$' || true)
+    n_other=$(grep -vc -e '^>f' -e '^\*deleting' -e '^\.d' "$LOGS/update-v2.rsync" || true)
+
+    for tool in $ORDER; do
+        ingest "$tool" v2
+    done
+
+    log "manifest of the live v2 tree"
+    manifest "$SRC" "$LOGS/manifest-src"
+
+    for tool in $ORDER; do
+        restore "$tool"
+        d=$RUN/restore/$tool
+        [[ $RESTORE_FS == fresh ]] && d=$d/tree
+        case $tool in
+            restic) check restic "$d$SRC" ;;
+            *) check "$tool" "$d" ;;
+        esac
+        ((KEEP)) || { rm -rf "${d:?}"; drop_fs "$RUN/restore/$tool"; }
+    done
+}
+
 t_start=$(date +%s)
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
-for tool in $TOOLS; do
-    ingest "$tool" v1
-done
-
-log "updating the live tree to v2 in place (rsync --checksum, no times: unchanged files keep inode and mtime)"
-rsync -rlpgoD --checksum --delete --itemize-changes "$V2/" "$SRC/" >"$LOGS/update-v2.rsync"
-n_new=$(grep -c '^>f+++' "$LOGS/update-v2.rsync" || true)
-n_chg=$(grep '^>f' "$LOGS/update-v2.rsync" | grep -vc '^>f+++' || true)
-n_del=$(grep '^\*deleting' "$LOGS/update-v2.rsync" | grep -vc '/$' || true)
-n_other=$(grep -vc -e '^>f' -e '^\*deleting' -e '^\.d' "$LOGS/update-v2.rsync" || true)
-
-for tool in $TOOLS; do
-    ingest "$tool" v2
-done
-
-log "manifest of the live v2 tree"
-manifest "$SRC" "$LOGS/manifest-src"
-
-for tool in $TOOLS; do
-    restore "$tool"
-    d=$RUN/restore/$tool
-    [[ $RESTORE_FS == fresh ]] && d=$d/tree
-    case $tool in
-        restic) check restic "$d$SRC" ;;
-        *) check "$tool" "$d" ;;
-    esac
-    ((KEEP)) || { rm -rf "${d:?}"; drop_fs "$RUN/restore/$tool"; }
+for ((R = 1; R <= ROUNDS; R++)); do
+    # Each tool goes first in turn: the first of a round meets the
+    # freshest page cache and the machine's mood of the moment.
+    read -ra tl <<<"$TOOLS"
+    k=$(((R - 1) % ${#tl[@]}))
+    ORDER="${tl[*]:k} ${tl[*]:0:k}"
+    one_round
 done
 t_end=$(date +%s)
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -487,18 +509,53 @@ echo "  rsync --checksum without times, as a git checkout would: $n_chg files re
 echo "  $n_del removed ($n_other other entries changed); unchanged files keep their inode, mtime and ctime."
 ((V2_DERIVED)) && echo "- v2 is DERIVED from v1 (not a real second release): see the edits above."
 echo
-echo "| tool | phase | wall s | CPU s | peak RSS MiB | repo MiB | exact |"
-echo "|---|---|---:|---:|---:|---:|---|"
-for tool in $TOOLS; do
-    for phase in ingest-v1 ingest-v2 restore-v2; do
-        k=$tool/$phase
-        ex=${EXACT[$k]:-}
-        if [[ $phase != restore-v2 && ${RC[$k]:-0} != 0 ]]; then ex="FAILED (exit ${RC[$k]})"; fi
-        printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$tool" "$phase" \
-            "${WALL[$k]:-}" "${CPU[$k]:-}" "${RSS[$k]:-}" "${REPO[$k]:-}" "$ex"
+# median X...: the middle value (the mean of the middle two).
+# median FMT X...: the middle value of the Xs (the mean of the middle
+# two), printed with printf format FMT.
+median() {
+    local fmt=$1
+    shift
+    printf '%s\n' "$@" | grep . | sort -g |
+        awk -v f="$fmt" '{v[NR]=$1} END{if (NR) printf f, NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'
+}
+((ROUNDS > 1)) && echo "Every round ($ROUNDS, in fresh repositories; the tools took turns going first):" && echo
+echo "| $( ((ROUNDS > 1)) && printf 'round | ')tool | phase | wall s | CPU s | peak RSS MiB | repo MiB | exact |"
+echo "|$( ((ROUNDS > 1)) && printf -- '---:|')---|---|---:|---:|---:|---:|---|"
+for ((R = 1; R <= ROUNDS; R++)); do
+    for tool in $TOOLS; do
+        for phase in ingest-v1 ingest-v2 restore-v2; do
+            k=$R/$tool/$phase
+            ex=${EXACT[$k]:-}
+            if [[ $phase != restore-v2 && ${RC[$k]:-0} != 0 ]]; then ex="FAILED (exit ${RC[$k]})"; fi
+            printf '| %s%s | %s | %s | %s | %s | %s | %s |\n' "$( ((ROUNDS > 1)) && printf '%s | ' "$R")" "$tool" "$phase" \
+                "${WALL[$k]:-}" "${CPU[$k]:-}" "${RSS[$k]:-}" "${REPO[$k]:-}" "$ex"
+        done
     done
 done
 echo
+if ((ROUNDS > 1)); then
+    echo "Medians over the $ROUNDS rounds, and each tool's wall time against restic's (the median of the"
+    echo "rounds' ratios, each round's tools measured minutes apart):"
+    echo
+    echo "| tool | phase | wall s | CPU s | peak RSS MiB | repo MiB | wall / restic's |"
+    echo "|---|---|---:|---:|---:|---:|---:|"
+    for tool in $TOOLS; do
+        for phase in ingest-v1 ingest-v2 restore-v2; do
+            w=() c=() m=() b=() q=()
+            for ((R = 1; R <= ROUNDS; R++)); do
+                k=$R/$tool/$phase
+                w+=("${WALL[$k]:-}") c+=("${CPU[$k]:-}") m+=("${RSS[$k]:-}")
+                [[ -n ${REPO[$k]:-} ]] && b+=("${REPO[$k]}")
+                rw=${WALL[$R/restic/$phase]:-}
+                [[ -n $rw && -n ${WALL[$k]:-} ]] && q+=("$(awk -v a="${WALL[$k]}" -v b="$rw" 'BEGIN{if (b > 0) printf "%.3f", a/b}')")
+            done
+            printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$tool" "$phase" "$(median %.2f "${w[@]}")" \
+                "$(median %.2f "${c[@]}")" "$(median %.0f "${m[@]}")" "$( ((${#b[@]})) && median %.1f "${b[@]}")" \
+                "$( ((${#q[@]})) && median %.2f "${q[@]}")"
+        done
+    done
+    echo
+fi
 echo "Notes:"
 echo "- ingest-v2 is incremental into the same repository (vt: same archive file; restic: parent"
 echo "  snapshot; borg: files cache). repo MiB is du -sb of the repository after the phase"
