@@ -166,6 +166,20 @@ fn resident(p: &Path) -> bool {
     }
 }
 
+/// Waits (up to 10 s) until the first page of file `p` is in the page
+/// cache, put there by the mount without being read.
+fn await_resident(p: &Path) {
+    let t0 = std::time::Instant::now();
+    while !resident(p) {
+        assert!(
+            t0.elapsed().as_secs() < 10,
+            "{} never reached the page cache",
+            p.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 fn errno_of(r: std::io::Result<impl Sized>) -> i32 {
     match r {
         Ok(_) => 0,
@@ -370,14 +384,7 @@ fn modes_readonly_append_only_all_and_subpath() {
     assert_eq!(std::fs::read_dir(m.path("many")).unwrap().count(), 3000);
     assert!(!resident(&m.path("many/f0005")), "nothing read yet");
     assert_eq!(std::fs::read(m.path("many/f0000")).unwrap(), b"0\n");
-    let t0 = std::time::Instant::now();
-    while !resident(&m.path("many/f0005")) {
-        assert!(
-            t0.elapsed().as_secs() < 10,
-            "f0005 never reached the page cache"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    await_resident(&m.path("many/f0005"));
     for i in 1..40 {
         let p = m.path(&format!("many/f{i:04}"));
         assert_eq!(std::fs::read(p).unwrap(), format!("{i}\n").as_bytes());
@@ -387,14 +394,7 @@ fn modes_readonly_append_only_all_and_subpath() {
     // land. (Not looked at before the push: a lookup would make it.)
     assert_eq!(std::fs::read(m.path("many/f2500")).unwrap(), b"2500\n");
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let t0 = std::time::Instant::now();
-    while !resident(&m.path("many/f2505")) {
-        assert!(
-            t0.elapsed().as_secs() < 10,
-            "f2505 never reached the page cache"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    await_resident(&m.path("many/f2505"));
     assert_eq!(std::fs::read(m.path("many/f2505")).unwrap(), b"2505\n");
     m.umount(&env);
     // Append-only: appends and new files, no overwrite, truncate or removal.
