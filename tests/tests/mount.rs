@@ -142,9 +142,10 @@ impl Drop for Mount {
     }
 }
 
-/// Whether the first page of file `p` is in the kernel's page cache
-/// (mapped, not read: `mincore` does not fault pages in).
-fn resident(p: &Path) -> bool {
+/// Whether the page at `offset` (a multiple of 4096) of file `p` is in
+/// the kernel's page cache (mapped, not read: `mincore` does not fault
+/// pages in).
+fn resident(p: &Path, offset: i64) -> bool {
     let f = std::fs::File::open(p).unwrap();
     // SAFETY: a private read-only mapping of one page of an open file,
     // inspected with mincore and unmapped before returning.
@@ -155,7 +156,7 @@ fn resident(p: &Path) -> bool {
             libc::PROT_READ,
             libc::MAP_PRIVATE,
             f.as_raw_fd(),
-            0,
+            offset,
         );
         assert_ne!(a, libc::MAP_FAILED, "mmap {}", p.display());
         let mut v = 0u8;
@@ -166,11 +167,11 @@ fn resident(p: &Path) -> bool {
     }
 }
 
-/// Waits (up to 10 s) until the first page of file `p` is in the page
-/// cache, put there by the mount without being read.
-fn await_resident(p: &Path) {
+/// Waits (up to 10 s) until the page at `offset` of file `p` is in the
+/// page cache, put there by the mount without being read.
+fn await_resident(p: &Path, offset: i64) {
     let t0 = std::time::Instant::now();
-    while !resident(p) {
+    while !resident(p, offset) {
         assert!(
             t0.elapsed().as_secs() < 10,
             "{} never reached the page cache",
@@ -364,6 +365,11 @@ fn modes_readonly_append_only_all_and_subpath() {
     for i in 0..3000 {
         std::fs::write(src.join(format!("many/f{i:04}")), format!("{i}\n")).unwrap();
     }
+    // A file of 600 KiB and a bit beside a small one.
+    std::fs::create_dir(src.join("mid")).unwrap();
+    std::fs::write(src.join("mid/a"), b"a\n").unwrap();
+    let mid_b: Vec<u8> = (0..(600 << 10) + 100).map(|i| (i % 251) as u8).collect();
+    std::fs::write(src.join("mid/b"), &mid_b).unwrap();
     let archive = import(&env, &src, "t");
     let mnt = env.path("mnt");
     let mp = mnt.to_string_lossy().into_owned();
@@ -382,9 +388,9 @@ fn modes_readonly_append_only_all_and_subpath() {
     // right contents.
     let m = Mount::start(&env, &["-r", &archive, &mp]);
     assert_eq!(std::fs::read_dir(m.path("many")).unwrap().count(), 3000);
-    assert!(!resident(&m.path("many/f0005")), "nothing read yet");
+    assert!(!resident(&m.path("many/f0005"), 0), "nothing read yet");
     assert_eq!(std::fs::read(m.path("many/f0000")).unwrap(), b"0\n");
-    await_resident(&m.path("many/f0005"));
+    await_resident(&m.path("many/f0005"), 0);
     for i in 1..40 {
         let p = m.path(&format!("many/f{i:04}"));
         assert_eq!(std::fs::read(p).unwrap(), format!("{i}\n").as_bytes());
@@ -394,8 +400,14 @@ fn modes_readonly_append_only_all_and_subpath() {
     // land. (Not looked at before the push: a lookup would make it.)
     assert_eq!(std::fs::read(m.path("many/f2500")).unwrap(), b"2500\n");
     std::thread::sleep(std::time::Duration::from_millis(500));
-    await_resident(&m.path("many/f2505"));
+    await_resident(&m.path("many/f2505"), 0);
     assert_eq!(std::fs::read(m.path("many/f2505")).unwrap(), b"2505\n");
+    // Files of up to 1 MiB go into the page cache whole: a directory
+    // listed while files are being read gets its files pushed.
+    assert_eq!(std::fs::read(m.path("mid/a")).unwrap(), b"a\n");
+    assert_eq!(std::fs::read_dir(m.path("mid")).unwrap().count(), 2);
+    await_resident(&m.path("mid/b"), 600 << 10);
+    assert_eq!(std::fs::read(m.path("mid/b")).unwrap(), mid_b);
     m.umount(&env);
     // Append-only: appends and new files, no overwrite, truncate or removal.
     let m = Mount::start(&env, &["-o", "append_only", &archive, &mp]);

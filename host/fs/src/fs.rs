@@ -112,6 +112,11 @@ const PUSH_PENDING_MAX: usize = 4096;
 /// read-ahead window is 128 KiB).
 const FILE_START: u64 = 128 << 10;
 
+/// Files up to this size fetched ahead are pushed whole into the page
+/// cache (see [`push_batch`]); of larger ones only [`FILE_START`] is
+/// fetched, and the kernel's read-ahead asks for the rest.
+const PUSH_WHOLE: u64 = 1 << 20;
+
 /// Listing entries handed to one READDIR(PLUS) reply at most (a reply
 /// holds a few hundred).
 const LISTING_PART: usize = 1024;
@@ -199,8 +204,8 @@ fn stored_file(st: &State, ino: Ino) -> Option<BlockRef> {
 /// inodes: a reader then finds them there and sends no READ at all. Those
 /// already in the leaf cache go at once (a reader may open them any
 /// moment); the others once a pool thread has fetched them, whole if they
-/// are small (up to [`FILE_START`] bytes: whole files only, so every page
-/// is complete, the last one ending the file), only their start if not.
+/// are up to [`PUSH_WHOLE`] bytes (whole files only, so every page is
+/// complete, the last one ending the file), only their start if not.
 /// Failures (the kernel forgot the inode, a block cannot be read) are left
 /// for a READ to meet.
 fn push_batch(
@@ -217,7 +222,7 @@ fn push_batch(
         let (store, cache, notifier) = (store.clone(), cache.clone(), notifier.clone());
         rayon::spawn(move || {
             let span = block.span();
-            if span > FILE_START {
+            if span > PUSH_WHOLE {
                 cache.prefetch_start(&*store, &block, FILE_START);
                 return;
             }
