@@ -76,8 +76,8 @@ pub(crate) struct Inner {
     /// the kernel's page cache (set once the session exists).
     notifier: std::sync::OnceLock<fuser::Notifier>,
     /// Files fetched ahead when a directory was listed from its start, to
-    /// be pushed when the lister asks for more (by then the kernel has
-    /// made inodes of the first part's entries).
+    /// be pushed when the lister asks for the part after theirs (by then
+    /// the kernel has made inodes of their entries).
     to_push: Mutex<HashMap<Ino, Vec<Ahead>>>,
     /// Where [`Inner::push_files`] sends files to push.
     pusher: std::sync::OnceLock<std::sync::mpsc::Sender<PushBatch>>,
@@ -94,8 +94,9 @@ type PushBatch = (
     Option<std::sync::mpsc::SyncSender<()>>,
 );
 
-/// How long a READDIR waits for the files of the listing's first part to
-/// be pushed: the lister opens them as soon as it has the reply, and a
+/// How long a READDIR waits for the files fetched ahead from the parts of
+/// the listing before it to be pushed: the lister opens them as soon as
+/// it has the whole listing, and a
 /// file pushed a moment too late costs a READ. Bounded, because a push to
 /// a page being read waits for that READ's reply (see
 /// [`Inner::push_files`]).
