@@ -16,6 +16,10 @@
 #   CORPUS      directory to use instead of /root/.cargo/registry/src
 #   LARGE_MB    size of the large file [1024]
 #   TOOLS       subset of "native vt vt-blake3 restic borg"
+#   ROUNDS      measure every tool this many times, in turn [1]: all are
+#               mounted first, then each round measures each tool, so a
+#               drift of the machine's speed hits all alike; the report
+#               gives every round and the medians
 
 set -euo pipefail
 export LC_ALL=C
@@ -25,6 +29,8 @@ BENCH_DIR=${BENCH_DIR:-/tmp/vt-bench-mount}
 CORPUS=${CORPUS:-/root/.cargo/registry/src}
 LARGE_MB=${LARGE_MB:-1024}
 TOOLS=${TOOLS:-"native vt vt-blake3 restic borg"}
+ROUNDS=${ROUNDS:-1}
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "mount.sh: ROUNDS must be a positive number" >&2; exit 2; }
 case "$BENCH_DIR/" in
     "$REPO_ROOT"/*) echo "mount.sh: BENCH_DIR is inside the repository" >&2; exit 2 ;;
 esac
@@ -92,59 +98,99 @@ wait_for() { # path, pid
     return 1
 }
 
-ROWS=()
-measure() { # tool, dir
+declare -A WALK TREE LARGE DIR LABEL PID
+measure() { # tool, dir, round
     local w t l
     drop; w=$(secs walk "$2")
     drop; t=$(secs tree "$2")
     drop; l=$(secs large "$2")
-    ROWS+=("| $1 | $w | $t ($(mbps "$BYTES" "$t") MiB/s) | $l ($(mbps $((LARGE_MB << 20)) "$l") MiB/s) |")
-    log "$1: walk ${w}s, tree ${t}s, large ${l}s"
+    WALK[$1/$3]=$w TREE[$1/$3]=$t LARGE[$1/$3]=$l
+    log "${LABEL[$1]} (round $3): walk ${w}s, tree ${t}s, large ${l}s"
 }
+row() { # label, walk, tree, large
+    echo "| $1 | $2 | $3 ($(mbps "$BYTES" "$3") MiB/s) | $4 ($(mbps $((LARGE_MB << 20)) "$4") MiB/s) |"
+}
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END{printf "%.2f", NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 
-MNT=$BENCH_DIR/mnt
+# Every tool stored and mounted first (each on a mountpoint of its own).
+unmount_all() {
+    local tool
+    for tool in "${!PID[@]}"; do
+        if [[ $tool == vt* ]]; then
+            "$VT" umount "$BENCH_DIR/mnt/$tool" 2>/dev/null || true
+        else
+            fusermount3 -u "$BENCH_DIR/mnt/$tool" 2>/dev/null || fusermount -u "$BENCH_DIR/mnt/$tool" 2>/dev/null || true
+        fi
+        wait "${PID[$tool]}" 2>/dev/null || true
+        unset "PID[$tool]"
+    done
+}
+trap unmount_all EXIT
 for tool in $TOOLS; do
+    mnt=$BENCH_DIR/mnt/$tool
+    mkdir -p "$mnt"
     case $tool in
     native)
-        measure native "$DATA"
+        LABEL[$tool]=native DIR[$tool]=$DATA
         ;;
     vt | vt-blake3)
         # The default store (SHA3-256, every block's hash verified on
         # read), and one hashing with BLAKE3.
-        hash=sha3_256 label="vt mount"
-        [[ $tool == vt-blake3 ]] && hash=blake3 label="vt mount (BLAKE3 store)"
+        hash=sha3_256 LABEL[$tool]="vt mount"
+        [[ $tool == vt-blake3 ]] && hash=blake3 LABEL[$tool]="vt mount (BLAKE3 store)"
         mkdir -p "$XDG_CONFIG_HOME/vt"
         printf '[default]\nstore = "%s"\n[stores.%s]\ntype = "datadir"\npath = "%s"\nhash = "%s"\n' \
             "$tool" "$tool" "$BENCH_DIR/work/$tool" "$hash" >"$XDG_CONFIG_HOME/vt/vtrc"
-        log "$label: vt import"
+        log "${LABEL[$tool]}: vt import"
         "$VT" -q import "$DATA" "$BENCH_DIR/work/$tool.vt" >/dev/null
-        "$VT" -q mount -r "$BENCH_DIR/work/$tool.vt" "$MNT" & pid=$!
-        wait_for "$MNT/large.bin" $pid
-        measure "$label" "$MNT"
-        "$VT" umount "$MNT"; wait $pid
+        "$VT" -q mount -r "$BENCH_DIR/work/$tool.vt" "$mnt" & PID[$tool]=$!
+        DIR[$tool]=$mnt
         ;;
     restic)
         log "restic backup"
+        LABEL[$tool]="restic mount"
         restic init -q >/dev/null
         restic backup -q "$DATA" >/dev/null
-        restic mount "$MNT" >/dev/null 2>&1 & pid=$!
-        dir=$MNT/snapshots/latest$DATA
-        wait_for "$dir/large.bin" $pid
-        measure "restic mount" "$dir"
-        fusermount3 -u "$MNT" || fusermount -u "$MNT"; wait $pid || true
+        restic mount "$mnt" >/dev/null 2>&1 & PID[$tool]=$!
+        DIR[$tool]=$mnt/snapshots/latest$DATA
         ;;
     borg)
         log "borg create"
-        borg init -e none >/dev/null 2>&1
-        borg create ::bench "$DATA" >/dev/null 2>&1
-        borg mount -f ::bench "$MNT" >/dev/null 2>&1 & pid=$!
-        dir=$MNT${DATA}
-        wait_for "$dir/large.bin" $pid
-        measure "borg mount" "$dir"
-        fusermount3 -u "$MNT" 2>/dev/null || fusermount -u "$MNT"; wait $pid || true
+        LABEL[$tool]="borg mount"
+        borg init -e none >"$BENCH_DIR/work/borg.log" 2>&1 &&
+            borg create ::bench "$DATA" >>"$BENCH_DIR/work/borg.log" 2>&1 ||
+            { log "borg failed:"; tail -5 "$BENCH_DIR/work/borg.log" >&2; exit 1; }
+        borg mount -f ::bench "$mnt" >/dev/null 2>&1 & PID[$tool]=$!
+        DIR[$tool]=$mnt$DATA
         ;;
     esac
+    [[ -n ${PID[$tool]:-} ]] && { wait_for "${DIR[$tool]}/large.bin" "${PID[$tool]}" || exit 1; }
 done
+
+for ((r = 1; r <= ROUNDS; r++)); do
+    for tool in $TOOLS; do
+        measure "$tool" "${DIR[$tool]}" "$r"
+    done
+done
+unmount_all
+
+ROWS=()
+for ((r = 1; r <= ROUNDS; r++)); do
+    for tool in $TOOLS; do
+        label=${LABEL[$tool]}
+        ((ROUNDS > 1)) && label="$label, round $r"
+        ROWS+=("$(row "$label" "${WALK[$tool/$r]}" "${TREE[$tool/$r]}" "${LARGE[$tool/$r]}")")
+    done
+done
+if ((ROUNDS > 1)); then
+    for tool in $TOOLS; do
+        w=() t=() l=()
+        for ((r = 1; r <= ROUNDS; r++)); do
+            w+=("${WALK[$tool/$r]}") t+=("${TREE[$tool/$r]}") l+=("${LARGE[$tool/$r]}")
+        done
+        ROWS+=("$(row "**${LABEL[$tool]}, median**" "$(median "${w[@]}")" "$(median "${t[@]}")" "$(median "${l[@]}")")")
+    done
+fi
 
 cat <<REPORT
 ## Reading through mounts
