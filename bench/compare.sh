@@ -73,7 +73,8 @@ TOOLS=${TOOLS:-"vt restic borg"}
 ROUNDS=${ROUNDS:-1}
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "compare.sh: ROUNDS must be a positive number, not $ROUNDS" >&2; exit 2; }
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+# shellcheck source=bench/lib.sh
+. "$REPO_ROOT/bench/lib.sh"
 die() { log "error: $*"; exit 1; }
 
 # ---------------------------------------------------------------- prerequisites
@@ -509,15 +510,6 @@ echo "  rsync --checksum without times, as a git checkout would: $n_chg files re
 echo "  $n_del removed ($n_other other entries changed); unchanged files keep their inode, mtime and ctime."
 ((V2_DERIVED)) && echo "- v2 is DERIVED from v1 (not a real second release): see the edits above."
 echo
-# median X...: the middle value (the mean of the middle two).
-# median FMT X...: the middle value of the Xs (the mean of the middle
-# two), printed with printf format FMT.
-median() {
-    local fmt=$1
-    shift
-    printf '%s\n' "$@" | grep . | sort -g |
-        awk -v f="$fmt" '{v[NR]=$1} END{if (NR) printf f, NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'
-}
 ((ROUNDS > 1)) && echo "Every round ($ROUNDS, in fresh repositories; the tools took turns going first):" && echo
 echo "| $( ((ROUNDS > 1)) && printf 'round | ')tool | phase | wall s | CPU s | peak RSS MiB | repo MiB | exact |"
 echo "|$( ((ROUNDS > 1)) && printf -- '---:|')---|---|---:|---:|---:|---:|---|"

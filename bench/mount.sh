@@ -36,7 +36,8 @@ case "$BENCH_DIR/" in
 esac
 [[ $BENCH_DIR == / ]] && { echo "mount.sh: BENCH_DIR must not be /" >&2; exit 2; }
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+# shellcheck source=bench/lib.sh
+. "$REPO_ROOT/bench/lib.sh"
 
 need_pkgs=()
 command -v restic >/dev/null || need_pkgs+=(restic)
@@ -110,7 +111,6 @@ measure() { # tool, dir, round
 row() { # label, walk, tree, large
     echo "| $1 | $2 | $3 ($(mbps "$BYTES" "$3") MiB/s) | $4 ($(mbps $((LARGE_MB << 20)) "$4") MiB/s) |"
 }
-median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END{printf "%.2f", NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 
 # Every tool stored and mounted first (each on a mountpoint of its own).
 unmount_all() {
@@ -188,7 +188,7 @@ if ((ROUNDS > 1)); then
         for ((r = 1; r <= ROUNDS; r++)); do
             w+=("${WALK[$tool/$r]}") t+=("${TREE[$tool/$r]}") l+=("${LARGE[$tool/$r]}")
         done
-        ROWS+=("$(row "**${LABEL[$tool]}, median**" "$(median "${w[@]}")" "$(median "${t[@]}")" "$(median "${l[@]}")")")
+        ROWS+=("$(row "**${LABEL[$tool]}, median**" "$(median %.2f "${w[@]}")" "$(median %.2f "${t[@]}")" "$(median %.2f "${l[@]}")")")
     done
 fi
 

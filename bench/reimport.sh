@@ -34,7 +34,8 @@ case "$BENCH_DIR/" in "$ROOT"/*) echo "reimport.sh: BENCH_DIR is inside the repo
 W=$BENCH_DIR/reimport
 trap 'rm -rf "$W"' EXIT
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 cache() {
     sync
     if ((WARM)); then
@@ -72,7 +73,6 @@ for ((p = 1; p <= PAIRS; p++)); do
     ratios+=("$r")
     echo "| $p | $first | $again | $r | $added |"
 done
-med=$(printf '%s\n' "${ratios[@]}" | sort -g |
-    awk '{v[NR]=$1} END{printf "%.3f", NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}')
+med=$(median %.3f "${ratios[@]}")
 echo
 echo "Median ratio over $PAIRS pairs: $med ($( ((WARM)) && echo warm || echo cold) page cache; vt $(cd "$ROOT" && git rev-parse --short HEAD); tree $TREE)."

@@ -96,10 +96,9 @@ type PushBatch = (
 
 /// How long a READDIR waits for the files fetched ahead from the parts of
 /// the listing before it to be pushed: the lister opens them as soon as
-/// it has the whole listing, and a
-/// file pushed a moment too late costs a READ. Bounded, because a push to
-/// a page being read waits for that READ's reply (see
-/// [`Inner::push_files`]).
+/// it has the whole listing, and a file pushed a moment too late costs a
+/// READ. Bounded, because a push to a page being read waits for that
+/// READ's reply (see [`Inner::push_files`]).
 const PUSH_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Files after an opened one whose first blocks are fetched ahead.
@@ -685,7 +684,7 @@ impl Inner {
         }
         drop(m);
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        if self.send_push(files, Some(tx)) {
+        if self.push_files(files, Some(tx)) {
             let _ = rx.recv_timeout(PUSH_WAIT);
         }
     }
@@ -695,14 +694,10 @@ impl Inner {
     ///
     /// Never from a FUSE thread: a store to a page the kernel is reading
     /// waits for that READ's reply, which needs a free FUSE thread. The
-    /// files go to one pusher thread, started with the first batch.
-    fn push_files(&self, files: Vec<Ahead>) {
-        self.send_push(files, None);
-    }
-
-    /// Sends `files` to the pusher thread, which tells `done` once those
-    /// already fetched are pushed. Whether they were sent.
-    fn send_push(&self, files: Vec<Ahead>, done: Option<std::sync::mpsc::SyncSender<()>>) -> bool {
+    /// files go to one pusher thread, started with the first batch, which
+    /// tells `done` once those already fetched are pushed. Whether they
+    /// were sent.
+    fn push_files(&self, files: Vec<Ahead>, done: Option<std::sync::mpsc::SyncSender<()>>) -> bool {
         let Some(notifier) = self.notifier.get() else {
             return false;
         };
@@ -1668,7 +1663,7 @@ impl Filesystem for VtFs {
                 self.inner.prefetch_siblings(&st, ino.0)
             };
             drop(st);
-            self.inner.push_files(ahead);
+            self.inner.push_files(ahead, None);
             Ok((
                 self.inner.open_handle(Handle::File { ino: ino.0, write }),
                 write,
@@ -1710,7 +1705,7 @@ impl Filesystem for VtFs {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(e),
         }
-        self.inner.push_files(ahead);
+        self.inner.push_files(ahead, None);
     }
 
     fn write(
