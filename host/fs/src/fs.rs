@@ -22,6 +22,7 @@ use vt_core::{BlockRef, Dirent, DirentKind, Meta, Store};
 use crate::backing::{Backing, BackingDir, MEM_MAX};
 use crate::blockmap::{BlockMap, LeafCache};
 use crate::inode::{from_system, now, Content, DirData, Ino, Kind, Node, State, Tree, ROOT};
+use crate::readahead;
 use crate::sync::{start_workers, SyncQueue};
 use crate::{FsError, Mode, MountConfig, Result, Roots, ScannerChooser};
 
@@ -396,8 +397,14 @@ impl VtFs {
         cfg.n_threads = Some(threads.max(1));
         cfg.clone_fd = true;
         let ctx = |e| FsError::io(format!("mount on {}", mountpoint.display()), e);
+        // Resolved before mounting: afterwards, resolving the path would
+        // ask this filesystem, which is not serving yet.
+        let point = mountpoint.canonicalize().map_err(ctx)?;
         let inner = self.inner.clone();
         let session = fuser::Session::new(self, mountpoint, &cfg).map_err(ctx)?;
+        if let Err(e) = readahead::set_window(&point, readahead::WINDOW_KB) {
+            tracing::debug!("read-ahead of {} left as it was: {e}", point.display());
+        }
         if inner.mode == Mode::ReadOnly {
             let _ = inner.notifier.set(session.notifier());
         }
@@ -1422,7 +1429,7 @@ impl VtFs {
 
 impl Filesystem for VtFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.set_max_readahead(readahead::WINDOW_KB << 10);
         let _ = config.set_max_write(1 << 20);
         // Listings carry attributes: a walk needs no lookup per entry.
         // Every part of a listing, not only the first (READDIRPLUS_AUTO):

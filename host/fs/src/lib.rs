@@ -19,6 +19,7 @@ pub mod blockmap;
 pub mod error;
 mod fs;
 pub mod inode;
+pub mod readahead;
 pub mod sync;
 
 use std::path::{Path, PathBuf};
