@@ -17,6 +17,8 @@
 # Environment: BENCH_DIR [/tmp/vt-mbox-bench], VT [target/release/vt],
 #   BENCH_TIME [1]: 0 measures dedup only (skips the 1 GiB import timing and
 #   the component cache check, which take minutes).
+#   TIME_ROUNDS [5]: imports of the 1 GiB mbox timed in each mode (their
+#   median is reported).
 set -euo pipefail
 export LC_ALL=C
 REPO=${1:?usage: bench/mbox.sh GIT_REPO [N]}
@@ -24,6 +26,8 @@ N=${2:-10000}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 VT=${VT:-$ROOT/target/release/vt}
 B=${BENCH_DIR:-/tmp/vt-mbox-bench}
+TIME_ROUNDS=${TIME_ROUNDS:-5}
+[[ $TIME_ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "mbox.sh: TIME_ROUNDS must be a positive number" >&2; exit 2; }
 command -v restic >/dev/null || { apt-get update -qq && apt-get install -y -qq restic >/dev/null; }
 [ -x "$VT" ] || (cd "$ROOT" && cargo build --release -p vt)
 rm -rf "$B" && mkdir -p "$B/versions"
@@ -125,15 +129,25 @@ timed() { # timed MODE -> seconds of a fresh import of big/
 }
 rm -rf "$B/cache"
 ts=() tc=()
-for r in 1 2 3; do ts+=("$(timed scanner)"); tc+=("$(timed cdc)"); done
-med() { printf '%s\n' "$@" | sort -g | sed -n 2p; }
+# Pairs, each mode first in turn, so a drift of the machine's speed hits
+# both alike.
+for ((r = 1; r <= TIME_ROUNDS; r++)); do
+    if ((r % 2)); then
+        ts+=("$(timed scanner)") tc+=("$(timed cdc)")
+    else
+        tc+=("$(timed cdc)") ts+=("$(timed scanner)")
+    fi
+done
+med() { printf '%s\n' "$@" | sort -g | sed -n "$((($# + 1) / 2))p"; }
 S1=$(med "${ts[@]}") C1=$(med "${tc[@]}")
 echo
-echo "## 1 GiB mbox, import wall time (median of 3, warm page cache)"
+echo "## 1 GiB mbox, import wall time (median of $TIME_ROUNDS, warm page cache)"
 echo
 echo "| plain CDC | wasm mbox scanner | overhead |"
 echo "|---:|---:|---:|"
 printf '| %.2f s | %.2f s | %+.1f%% |\n' "$C1" "$S1" "$(echo "($S1 / $C1 - 1) * 100" | bc -l)"
+echo
+echo "runs (s), plain CDC: $(printf '%.2f ' "${tc[@]}"); scanner: $(printf '%.2f ' "${ts[@]}")"
 
 # ---- a second process does not recompile the component
 cache=$B/cache2
