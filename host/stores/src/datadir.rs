@@ -627,7 +627,7 @@ impl DataDir {
             .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
         if datafile::file_version(&head).is_none() {
             return Err(Error::Store(format!(
-                "{} is not a version 1 or 2 vt datafile",
+                "{} is not a version 1, 2 or 3 vt datafile",
                 path.display()
             )));
         }
@@ -731,11 +731,12 @@ impl DataDir {
                     }
                 };
                 let size = file.metadata().map_or(0, |m| m.len());
-                // Group records go only into version 2 files: old readers
-                // refuse those rather than cut the records off as damage.
+                // New records go only into files of this version: older
+                // readers refuse those rather than cut records they do not
+                // know off as damage.
                 let mut head = [0u8; 8];
-                let v2 = file.read_exact_at(&mut head, 0).is_ok() && head == FILE_HEADER;
-                if pos == size && v2 {
+                let current = file.read_exact_at(&mut head, 0).is_ok() && head == FILE_HEADER;
+                if pos == size && current {
                     return Ok(Writer {
                         num,
                         file,
@@ -882,7 +883,7 @@ impl DataDir {
                 m.index, loc.offset
             )));
         }
-        g.member(m.index, hash)
+        g.member(m.index, hash, verify)
             .map(<[u8]>::to_vec)
             .map_err(|e| corrupt(format!("group record at offset {}: {e}", loc.offset)))
     }
@@ -1181,14 +1182,13 @@ impl DataDir {
     }
 
     /// Reads and verifies the block each index entry points at, in
-    /// datafile order; empties `entries`. Group members' hashes are
-    /// checked (a member table does not name its blocks); a whole record's
-    /// header names its block, and the scan hashed its data.
+    /// datafile order; empties `entries`. Group members are hashed (a
+    /// member table holds only prefixes of their hashcodes); a whole
+    /// record's header names its block, and the scan hashed its data.
     fn check_entries(&self, entries: &mut Vec<(Hash, Loc)>, rep: &mut FsckReport) {
         entries.sort_unstable_by_key(|(_, l)| (l.file, l.offset, l.member.map(|m| m.index)));
         for (hash, loc) in entries.drain(..) {
-            // Checksums suffice: a read hashes group members anyway.
-            match self.read_at(&hash, &loc, Verify::Checksum) {
+            match self.read_at(&hash, &loc, Verify::Hash) {
                 Ok(_) => {}
                 Err(e @ Error::Corrupt { .. }) => rep.problems.push(format!("index entry: {e}")),
                 Err(e) => rep.problems.push(format!("index entry for {hash}: {e}")),
@@ -1638,6 +1638,43 @@ mod tests {
         assert!(dd.fsck().unwrap().is_clean());
     }
 
+    #[test]
+    fn a_version_2_datafile_with_a_group_is_read_but_not_appended_to() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("data")).unwrap();
+        std::fs::write(t.path().join(MARKER), "vt-datadir 1\nhash blake3\n").unwrap();
+        let a = HashKind::Blake3.digest(b"old one");
+        let b = HashKind::Blake3.digest(b"old two");
+        let mut content = datafile::FILE_HEADER_V2.to_vec();
+        content.extend(datafile::tests::encode_group_v2(
+            HashKind::Blake3,
+            &[(a, b"old one"), (b, b"old two")],
+        ));
+        let path = t
+            .path()
+            .join("data/8d3c1b52-0000-4000-8000-000000000002.vtd");
+        std::fs::write(&path, &content).unwrap();
+        let dd = DataDir::open(t.path(), None).unwrap();
+        assert_eq!(dd.get(&a).unwrap().unwrap(), b"old one");
+        assert_eq!(dd.get(&b).unwrap().unwrap(), b"old two");
+        let (h, _) = dd.add(b"new").unwrap();
+        dd.sync().unwrap();
+        assert_eq!(dd.get(&h).unwrap().unwrap(), b"new");
+        assert_eq!(std::fs::read(&path).unwrap(), content, "v2 file untouched");
+        let names = dd.datafile_names().unwrap();
+        assert_eq!(names.len(), 2);
+        let new = names.iter().find(|n| !path.ends_with(n)).unwrap();
+        let head = std::fs::read(dd.data_path(new)).unwrap();
+        assert_eq!(
+            head[..8],
+            datafile::FILE_HEADER,
+            "new records in a version 3 file"
+        );
+        assert!(dd.fsck().unwrap().is_clean());
+        dd.reindex().unwrap();
+        assert_eq!(dd.get(&b).unwrap().unwrap(), b"old two");
+    }
+
     /// Mail-like text of `len` bytes, different for each `seed`: compresses
     /// about as well as real messages.
     fn mail(seed: u64, len: usize) -> Vec<u8> {
@@ -1898,16 +1935,18 @@ mod tests {
         let b = HashKind::Blake3.digest(b"second");
         assert!(dd.add_hashed(&b, b"SECOND").unwrap());
         dd.sync().unwrap();
-        // A group member is always checked by its hash, whatever `verify`.
-        for v in [Verify::Checksum, Verify::Hash] {
-            dd.set_verify(v);
-            assert_eq!(dd.get(&a).unwrap().unwrap(), b"first");
-            let err = dd.get(&b).unwrap_err().to_string();
-            assert!(
-                err.contains(&b.to_string()) && err.contains("does not match its hash"),
-                "{err}"
-            );
-        }
+        // Like a record of its own, a group member is checked by its hash
+        // with `verify = "hash"`; by default its hash prefix in the member
+        // table names it, and the writer wrote b's.
+        dd.set_verify(Verify::Hash);
+        assert_eq!(dd.get(&a).unwrap().unwrap(), b"first");
+        let err = dd.get(&b).unwrap_err().to_string();
+        assert!(
+            err.contains(&b.to_string()) && err.contains("does not match its hash"),
+            "{err}"
+        );
+        dd.set_verify(Verify::Checksum);
+        assert_eq!(dd.get(&a).unwrap().unwrap(), b"first");
         let rep = dd.fsck().unwrap();
         let name = only_datafile(&dd)
             .file_name()
