@@ -18,15 +18,16 @@
 //! the indexed place is the block asked for without hashing it, which was
 //! a tenth of the time of reading a tree of small files through a mount.
 //! Whoever needs to know which blocks a group holds (recovery, reindex,
-//! fsck) decompresses it and hashes each member, as git does for packs. All members are hashed with
-//! the header's hash function, and the header's digest is the hash of
-//! their digests concatenated, so that check catches data that is not what
-//! its writer hashed. `crc` is CRC-32 (IEEE) over the first 48 header
-//! bytes and the payload. Version 3 files may hold groups with hash
-//! prefixes, version 2 files groups without, version 1 files no groups;
-//! readers that know only older versions refuse a newer file, instead of
-//! taking its records for damage and cutting them off. A datafile is only ever
-//! appended to, by one writer at a time (it holds an exclusive `flock`).
+//! fsck) decompresses it and hashes each member, as git does for packs.
+//! All members are hashed with the header's hash function, and the
+//! header's digest is the hash of their digests concatenated, so that
+//! check catches data that is not what its writer hashed. `crc` is CRC-32
+//! (IEEE) over the first 48 header bytes and the payload. Version 3 files
+//! may hold groups with hash prefixes, version 2 files groups without,
+//! version 1 files no groups; readers that know only older versions refuse
+//! a newer file, instead of taking its records for damage and cutting them
+//! off. A datafile is only ever appended to, by one writer at a time (it
+//! holds an exclusive `flock`).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
