@@ -1484,9 +1484,6 @@ mod tests {
 
     #[test]
     fn crashed_writers_tail_is_indexed_and_garbage_cut() {
-        let t = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(t.path().join("data")).unwrap();
-        std::fs::write(t.path().join(MARKER), "vt-datadir 1\nhash blake3\n").unwrap();
         // A datafile as a killed writer leaves it: records never indexed,
         // then half a record.
         let h = HashKind::Blake3.digest(b"block one");
@@ -1494,10 +1491,7 @@ mod tests {
         content.extend(encode_record(&h, 0, b"block one", 9));
         let good = content.len() as u64;
         content.extend_from_slice(&encode_record(&h, 0, b"block one", 9)[..30]);
-        let path = t
-            .path()
-            .join("data/8d3c1b52-0000-4000-8000-000000000000.vtd");
-        std::fs::write(&path, &content).unwrap();
+        let (t, path) = handmade_datadir(&content, "000000000000");
         let dd = DataDir::open(t.path(), None).unwrap();
         assert_eq!(dd.get(&h).unwrap().unwrap(), b"block one");
         assert_eq!(std::fs::metadata(&path).unwrap().len(), good);
@@ -1617,16 +1611,10 @@ mod tests {
 
     #[test]
     fn a_version_1_datafile_is_read_but_not_appended_to() {
-        let t = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(t.path().join("data")).unwrap();
-        std::fs::write(t.path().join(MARKER), "vt-datadir 1\nhash blake3\n").unwrap();
         let h = HashKind::Blake3.digest(b"old block");
         let mut content = datafile::FILE_HEADER_V1.to_vec();
         content.extend(encode_record(&h, 0, b"old block", 9));
-        let path = t
-            .path()
-            .join("data/8d3c1b52-0000-4000-8000-000000000001.vtd");
-        std::fs::write(&path, &content).unwrap();
+        let (t, path) = handmade_datadir(&content, "000000000001");
         let dd = DataDir::open(t.path(), None).unwrap();
         assert_eq!(dd.get(&h).unwrap().unwrap(), b"old block");
         // Its index entry is a 20-byte whole-record one.
@@ -1640,9 +1628,6 @@ mod tests {
 
     #[test]
     fn a_version_2_datafile_with_a_group_is_read_but_not_appended_to() {
-        let t = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(t.path().join("data")).unwrap();
-        std::fs::write(t.path().join(MARKER), "vt-datadir 1\nhash blake3\n").unwrap();
         let a = HashKind::Blake3.digest(b"old one");
         let b = HashKind::Blake3.digest(b"old two");
         let mut content = datafile::FILE_HEADER_V2.to_vec();
@@ -1650,10 +1635,7 @@ mod tests {
             HashKind::Blake3,
             &[(a, b"old one"), (b, b"old two")],
         ));
-        let path = t
-            .path()
-            .join("data/8d3c1b52-0000-4000-8000-000000000002.vtd");
-        std::fs::write(&path, &content).unwrap();
+        let (t, path) = handmade_datadir(&content, "000000000002");
         let dd = DataDir::open(t.path(), None).unwrap();
         assert_eq!(dd.get(&a).unwrap().unwrap(), b"old one");
         assert_eq!(dd.get(&b).unwrap().unwrap(), b"old two");
@@ -1763,6 +1745,19 @@ mod tests {
         datafile::scan(&f, FILE_HEADER.len() as u64, &dicts, false)
             .unwrap()
             .records
+    }
+
+    /// A BLAKE3 DataDir holding one hand-made datafile, `content`, named
+    /// with `n` (12 digits), not yet indexed; and the datafile's path.
+    fn handmade_datadir(content: &[u8], n: &str) -> (tempfile::TempDir, PathBuf) {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("data")).unwrap();
+        std::fs::write(t.path().join(MARKER), "vt-datadir 1\nhash blake3\n").unwrap();
+        let path = t
+            .path()
+            .join(format!("data/8d3c1b52-0000-4000-8000-{n}.vtd"));
+        std::fs::write(&path, content).unwrap();
+        (t, path)
     }
 
     fn only_datafile(dd: &DataDir) -> PathBuf {
@@ -1972,9 +1967,6 @@ mod tests {
 
     #[test]
     fn recovery_skips_but_keeps_a_group_that_fails_its_digest() {
-        let t = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(t.path().join("data")).unwrap();
-        std::fs::write(t.path().join(MARKER), "vt-datadir 1\nhash blake3\n").unwrap();
         // Never indexed: a group whose data is not what its writer hashed
         // (good checksum), then a good group.
         let a = HashKind::Blake3.digest(b"first");
@@ -1989,10 +1981,7 @@ mod tests {
             11,
         ));
         content.extend(encode_group(HashKind::Blake3, &[(c, 5)], 0, b"third", 5));
-        let path = t
-            .path()
-            .join("data/8d3c1b52-0000-4000-8000-000000000002.vtd");
-        std::fs::write(&path, &content).unwrap();
+        let (t, path) = handmade_datadir(&content, "000000000002");
         let dd = DataDir::open(t.path(), None).unwrap();
         assert_eq!(dd.get(&c).unwrap().unwrap(), b"third");
         assert_eq!(dd.get(&a).unwrap(), None, "members of a bad group");

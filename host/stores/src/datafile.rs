@@ -339,16 +339,16 @@ impl Group {
             .data
             .get(m.offset as usize..m.offset as usize + m.len as usize)
             .ok_or_else(|| format!("group member #{index} lies outside the group's data"))?;
-        let by_prefix = verify == Verify::Checksum && m.prefix.is_some();
-        if by_prefix && m.prefix.as_ref().map(|p| &p[..]) != Some(&expect.bytes[..PREFIX_LEN]) {
-            return Err(format!(
+        match (verify, m.prefix) {
+            (Verify::Checksum, Some(p)) if p[..] != expect.bytes[..PREFIX_LEN] => Err(format!(
                 "group member #{index} is not {expect} (its hash prefix differs)"
-            ));
+            )),
+            (Verify::Checksum, Some(_)) => Ok(data),
+            _ if expect.kind.digest(data) != *expect => {
+                Err(format!("group member #{index} does not match its hash"))
+            }
+            _ => Ok(data),
         }
-        if !by_prefix && expect.kind.digest(data) != *expect {
-            return Err(format!("group member #{index} does not match its hash"));
-        }
-        Ok(data)
     }
 
     /// Hashes every member and checks that together they make the
