@@ -1,5 +1,7 @@
 //! The `Store` trait: a mapping from hashcode to block data.
 
+use bytes::Bytes;
+
 use crate::error::Result;
 use crate::hash::{Hash, HashKind};
 
@@ -68,6 +70,20 @@ pub trait Store: Send + Sync {
     /// The data of block `hash`, or [`crate::Error::Missing`].
     fn fetch(&self, hash: &Hash) -> Result<Vec<u8>> {
         self.get(hash)?.ok_or(crate::Error::Missing(*hash))
+    }
+
+    /// Like [`Store::get`], but the data may be shared with the store (a
+    /// slice of a mapped datafile or of a cached group) instead of copied
+    /// out: readers that only look at a block, like a mount serving reads,
+    /// save a copy of every byte. The default copies.
+    fn get_shared(&self, hash: &Hash) -> Result<Option<Bytes>> {
+        Ok(self.get(hash)?.map(Bytes::from))
+    }
+
+    /// The data of block `hash` as [`Store::get_shared`] gives it, or
+    /// [`crate::Error::Missing`].
+    fn fetch_shared(&self, hash: &Hash) -> Result<Bytes> {
+        self.get_shared(hash)?.ok_or(crate::Error::Missing(*hash))
     }
 
     /// Whether the store holds block `hash`.

@@ -11,6 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use bytes::Bytes;
 use vt_core::read::{children, read_range};
 use vt_core::{BlockRef, Error, Hash, Result, Store};
 
@@ -19,7 +20,7 @@ const READAHEAD: usize = 64;
 
 /// A leaf being fetched or fetched: readers of the same leaf wait for
 /// one fetch instead of each doing it (`None` after a failed fetch).
-type Slot = Arc<OnceLock<Option<Arc<Vec<u8>>>>>;
+type Slot = Arc<OnceLock<Option<Bytes>>>;
 
 /// Decoded leaf blocks, most recently added kept, up to a byte budget.
 pub struct LeafCache {
@@ -79,7 +80,7 @@ impl LeafCache {
     }
 
     /// The whole content of `root` if it is one leaf already fetched.
-    pub fn cached(&self, root: &BlockRef) -> Option<Arc<Vec<u8>>> {
+    pub fn cached(&self, root: &BlockRef) -> Option<Bytes> {
         let BlockRef::Direct { hash, .. } = root else {
             return None;
         };
@@ -118,11 +119,11 @@ impl LeafCache {
     }
 
     /// The data of a direct leaf, from the cache or the store.
-    fn fetch(&self, store: &dyn Store, hash: &Hash, span: u64) -> Result<Arc<Vec<u8>>> {
+    fn fetch(&self, store: &dyn Store, hash: &Hash, span: u64) -> Result<Bytes> {
         let slot = self.slot(hash, span);
         let mut err = None;
-        let got = slot.get_or_init(|| match store.fetch(hash) {
-            Ok(d) if d.len() as u64 == span => Some(Arc::new(d)),
+        let got = slot.get_or_init(|| match store.fetch_shared(hash) {
+            Ok(d) if d.len() as u64 == span => Some(d),
             Ok(d) => {
                 err = Some(Error::decode(
                     "block ref",

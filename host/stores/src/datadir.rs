@@ -36,10 +36,11 @@ use vt_core::store::StoreStats;
 use vt_core::{BlockClass, Error, Hash, HashKind, Result, Store};
 
 use crate::datafile::{
-    self, encode_group, encode_record, read_group, read_record, Group, Verify, FILE_HEADER,
+    self, encode_group, encode_record, read_group, read_record, Group, Source, Verify, FILE_HEADER,
     FLAG_DICT, FLAG_ZSTD,
 };
 use crate::dict::Dictionaries;
+use crate::mapping;
 
 /// A datafile is not appended to once it reaches this size.
 const MAX_DATAFILE: u64 = 1 << 30;
@@ -261,8 +262,11 @@ type GroupCache = VecDeque<((u32, u64), Arc<Group>)>;
 
 /// Where `lookup` found a block.
 enum Place {
-    /// In a datafile.
+    /// In a datafile, in the index.
     Disk(Loc),
+    /// In a datafile, written by this process and not yet in the index
+    /// (never read through a map: an append that fails cuts it off).
+    Pending(Loc),
     /// In a group not yet written; its data if asked for.
     Unwritten(Option<Vec<u8>>),
 }
@@ -368,6 +372,9 @@ pub struct DataDir {
     /// Recently decompressed groups, most recent last, by (file, offset).
     group_cache: Mutex<GroupCache>,
     readers: RwLock<HashMap<u32, (PathBuf, Arc<File>)>>,
+    /// Datafiles mapped for [`Store::get_shared`], each as long as it was
+    /// when last mapped (remapped when a read needs more).
+    maps: RwLock<HashMap<u32, bytes::Bytes>>,
     /// Index look-ups since the index's pages were last released.
     lookups: AtomicU64,
     /// Compression dictionaries.
@@ -465,6 +472,7 @@ impl DataDir {
             written: Condvar::new(),
             group_cache: Mutex::default(),
             readers: RwLock::default(),
+            maps: RwLock::default(),
             lookups: AtomicU64::new(0),
             dicts: Dictionaries::open(&root.join("dicts"))?,
             indexed: AtomicU64::new(0),
@@ -826,11 +834,66 @@ impl DataDir {
 
     /// Where block `hash` is; with `copy`, the data of a block not yet
     /// written.
+    /// Block `hash`'s data; `mapped`: through the datafile's map where it
+    /// is in the index.
+    fn read(&self, hash: &Hash, mapped: bool) -> Result<Option<bytes::Bytes>> {
+        let mut place = self.lookup(hash, true)?;
+        if let Some(Place::Unwritten(None)) = place {
+            // Written between the two looks: read it from the datafile.
+            place = self.lookup(hash, false)?;
+            if let None | Some(Place::Unwritten(_)) = place {
+                return Err(Error::Store(format!(
+                    "block {hash} vanished while being written"
+                )));
+            }
+        }
+        match place {
+            None => Ok(None),
+            Some(Place::Disk(loc)) => self.read_at(hash, &loc, self.verify, mapped).map(Some),
+            Some(Place::Pending(loc)) => self.read_at(hash, &loc, self.verify, false).map(Some),
+            Some(Place::Unwritten(data)) => Ok(data.map(bytes::Bytes::from)),
+        }
+    }
+
+    /// Datafile `num` mapped at least up to `end`, mapped anew (as long as
+    /// the file is now) if its map is shorter; `None` if it cannot be
+    /// mapped (then it is read with `pread`).
+    fn map_of(&self, num: u32, f: &File, path: &Path, end: u64) -> Result<Option<bytes::Bytes>> {
+        if let Some(m) = self.maps.read().ok().and_then(|m| m.get(&num).cloned()) {
+            if m.len() as u64 >= end {
+                return Ok(Some(m));
+            }
+        }
+        let size = f
+            .metadata()
+            .map_err(|e| Error::io(format!("stat {}", path.display()), e))?
+            .len();
+        if size < end {
+            return Err(Error::Store(format!(
+                "{} is {size} bytes long, but the index has a record ending at {end}: run `vt fsck`",
+                path.display()
+            )));
+        }
+        match mapping::map(f, size) {
+            Ok(Some(m)) => {
+                if let Ok(mut maps) = self.maps.write() {
+                    maps.insert(num, m.clone());
+                }
+                Ok(Some(m))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                tracing::debug!("cannot map {}: {e}", path.display());
+                Ok(None)
+            }
+        }
+    }
+
     fn lookup(&self, hash: &Hash, copy: bool) -> Result<Option<Place>> {
         {
             let st = self.lock()?;
             if let Some(loc) = st.pending.get(hash) {
-                return Ok(Some(Place::Disk(*loc)));
+                return Ok(Some(Place::Pending(*loc)));
             }
             if st.groups.blocks.contains_key(hash) {
                 return Ok(Some(Place::Unwritten(
@@ -852,12 +915,29 @@ impl DataDir {
         }
     }
 
-    /// Reads block `hash` at `loc`, checking what `verify` says.
-    fn read_at(&self, hash: &Hash, loc: &Loc, verify: Verify) -> Result<Vec<u8>> {
+    /// Reads block `hash` at `loc`, checking what `verify` says; `mapped`
+    /// (for records in the index only) through the datafile's map.
+    fn read_at(
+        &self,
+        hash: &Hash,
+        loc: &Loc,
+        verify: Verify,
+        mapped: bool,
+    ) -> Result<bytes::Bytes> {
         let (path, f) = self.reader(loc.file)?;
+        let end = loc.offset + datafile::RECORD_HEADER as u64 + u64::from(loc.stored_len);
+        let map = if mapped {
+            self.map_of(loc.file, &f, &path, end)?
+        } else {
+            None
+        };
+        let src = match &map {
+            Some(m) => Source::Map(m),
+            None => Source::File(&f),
+        };
         let Some(m) = loc.member else {
             return read_record(
-                &f,
+                src,
                 &path,
                 loc.offset,
                 Some(loc.stored_len),
@@ -872,7 +952,7 @@ impl DataDir {
             detail,
         };
         let g = self
-            .group(loc.file, loc.offset, loc.stored_len, &f)
+            .group(loc.file, loc.offset, loc.stored_len, src)
             .map_err(corrupt)?;
         // The member table names no blocks: the place and length must be
         // the index entry's, and the member's hash is checked.
@@ -884,7 +964,7 @@ impl DataDir {
             )));
         }
         g.member(m.index, hash, verify)
-            .map(<[u8]>::to_vec)
+            .map(|d| g.data.slice_ref(d))
             .map_err(|e| corrupt(format!("group record at offset {}: {e}", loc.offset)))
     }
 
@@ -895,7 +975,7 @@ impl DataDir {
         num: u32,
         offset: u64,
         stored_len: u32,
-        f: &File,
+        src: Source<'_>,
     ) -> std::result::Result<Arc<Group>, String> {
         let key = (num, offset);
         if let Ok(mut c) = self.group_cache.lock() {
@@ -907,7 +987,7 @@ impl DataDir {
             }
         }
         // Decompressed outside the lock: readers of other groups go on.
-        let g = Arc::new(read_group(f, offset, Some(stored_len), &self.dicts)?);
+        let g = Arc::new(read_group(src, offset, Some(stored_len), &self.dicts)?);
         if let Ok(mut c) = self.group_cache.lock() {
             if !c.iter().any(|(k, _)| *k == key) {
                 c.push_back((key, g.clone()));
@@ -1188,7 +1268,7 @@ impl DataDir {
     fn check_entries(&self, entries: &mut Vec<(Hash, Loc)>, rep: &mut FsckReport) {
         entries.sort_unstable_by_key(|(_, l)| (l.file, l.offset, l.member.map(|m| m.index)));
         for (hash, loc) in entries.drain(..) {
-            match self.read_at(&hash, &loc, Verify::Hash) {
+            match self.read_at(&hash, &loc, Verify::Hash, false) {
                 Ok(_) => {}
                 Err(e @ Error::Corrupt { .. }) => rep.problems.push(format!("index entry: {e}")),
                 Err(e) => rep.problems.push(format!("index entry for {hash}: {e}")),
@@ -1404,18 +1484,12 @@ impl Store for DataDir {
     }
 
     fn get(&self, hash: &Hash) -> Result<Option<Vec<u8>>> {
-        match self.lookup(hash, true)? {
-            None => Ok(None),
-            Some(Place::Disk(loc)) => self.read_at(hash, &loc, self.verify).map(Some),
-            // Written between the two looks: read it from the datafile.
-            Some(Place::Unwritten(None)) => match self.lookup(hash, false)? {
-                Some(Place::Disk(loc)) => self.read_at(hash, &loc, self.verify).map(Some),
-                _ => Err(Error::Store(format!(
-                    "block {hash} vanished while being written"
-                ))),
-            },
-            Some(Place::Unwritten(data)) => Ok(data),
-        }
+        // Read into a buffer of its own (not mapped), so this is no copy.
+        Ok(self.read(hash, false)?.map(Vec::from))
+    }
+
+    fn get_shared(&self, hash: &Hash) -> Result<Option<bytes::Bytes>> {
+        self.read(hash, true)
     }
 
     fn contains(&self, hash: &Hash) -> Result<bool> {
@@ -1764,6 +1838,85 @@ mod tests {
         let names = dd.datafile_names().unwrap();
         assert_eq!(names.len(), 1, "{names:?}");
         dd.data_path(&names[0])
+    }
+
+    /// `n` bytes that do not compress (xorshift).
+    fn noise(seed: u64, n: usize) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn shared_reads_map_indexed_records_and_read_the_rest() {
+        let t = tempfile::tempdir().unwrap();
+        let dd = DataDir::open(t.path(), Some(HashKind::Sha3_256)).unwrap();
+        let blocks = [noise(1, 100 << 10), mail(1, 100 << 10), mail(2, 1500)];
+        let hashes: Vec<Hash> = blocks.iter().map(|b| dd.add(b).unwrap().0).collect();
+        let maps = || dd.maps.read().unwrap().len();
+        // Not yet in the index (the small one not even written): read, not mapped.
+        for (h, b) in hashes.iter().zip(&blocks) {
+            assert_eq!(dd.get_shared(h).unwrap().unwrap(), b[..]);
+        }
+        assert_eq!(maps(), 0, "records not in the index are never mapped");
+        dd.sync().unwrap();
+        for (h, b) in hashes.iter().zip(&blocks) {
+            assert_eq!(dd.get(h).unwrap().unwrap(), *b);
+        }
+        assert_eq!(maps(), 0, "get reads into buffers of its own");
+        let shared: Vec<_> = hashes
+            .iter()
+            .map(|h| dd.get_shared(h).unwrap().unwrap())
+            .collect();
+        for (s, b) in shared.iter().zip(&blocks) {
+            assert_eq!(s[..], b[..]);
+        }
+        assert_eq!(maps(), 1, "the data datafile is mapped");
+        let first_len = dd.maps.read().unwrap().values().next().unwrap().len();
+        // Appended after the map was made: mapped again, longer; the
+        // slices of the first map stay good.
+        let more = noise(2, 300 << 10);
+        let (mh, _) = dd.add(&more).unwrap();
+        dd.sync().unwrap();
+        assert_eq!(dd.get_shared(&mh).unwrap().unwrap(), more[..]);
+        let second_len = dd.maps.read().unwrap().values().next().unwrap().len();
+        assert!(
+            second_len >= first_len + (300 << 10),
+            "{first_len} -> {second_len}"
+        );
+        for (s, b) in shared.iter().zip(&blocks) {
+            assert_eq!(s[..], b[..]);
+        }
+        assert!(dd.fsck().unwrap().is_clean());
+    }
+
+    #[test]
+    fn a_datafile_shorter_than_the_index_says_is_an_error_when_mapped() {
+        let t = tempfile::tempdir().unwrap();
+        let data = noise(3, 200 << 10);
+        let h = {
+            let dd = DataDir::open(t.path(), Some(HashKind::Sha3_256)).unwrap();
+            let (h, _) = dd.add(&data).unwrap();
+            dd.sync().unwrap();
+            let path = only_datafile(&dd);
+            drop(dd);
+            let f = OpenOptions::new().write(true).open(&path).unwrap();
+            f.set_len(f.metadata().unwrap().len() - 1000).unwrap();
+            h
+        };
+        let dd = DataDir::open(t.path(), None).unwrap();
+        let err = dd.get_shared(&h).unwrap_err().to_string();
+        assert!(
+            err.contains("the index has a record ending at") && err.contains("vt fsck"),
+            "{err}"
+        );
+        assert!(dd.get(&h).is_err(), "a plain read fails too");
     }
 
     #[test]

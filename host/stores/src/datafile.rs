@@ -33,6 +33,8 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use bytes::Bytes;
+
 use vt_core::{Error, Hash, HashKind, Result};
 
 use crate::dict::Dictionaries;
@@ -310,8 +312,8 @@ pub struct Group {
     pub digest: Hash,
     /// Where each member lies in `data`, in table order.
     pub spans: Vec<Span>,
-    /// The members' data, concatenated.
-    pub data: Vec<u8>,
+    /// The members' data, concatenated (shared: a member is a slice).
+    pub data: Bytes,
 }
 
 impl Group {
@@ -383,15 +385,35 @@ impl Group {
     }
 }
 
+/// Where records are read from.
+#[derive(Clone, Copy)]
+pub enum Source<'a> {
+    /// The open datafile, read with `pread` into buffers of their own.
+    File(&'a File),
+    /// The datafile mapped (see [`crate::mapping`]): payloads are slices of
+    /// the map, stored blocks are not copied at all.
+    Map(&'a Bytes),
+}
+
+impl<'a> From<&'a File> for Source<'a> {
+    fn from(f: &'a File) -> Self {
+        Source::File(f)
+    }
+}
+
 /// Reads the record at `offset` and checks its header and checksum. With
 /// `stored_len` (what the index says the payload holds) header and payload
 /// come in one `preadv`; without it, or if the header disagrees, in two
 /// reads.
 fn read_checked(
-    file: &File,
+    src: Source<'_>,
     offset: u64,
     stored_len: Option<u32>,
-) -> std::result::Result<(RecordHeader, Vec<u8>), String> {
+) -> std::result::Result<(RecordHeader, Bytes), String> {
+    let file = match src {
+        Source::File(f) => f,
+        Source::Map(m) => return mapped_checked(m, offset),
+    };
     let mut hb = [0u8; RECORD_HEADER];
     let read = stored_len
         .filter(|&n| n <= MAX_RECORD)
@@ -409,6 +431,27 @@ fn read_checked(
             (h, payload)
         }
     };
+    if crc_of(&hb[..48], &payload) != h.crc {
+        return Err(format!("checksum mismatch in record at offset {offset}"));
+    }
+    Ok((h, Bytes::from(payload)))
+}
+
+/// [`read_checked`] from a map: the payload is a slice of it.
+fn mapped_checked(map: &Bytes, offset: u64) -> std::result::Result<(RecordHeader, Bytes), String> {
+    let past = || format!("record at offset {offset} runs past the datafile's end");
+    let at = usize::try_from(offset).map_err(|_| past())?;
+    let hb: &[u8; RECORD_HEADER] = map
+        .get(at..at.saturating_add(RECORD_HEADER))
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(past)?;
+    let h = parse_header(hb).ok_or_else(|| format!("bad record header at offset {offset}"))?;
+    let start = at + RECORD_HEADER;
+    let end = start.saturating_add(h.stored_len as usize);
+    if end > map.len() {
+        return Err(past());
+    }
+    let payload = map.slice(start..end);
     if crc_of(&hb[..48], &payload) != h.crc {
         return Err(format!("checksum mismatch in record at offset {offset}"));
     }
@@ -458,22 +501,22 @@ fn read_whole(
 
 /// Reads and verifies the record at `offset` (checksum, identity, length,
 /// and with [`Verify::Hash`] the hash of the decompressed data). Returns the
-/// block data.
-pub fn read_record(
-    file: &File,
+/// block data (from a map, a slice of it unless it was compressed).
+pub fn read_record<'a>(
+    src: impl Into<Source<'a>>,
     path: &Path,
     offset: u64,
     stored_len: Option<u32>,
     expect: &Hash,
     dicts: &Dictionaries,
     verify: Verify,
-) -> Result<Vec<u8>> {
+) -> Result<Bytes> {
     let corrupt = |detail: String| Error::Corrupt {
         hash: *expect,
         file: path.to_path_buf(),
         detail,
     };
-    let (h, payload) = read_checked(file, offset, stored_len).map_err(corrupt)?;
+    let (h, payload) = read_checked(src.into(), offset, stored_len).map_err(corrupt)?;
     if h.hash != *expect || h.is_group() {
         return Err(corrupt(format!(
             "record at offset {offset} is for {}{}, not this block",
@@ -493,13 +536,13 @@ pub fn read_record(
 /// Reads the group record at `offset`: checks its header, checksum and
 /// member table, and decompresses its data. Members' hashes are checked
 /// by [`Group::member`] or [`Group::members`].
-pub fn read_group(
-    file: &File,
+pub fn read_group<'a>(
+    src: impl Into<Source<'a>>,
     offset: u64,
     stored_len: Option<u32>,
     dicts: &Dictionaries,
 ) -> std::result::Result<Group, String> {
-    let (h, payload) = read_checked(file, offset, stored_len)?;
+    let (h, payload) = read_checked(src.into(), offset, stored_len)?;
     if !h.is_group() {
         return Err(format!(
             "record at offset {offset} is for {}, not a group",
@@ -512,11 +555,11 @@ pub fn read_group(
 /// The member table and data of a checksummed group payload.
 fn decode_group(
     h: &RecordHeader,
-    mut payload: Vec<u8>,
+    payload: Bytes,
     dicts: &Dictionaries,
 ) -> std::result::Result<Group, String> {
     let (spans, table_len) = parse_table(h, &payload)?;
-    let data = decode_payload(h, payload.split_off(table_len), dicts)?;
+    let data = decode_payload(h, payload.slice(table_len..), dicts)?;
     Ok(Group {
         digest: h.hash,
         spans,
@@ -527,11 +570,11 @@ fn decode_group(
 /// The block data of a checksummed payload (of a group: its data part).
 pub fn decode_payload(
     h: &RecordHeader,
-    payload: Vec<u8>,
+    payload: Bytes,
     dicts: &Dictionaries,
-) -> std::result::Result<Vec<u8>, String> {
+) -> std::result::Result<Bytes, String> {
     let data = if h.flags & FLAG_ZSTD != 0 {
-        dicts.decompress(&payload, h.raw_len as usize)?
+        Bytes::from(dicts.decompress(&payload, h.raw_len as usize)?)
     } else {
         payload
     };
@@ -668,7 +711,7 @@ fn check_record(file: &File, off: u64, len: u64, dicts: &Dictionaries, full: boo
         if let Err(why) = needs(&h, &payload[table_len..], dicts) {
             return Checked::Unreadable(h, why);
         }
-        return match decode_group(&h, payload, dicts).and_then(|g| g.members()) {
+        return match decode_group(&h, Bytes::from(payload), dicts).and_then(|g| g.members()) {
             Ok(members) => Checked::Good(h, members),
             Err(why) => Checked::Bad(h, why),
         };
@@ -676,7 +719,7 @@ fn check_record(file: &File, off: u64, len: u64, dicts: &Dictionaries, full: boo
     if let Err(why) = needs(&h, &payload, dicts) {
         return Checked::Unreadable(h, why);
     }
-    match decode_payload(&h, payload, dicts) {
+    match decode_payload(&h, Bytes::from(payload), dicts) {
         Ok(d) if h.hash.kind.digest(&d) == h.hash => Checked::Good(h, Vec::new()),
         Ok(_) => Checked::Bad(h, format!("data does not match its hash {}", h.hash)),
         Err(why) => Checked::Bad(h, why),
