@@ -215,21 +215,30 @@ impl BlockMap {
         Ok(())
     }
 
-    /// Up to `len` bytes from `offset`.
+    /// Up to `len` bytes from `offset`: within one stored leaf a slice of
+    /// it (no copy), else the leaves' parts copied together.
     pub fn read(
         self: &Arc<Self>,
         store: &Arc<dyn Store>,
         cache: &Arc<LeafCache>,
         offset: u64,
         len: u64,
-    ) -> Result<Vec<u8>> {
+    ) -> Result<Bytes> {
         if offset >= self.span || len == 0 {
-            return Ok(Vec::new());
+            return Ok(Bytes::new());
         }
         let end = self.span.min(offset + len);
-        let mut out = Vec::with_capacity((end - offset) as usize);
         let mut i = self.index(offset);
         let first = i;
+        if let BlockRef::Direct { hash, span } = &self.leaves[i] {
+            let a = self.starts[i];
+            if end <= a + span {
+                let d = cache.fetch(&**store, hash, *span)?;
+                self.read_ahead(store, cache, first, i + 1);
+                return Ok(d.slice((offset - a) as usize..(end - a) as usize));
+            }
+        }
+        let mut out = Vec::with_capacity((end - offset) as usize);
         while i < self.leaves.len() && self.starts[i] < end {
             let a = self.starts[i];
             let from = offset.max(a) - a;
@@ -238,7 +247,7 @@ impl BlockMap {
             i += 1;
         }
         self.read_ahead(store, cache, first, i);
-        Ok(out)
+        Ok(Bytes::from(out))
     }
 
     /// Fetches the leaves after `next` into the cache in the background,

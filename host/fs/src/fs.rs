@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use fuser::{
     AccessFlags, Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
@@ -919,7 +920,7 @@ impl Inner {
         st.touch(ino);
     }
 
-    fn read(&self, ino: Ino, offset: u64, size: u32) -> R<Vec<u8>> {
+    fn read(&self, ino: Ino, offset: u64, size: u32) -> R<Bytes> {
         enum Src {
             Map(Arc<BlockMap>),
             Backing(Arc<Backing>),
@@ -932,7 +933,7 @@ impl Inner {
                     Kind::File(Content::Mem(v)) => {
                         let a = (offset as usize).min(v.len());
                         let b = (a + size as usize).min(v.len());
-                        return Ok(v[a..b].to_vec());
+                        return Ok(Bytes::copy_from_slice(&v[a..b]));
                     }
                     Kind::File(Content::Backing(b)) => break Src::Backing(b.clone()),
                     Kind::File(Content::Stored { map: Some(m), .. }) => break Src::Map(m.clone()),
@@ -958,7 +959,7 @@ impl Inner {
             Src::Map(m) => m
                 .read(&self.store, &self.cache, offset, u64::from(size))
                 .map_err(eio),
-            Src::Backing(b) => b.read_at(offset, size).map_err(eio),
+            Src::Backing(b) => b.read_at(offset, size).map(Bytes::from).map_err(eio),
         }
     }
 

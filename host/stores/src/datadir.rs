@@ -375,6 +375,8 @@ pub struct DataDir {
     /// Datafiles mapped for [`Store::get_shared`], each as long as it was
     /// when last mapped (remapped when a read needs more).
     maps: RwLock<HashMap<u32, bytes::Bytes>>,
+    /// Bytes read through maps since their pages were last released.
+    mapped_reads: AtomicU64,
     /// Index look-ups since the index's pages were last released.
     lookups: AtomicU64,
     /// Compression dictionaries.
@@ -473,6 +475,7 @@ impl DataDir {
             group_cache: Mutex::default(),
             readers: RwLock::default(),
             maps: RwLock::default(),
+            mapped_reads: AtomicU64::new(0),
             lookups: AtomicU64::new(0),
             dicts: Dictionaries::open(&root.join("dicts"))?,
             indexed: AtomicU64::new(0),
@@ -889,6 +892,19 @@ impl DataDir {
         }
     }
 
+    /// Counts `n` bytes read through maps; every [`RELEASE_MAPPED`] bytes
+    /// releases the maps' pages (see [`mapping::release`]), as the index's
+    /// are, so resident memory does not grow with what a mount has read.
+    fn note_mapped_read(&self, n: u64) {
+        let before = self.mapped_reads.fetch_add(n, Relaxed);
+        if (before + n) / RELEASE_MAPPED == before / RELEASE_MAPPED {
+            return;
+        }
+        if let Ok(maps) = self.maps.read() {
+            maps.values().for_each(mapping::release);
+        }
+    }
+
     fn lookup(&self, hash: &Hash, copy: bool) -> Result<Option<Place>> {
         {
             let st = self.lock()?;
@@ -931,6 +947,9 @@ impl DataDir {
         } else {
             None
         };
+        if map.is_some() {
+            self.note_mapped_read(u64::from(loc.stored_len));
+        }
         let src = match &map {
             Some(m) => Source::Map(m),
             None => Source::File(&f),
@@ -1359,6 +1378,9 @@ fn prefetch_whole(file: &File) {
 
 /// Index look-ups between releases of the index's mapped pages.
 const RELEASE_EVERY: u64 = 1024;
+
+/// Bytes read through datafile maps between releases of their pages.
+const RELEASE_MAPPED: u64 = 64 << 20;
 
 /// Drops this process's page table entries for the memory-mapped index
 /// file, so resident memory does not grow with the index: the pages stay
