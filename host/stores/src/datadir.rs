@@ -1864,17 +1864,16 @@ mod tests {
         dd.data_path(&names[0])
     }
 
-    /// `n` bytes that do not compress (xorshift).
+    /// `n` bytes that do not compress: a chain of hashes.
     fn noise(seed: u64, n: usize) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
+        let mut v: Vec<u8> = (0..n as u64 / 32 + 1)
+            .flat_map(|i| {
+                let at = [seed.to_le_bytes(), i.to_le_bytes()].concat();
+                HashKind::Sha3_256.digest(&at).bytes
             })
-            .collect()
+            .collect();
+        v.truncate(n);
+        v
     }
 
     #[test]
