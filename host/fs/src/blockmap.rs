@@ -194,29 +194,55 @@ impl BlockMap {
             .saturating_sub(1)
     }
 
-    fn leaf_into(
+    /// The part `from..to` of leaf `i`; of a stored leaf, a slice of the
+    /// cached block (no copy).
+    fn leaf_part(
         &self,
         store: &dyn Store,
         cache: &LeafCache,
         i: usize,
         from: u64,
         to: u64,
-        out: &mut Vec<u8>,
-    ) -> Result<()> {
-        match &self.leaves[i] {
-            BlockRef::Direct { hash, span } => {
-                let d = cache.fetch(store, hash, *span)?;
-                out.extend_from_slice(&d[from as usize..to as usize]);
-            }
-            BlockRef::Literal(d) => out.extend_from_slice(&d[from as usize..to as usize]),
-            BlockRef::Rle { octet, .. } => out.resize(out.len() + (to - from) as usize, *octet),
-            r => out.extend_from_slice(&read_range(store, r, from, to - from)?),
-        }
-        Ok(())
+    ) -> Result<Bytes> {
+        let (a, b) = (from as usize, to as usize);
+        Ok(match &self.leaves[i] {
+            BlockRef::Direct { hash, span } => cache.fetch(store, hash, *span)?.slice(a..b),
+            BlockRef::Literal(d) => Bytes::copy_from_slice(&d[a..b]),
+            BlockRef::Rle { octet, .. } => Bytes::from(vec![*octet; b - a]),
+            r => Bytes::from(read_range(store, r, from, to - from)?),
+        })
     }
 
-    /// Up to `len` bytes from `offset`: within one stored leaf a slice of
-    /// it (no copy), else the leaves' parts copied together.
+    /// Up to `len` bytes from `offset`, as the parts of the leaves that
+    /// hold them, in order: slices of cached blocks, which a reply can
+    /// gather without copying them together.
+    pub fn read_parts(
+        self: &Arc<Self>,
+        store: &Arc<dyn Store>,
+        cache: &Arc<LeafCache>,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<Bytes>> {
+        if offset >= self.span || len == 0 {
+            return Ok(Vec::new());
+        }
+        let end = self.span.min(offset + len);
+        let mut i = self.index(offset);
+        let first = i;
+        let mut parts = Vec::new();
+        while i < self.leaves.len() && self.starts[i] < end {
+            let a = self.starts[i];
+            let from = offset.max(a) - a;
+            let to = end.min(a + self.leaves[i].span()) - a;
+            parts.push(self.leaf_part(&**store, cache, i, from, to)?);
+            i += 1;
+        }
+        self.read_ahead(store, cache, first, i);
+        Ok(parts)
+    }
+
+    /// Up to `len` bytes from `offset` in one buffer: within one leaf a
+    /// slice of it, else the leaves' parts copied together.
     pub fn read(
         self: &Arc<Self>,
         store: &Arc<dyn Store>,
@@ -224,30 +250,12 @@ impl BlockMap {
         offset: u64,
         len: u64,
     ) -> Result<Bytes> {
-        if offset >= self.span || len == 0 {
-            return Ok(Bytes::new());
-        }
-        let end = self.span.min(offset + len);
-        let mut i = self.index(offset);
-        let first = i;
-        if let BlockRef::Direct { hash, span } = &self.leaves[i] {
-            let a = self.starts[i];
-            if end <= a + span {
-                let d = cache.fetch(&**store, hash, *span)?;
-                self.read_ahead(store, cache, first, i + 1);
-                return Ok(d.slice((offset - a) as usize..(end - a) as usize));
-            }
-        }
-        let mut out = Vec::with_capacity((end - offset) as usize);
-        while i < self.leaves.len() && self.starts[i] < end {
-            let a = self.starts[i];
-            let from = offset.max(a) - a;
-            let to = end.min(a + self.leaves[i].span()) - a;
-            self.leaf_into(&**store, cache, i, from, to, &mut out)?;
-            i += 1;
-        }
-        self.read_ahead(store, cache, first, i);
-        Ok(Bytes::from(out))
+        let mut parts = self.read_parts(store, cache, offset, len)?;
+        Ok(match parts.len() {
+            0 => Bytes::new(),
+            1 => parts.swap_remove(0),
+            _ => Bytes::from(parts.concat()),
+        })
     }
 
     /// Fetches the leaves after `next` into the cache in the background,
@@ -400,6 +408,37 @@ mod tests {
         let upto = map.index(128 << 10);
         assert!((0..upto).all(cached), "the first {upto} leaves");
         assert!(!cached(upto + 1) && !cached(map.leaves.len() - 1));
+    }
+
+    #[test]
+    fn a_read_across_leaves_is_slices_of_the_cached_leaves() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(HashKind::Sha3_256));
+        let stats = AddStats::default();
+        let bf = Blockifier::new(&*store, ChunkParams::default(), &stats);
+        let d = random(2 << 20);
+        let root = bf.blockify_bytes(&d).unwrap();
+        let map = Arc::new(BlockMap::build(&*store, &root).unwrap());
+        let cache = Arc::new(LeafCache::new(64 << 20));
+        let (off, len) = (100_000u64, 1u64 << 20);
+        let parts = map.read_parts(&store, &cache, off, len).unwrap();
+        assert!(parts.len() > 4, "1 MiB spans several leaves: {}", parts.len());
+        assert_eq!(parts.concat(), &d[off as usize..(off + len) as usize]);
+        // Each part lies in its leaf's cached data: nothing was copied.
+        let mut i = map.index(off);
+        for p in &parts {
+            let BlockRef::Direct { hash, .. } = &map.leaves[i] else {
+                panic!("leaf {i} is not stored");
+            };
+            let g = cache.inner.lock().unwrap();
+            let leaf = g.map[hash].0.get().cloned().flatten().unwrap();
+            let range = leaf.as_ptr_range();
+            assert!(range.contains(&p.as_ptr()) && p.as_ptr_range().end <= range.end);
+            i += 1;
+        }
+        assert_eq!(
+            map.read(&store, &cache, off, len).unwrap(),
+            &d[off as usize..(off + len) as usize]
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::io::IoSlice;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
@@ -35,6 +36,9 @@ const CACHE_BYTES: usize = 256 << 20;
 
 /// Longest name accepted.
 const NAME_MAX: usize = 255;
+
+/// Most parts a READ reply gathers (IOV_MAX is 1024, one is the header).
+const MAX_PARTS: usize = 1000;
 
 /// The virtual xattr that shows a file's current block reference.
 const XATTR_BLOCKREF: &[u8] = b"user.vt.blockref";
@@ -920,7 +924,9 @@ impl Inner {
         st.touch(ino);
     }
 
-    fn read(&self, ino: Ino, offset: u64, size: u32) -> R<Bytes> {
+    /// Up to `size` bytes at `offset`, in parts to be sent in order (of a
+    /// stored file, slices of its cached leaves).
+    fn read(&self, ino: Ino, offset: u64, size: u32) -> R<Vec<Bytes>> {
         enum Src {
             Map(Arc<BlockMap>),
             Backing(Arc<Backing>),
@@ -933,7 +939,7 @@ impl Inner {
                     Kind::File(Content::Mem(v)) => {
                         let a = (offset as usize).min(v.len());
                         let b = (a + size as usize).min(v.len());
-                        return Ok(Bytes::copy_from_slice(&v[a..b]));
+                        return Ok(vec![Bytes::copy_from_slice(&v[a..b])]);
                     }
                     Kind::File(Content::Backing(b)) => break Src::Backing(b.clone()),
                     Kind::File(Content::Stored { map: Some(m), .. }) => break Src::Map(m.clone()),
@@ -957,9 +963,12 @@ impl Inner {
         };
         match src {
             Src::Map(m) => m
-                .read(&self.store, &self.cache, offset, u64::from(size))
+                .read_parts(&self.store, &self.cache, offset, u64::from(size))
                 .map_err(eio),
-            Src::Backing(b) => b.read_at(offset, size).map(Bytes::from).map_err(eio),
+            Src::Backing(b) => b
+                .read_at(offset, size)
+                .map(|d| vec![Bytes::from(d)])
+                .map_err(eio),
         }
     }
 
@@ -1710,7 +1719,15 @@ impl Filesystem for VtFs {
             Vec::new()
         };
         match self.inner.read(ino.0, offset, size) {
-            Ok(d) => reply.data(&d),
+            Ok(mut parts) => {
+                // Gathered by the kernel from the cached leaves: no copy
+                // (but a writev takes at most IOV_MAX slices).
+                if parts.len() > MAX_PARTS {
+                    parts = vec![Bytes::from(parts.concat())];
+                }
+                let iov: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+                reply.data_vectored(&iov)
+            }
             Err(e) => reply.error(e),
         }
         self.inner.push_files(ahead, None);
