@@ -360,8 +360,8 @@ impl<'a> Blockifier<'a> {
     /// Builds a tree of indirect blocks over `leaves`, in order.
     ///
     /// The fan-out is content-defined: a group ends after a ref whose
-    /// level-salted hash has its low bits zero (average [`FANOUT_AVG`]),
-    /// or at [`FANOUT_MAX`] refs.
+    /// level-salted hash has its low bits zero (on average 64 refs),
+    /// or at 512 refs.
     pub fn build_tree(&self, mut level: Vec<BlockRef>) -> Result<BlockRef> {
         let mut depth: u64 = 0;
         loop {

@@ -421,7 +421,11 @@ mod tests {
         let cache = Arc::new(LeafCache::new(64 << 20));
         let (off, len) = (100_000u64, 1u64 << 20);
         let parts = map.read_parts(&store, &cache, off, len).unwrap();
-        assert!(parts.len() > 4, "1 MiB spans several leaves: {}", parts.len());
+        assert!(
+            parts.len() > 4,
+            "1 MiB spans several leaves: {}",
+            parts.len()
+        );
         assert_eq!(parts.concat(), &d[off as usize..(off + len) as usize]);
         // Each part lies in its leaf's cached data: nothing was copied.
         let mut i = map.index(off);
