@@ -21,6 +21,9 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
 fi
 
 set -e
+# Formatting is part of the suite: unformatted code fails it.
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+cargo fmt --all --check
 # The POSIX conformance suite run against `vt mount` (tests/tests/mount.rs),
 # with the dummy user it switches to.
 command -v pjdfstest >/dev/null || [ -x "$HOME/.cargo/bin/pjdfstest" ] ||
