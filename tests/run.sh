@@ -30,6 +30,9 @@ command -v pjdfstest >/dev/null || [ -x "$HOME/.cargo/bin/pjdfstest" ] ||
     cargo install --locked pjdfstest
 id tests >/dev/null 2>&1 || useradd -M tests
 cargo build --workspace --all-targets
+# So is clippy: any lint fails it.
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+cargo clippy --workspace --all-targets -- -D warnings
 set +e
 mkdir -p target
 cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.log

@@ -428,8 +428,7 @@ mod tests {
         );
         assert_eq!(parts.concat(), &d[off as usize..(off + len) as usize]);
         // Each part lies in its leaf's cached data: nothing was copied.
-        let mut i = map.index(off);
-        for p in &parts {
+        for (i, p) in (map.index(off)..).zip(&parts) {
             let BlockRef::Direct { hash, .. } = &map.leaves[i] else {
                 panic!("leaf {i} is not stored");
             };
@@ -437,7 +436,6 @@ mod tests {
             let leaf = g.map[hash].0.get().cloned().flatten().unwrap();
             let range = leaf.as_ptr_range();
             assert!(range.contains(&p.as_ptr()) && p.as_ptr_range().end <= range.end);
-            i += 1;
         }
         assert_eq!(
             map.read(&store, &cache, off, len).unwrap(),
