@@ -344,6 +344,17 @@ mod tests {
         v
     }
 
+    /// `d` blockified into a memory store: the store, the root, its map.
+    fn stored(d: &[u8]) -> (Arc<dyn Store>, BlockRef, Arc<BlockMap>) {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(HashKind::Sha3_256));
+        let stats = AddStats::default();
+        let root = Blockifier::new(&*store, ChunkParams::default(), &stats)
+            .blockify_bytes(d)
+            .unwrap();
+        let map = Arc::new(BlockMap::build(&*store, &root).unwrap());
+        (store, root, map)
+    }
+
     fn data() -> Vec<u8> {
         // 3 MiB of pseudo-random bytes, a 2 MiB hole, 1 MiB more.
         let mut v = random(3 << 20);
@@ -355,12 +366,8 @@ mod tests {
 
     #[test]
     fn a_file_read_again_from_its_start_is_fetched_ahead_again() {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(HashKind::Sha3_256));
-        let stats = AddStats::default();
-        let bf = Blockifier::new(&*store, ChunkParams::default(), &stats);
         let d = random(24 << 20);
-        let root = bf.blockify_bytes(&d).unwrap();
-        let map = Arc::new(BlockMap::build(&*store, &root).unwrap());
+        let (store, _, map) = stored(&d);
         assert!(
             map.leaves.len() > 3 * READAHEAD,
             "{} leaves",
@@ -393,11 +400,7 @@ mod tests {
 
     #[test]
     fn the_start_of_a_file_is_fetched_ahead_within_the_budget() {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(HashKind::Sha3_256));
-        let stats = AddStats::default();
-        let bf = Blockifier::new(&*store, ChunkParams::default(), &stats);
-        let root = bf.blockify_bytes(&random(4 << 20)).unwrap();
-        let map = BlockMap::build(&*store, &root).unwrap();
+        let (store, root, map) = stored(&random(4 << 20));
         let cache = LeafCache::new(64 << 20);
         cache.prefetch_start(&*store, &root, 128 << 10);
         let cached = |i: usize| match &map.leaves[i] {
@@ -412,12 +415,8 @@ mod tests {
 
     #[test]
     fn a_read_across_leaves_is_slices_of_the_cached_leaves() {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(HashKind::Sha3_256));
-        let stats = AddStats::default();
-        let bf = Blockifier::new(&*store, ChunkParams::default(), &stats);
         let d = random(2 << 20);
-        let root = bf.blockify_bytes(&d).unwrap();
-        let map = Arc::new(BlockMap::build(&*store, &root).unwrap());
+        let (store, _, map) = stored(&d);
         let cache = Arc::new(LeafCache::new(64 << 20));
         let (off, len) = (100_000u64, 1u64 << 20);
         let parts = map.read_parts(&store, &cache, off, len).unwrap();
@@ -445,12 +444,8 @@ mod tests {
 
     #[test]
     fn reads_anywhere_match_the_content_and_holes_are_found() {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(HashKind::Sha3_256));
-        let stats = AddStats::default();
-        let bf = Blockifier::new(&*store, ChunkParams::default(), &stats);
         let d = data();
-        let root = bf.blockify_bytes(&d).unwrap();
-        let map = Arc::new(BlockMap::build(&*store, &root).unwrap());
+        let (store, _, map) = stored(&d);
         let cache = Arc::new(LeafCache::new(1 << 20));
         assert_eq!(map.span(), d.len() as u64);
         let mut x = 12345u64;

@@ -835,8 +835,6 @@ impl DataDir {
         Ok(())
     }
 
-    /// Where block `hash` is; with `copy`, the data of a block not yet
-    /// written.
     /// Block `hash`'s data; `mapped`: through the datafile's map where it
     /// is in the index.
     fn read(&self, hash: &Hash, mapped: bool) -> Result<Option<bytes::Bytes>> {
@@ -905,6 +903,8 @@ impl DataDir {
         }
     }
 
+    /// Where block `hash` is; with `copy`, the data of a block not yet
+    /// written.
     fn lookup(&self, hash: &Hash, copy: bool) -> Result<Option<Place>> {
         {
             let st = self.lock()?;
@@ -941,22 +941,10 @@ impl DataDir {
         mapped: bool,
     ) -> Result<bytes::Bytes> {
         let (path, f) = self.reader(loc.file)?;
-        let end = loc.offset + datafile::RECORD_HEADER as u64 + u64::from(loc.stored_len);
-        let map = if mapped {
-            self.map_of(loc.file, &f, &path, end)?
-        } else {
-            None
-        };
-        if map.is_some() {
-            self.note_mapped_read(u64::from(loc.stored_len));
-        }
-        let src = match &map {
-            Some(m) => Source::Map(m),
-            None => Source::File(&f),
-        };
         let Some(m) = loc.member else {
+            let map = self.map_for(loc, &f, &path, mapped)?;
             return read_record(
-                src,
+                Source::of(map.as_ref(), &f),
                 &path,
                 loc.offset,
                 Some(loc.stored_len),
@@ -970,9 +958,18 @@ impl DataDir {
             file: path.clone(),
             detail,
         };
-        let g = self
-            .group(loc.file, loc.offset, loc.stored_len, src)
-            .map_err(corrupt)?;
+        let g = match self.cached_group(loc) {
+            Some(g) => g,
+            None => {
+                // Decompressed outside the cache's lock: readers of other
+                // groups go on.
+                let map = self.map_for(loc, &f, &path, mapped)?;
+                let src = Source::of(map.as_ref(), &f);
+                let g = read_group(src, loc.offset, Some(loc.stored_len), &self.dicts)
+                    .map_err(&corrupt)?;
+                self.keep_group(loc, Arc::new(g))
+            }
+        };
         // The member table names no blocks: the place and length must be
         // the index entry's, and the member's hash is checked.
         if g.spans.get(m.index as usize).map(|x| (x.offset, x.len)) != Some((m.offset, loc.raw_len))
@@ -987,26 +984,42 @@ impl DataDir {
             .map_err(|e| corrupt(format!("group record at offset {}: {e}", loc.offset)))
     }
 
-    /// The group record at `offset` of datafile `num`, decompressed, from
-    /// the cache if it is there.
-    fn group(
+    /// With `mapped`, the map of the datafile holding the record at `loc`
+    /// (about to be read through it, which is counted); else `None`.
+    fn map_for(
         &self,
-        num: u32,
-        offset: u64,
-        stored_len: u32,
-        src: Source<'_>,
-    ) -> std::result::Result<Arc<Group>, String> {
-        let key = (num, offset);
-        if let Ok(mut c) = self.group_cache.lock() {
-            if let Some(i) = c.iter().position(|(k, _)| *k == key) {
-                let e = c.remove(i).ok_or("group cache")?;
-                let g = e.1.clone();
-                c.push_back(e);
-                return Ok(g);
-            }
+        loc: &Loc,
+        f: &File,
+        path: &Path,
+        mapped: bool,
+    ) -> Result<Option<bytes::Bytes>> {
+        if !mapped {
+            return Ok(None);
         }
-        // Decompressed outside the lock: readers of other groups go on.
-        let g = Arc::new(read_group(src, offset, Some(stored_len), &self.dicts)?);
+        let end = loc.offset + datafile::RECORD_HEADER as u64 + u64::from(loc.stored_len);
+        let map = self.map_of(loc.file, f, path, end)?;
+        if map.is_some() {
+            self.note_mapped_read(u64::from(loc.stored_len));
+        }
+        Ok(map)
+    }
+
+    /// The group record at `loc`, decompressed, if it is in the cache of
+    /// recent groups.
+    fn cached_group(&self, loc: &Loc) -> Option<Arc<Group>> {
+        let key = (loc.file, loc.offset);
+        let mut c = self.group_cache.lock().ok()?;
+        let i = c.iter().position(|(k, _)| *k == key)?;
+        let e = c.remove(i)?;
+        let g = e.1.clone();
+        c.push_back(e);
+        Some(g)
+    }
+
+    /// Puts the group record at `loc` in the cache of recent groups
+    /// (unless another reader did first); returns it.
+    fn keep_group(&self, loc: &Loc, g: Arc<Group>) -> Arc<Group> {
+        let key = (loc.file, loc.offset);
         if let Ok(mut c) = self.group_cache.lock() {
             if !c.iter().any(|(k, _)| *k == key) {
                 c.push_back((key, g.clone()));
@@ -1015,7 +1028,7 @@ impl DataDir {
                 }
             }
         }
-        Ok(g)
+        g
     }
 
     /// Whether another thread added `hash` since this one looked (when

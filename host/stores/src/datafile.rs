@@ -395,6 +395,13 @@ pub enum Source<'a> {
     Map(&'a Bytes),
 }
 
+impl<'a> Source<'a> {
+    /// The map if there is one, else the file.
+    pub fn of(map: Option<&'a Bytes>, file: &'a File) -> Self {
+        map.map_or(Source::File(file), Source::Map)
+    }
+}
+
 impl<'a> From<&'a File> for Source<'a> {
     fn from(f: &'a File) -> Self {
         Source::File(f)
