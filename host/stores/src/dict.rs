@@ -42,10 +42,11 @@ pub const DICT_BELOW: usize = 16 << 10;
 const TABLE_LOG: u32 = 15;
 
 thread_local! {
-    /// This thread's compressors, without and with the dictionary:
-    /// (level, dictionary ID or 0, context).
-    static COMPRESSORS: RefCell<[Option<(i32, u32, zstd::bulk::Compressor<'static>)>; 2]> =
-        const { RefCell::new([None, None]) };
+    /// This thread's compressors, most recently used first: (level,
+    /// dictionary ID or 0, context). A few: a DataDir compresses at one or
+    /// two levels (`effort.rs`), with and without the dictionary.
+    static COMPRESSORS: RefCell<Vec<(i32, u32, zstd::bulk::Compressor<'static>)>> =
+        const { RefCell::new(Vec::new()) };
     /// This thread's decompressors by dictionary ID (0: none).
     static DECOMPRESSORS: RefCell<HashMap<u32, zstd::bulk::Decompressor<'static>>> =
         RefCell::new(HashMap::new());
@@ -77,8 +78,10 @@ fn compressor(
         None => {
             let mut z = zstd::bulk::Compressor::new(level)
                 .map_err(|e| Error::io("create zstd context", e))?;
-            set(&mut z, CParameter::HashLog(TABLE_LOG))?;
-            set(&mut z, CParameter::ChainLog(TABLE_LOG))?;
+            if level <= crate::effort::BASE_LEVEL {
+                set(&mut z, CParameter::HashLog(TABLE_LOG))?;
+                set(&mut z, CParameter::ChainLog(TABLE_LOG))?;
+            }
             Ok(z)
         }
     }
@@ -191,7 +194,15 @@ impl Dictionaries {
     /// Compresses `data`; returns the frame and whether it needs a
     /// dictionary. Only inputs under [`DICT_BELOW`] use the dictionary.
     pub fn compress(&self, data: &[u8], level: i32) -> Result<(Vec<u8>, bool)> {
-        let active = if data.len() < DICT_BELOW {
+        self.compress_at(data, level, data.len() < DICT_BELOW)
+    }
+
+    /// Compresses `data` at `level`, with the active dictionary if
+    /// `with_dict` and there is one; returns the frame and whether it
+    /// needs the dictionary. Above the base level inputs of any size use
+    /// it: there its cost is small beside the compression's own.
+    pub fn compress_at(&self, data: &[u8], level: i32, with_dict: bool) -> Result<(Vec<u8>, bool)> {
+        let active = if with_dict {
             self.active.read().ok().and_then(|a| a.clone())
         } else {
             None
@@ -199,18 +210,19 @@ impl Dictionaries {
         let id = active.as_ref().map_or(0, |(id, _)| *id);
         COMPRESSORS.with(|c| {
             let mut c = c.borrow_mut();
-            // Slot 0 compresses without a dictionary, slot 1 with one.
-            let slot = &mut c[usize::from(id != 0)];
-            if slot
-                .as_ref()
-                .is_none_or(|(l, i, _)| *l != level || *i != id)
-            {
-                *slot = Some((level, id, compressor(level, active.as_ref())?));
+            match c.iter().position(|(l, i, _)| *l == level && *i == id) {
+                Some(0) => {}
+                Some(at) => {
+                    let z = c.remove(at);
+                    c.insert(0, z);
+                }
+                None => {
+                    c.truncate(3);
+                    c.insert(0, (level, id, compressor(level, active.as_ref())?));
+                }
             }
-            let (_, _, z) = slot
-                .as_mut()
-                .ok_or_else(|| Error::Store("no zstd context".into()))?;
-            let out = z
+            let out = c[0]
+                .2
                 .compress(data)
                 .map_err(|e| Error::io("compress block", e))?;
             Ok((out, id != 0))

@@ -7,6 +7,7 @@
 pub mod datadir;
 pub mod datafile;
 pub mod dict;
+pub mod effort;
 pub mod mapping;
 pub mod memory;
 pub mod vtd_scanner;
