@@ -215,6 +215,74 @@ fn blake3_store_and_named_store_in_config() {
 }
 
 #[test]
+fn compression_setting_trades_bytes_and_bad_values_are_named() {
+    // The same tree of real text (vt's own sources) imported into a store
+    // with each setting: "max" stores fewer bytes than "fast" (about 10%
+    // on Rust sources), and each exports the tree exactly.
+    let src = {
+        let env = Env::new();
+        let src = env.path("s");
+        std::fs::create_dir(&src).unwrap();
+        let host = Path::new(env!("CARGO_MANIFEST_DIR")).join("../host");
+        let mut n = 0;
+        for krate in std::fs::read_dir(&host).unwrap().flatten() {
+            let Ok(files) = std::fs::read_dir(krate.path().join("src")) else {
+                continue;
+            };
+            for f in files.flatten() {
+                if f.path().extension().is_some_and(|x| x == "rs") {
+                    std::fs::copy(f.path(), src.join(format!("{n}.rs"))).unwrap();
+                    n += 1;
+                }
+            }
+        }
+        assert!(n > 40, "{n} source files");
+        (env, src)
+    };
+    let stored = |mode: &str| {
+        let env = Env::new();
+        let cfgdir = env.path("xdg-config/vt");
+        std::fs::create_dir_all(&cfgdir).unwrap();
+        std::fs::write(
+            cfgdir.join("vtrc"),
+            format!("[stores.local]\ntype = \"datadir\"\ncompression = \"{mode}\"\n"),
+        )
+        .unwrap();
+        env.ok(&["import", src.1.to_str().unwrap()]);
+        let dest = env.path("out");
+        env.ok(&["export", "s", dest.to_str().unwrap()]);
+        assert_same_tree(&src.1, &dest);
+        du(&env.store().join("data"))
+    };
+    let (fast, auto, max) = (stored("fast"), stored("auto"), stored("max"));
+    eprintln!("stored: fast {fast}, auto {auto}, max {max}");
+    assert!(max < fast * 95 / 100, "max {max} against fast {fast}");
+    // A first import is compressed at the base level under "auto" too.
+    assert!(
+        auto.abs_diff(fast) < fast / 100,
+        "auto {auto} against fast {fast}"
+    );
+
+    let env = Env::new();
+    let cfgdir = env.path("xdg-config/vt");
+    std::fs::create_dir_all(&cfgdir).unwrap();
+    std::fs::write(
+        cfgdir.join("vtrc"),
+        "[stores.local]\ntype = \"datadir\"\ncompression = \"best\"\n",
+    )
+    .unwrap();
+    let o = env.run(&["import", src.1.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(
+            "[stores.local] compression = \"best\": expected \"auto\", \"fast\" or \"max\""
+        ),
+        "{err}"
+    );
+}
+
+#[test]
 fn init_writes_a_commented_config() {
     let env = Env::new();
     let out = env.ok(&["init"]);

@@ -40,7 +40,7 @@ use crate::datafile::{
     FLAG_DICT, FLAG_ZSTD,
 };
 use crate::dict::Dictionaries;
-use crate::effort::Effort;
+use crate::effort::{Compression, Effort};
 use crate::mapping;
 
 /// A datafile is not appended to once it reaches this size.
@@ -497,6 +497,12 @@ impl DataDir {
     /// Sets what reads check (the default is [`Verify::Checksum`]).
     pub fn set_verify(&mut self, verify: Verify) {
         self.verify = verify;
+    }
+
+    /// Sets how new data is compressed (the default is
+    /// [`Compression::Auto`], see `effort.rs`).
+    pub fn set_compression(&mut self, mode: Compression) {
+        self.effort = Effort::new(mode);
     }
 
     /// The DataDir's directory.

@@ -38,9 +38,38 @@ pub const BASE_COST: u64 = 26;
 /// about 380 MB/s, level 6 140 MB/s, level 9 70 MB/s; SHA3-256 600 MB/s.
 pub const LEVELS: [(i32, u64); 2] = [(9, 138), (6, 69)];
 
+/// How a DataDir chooses the level for new data (vtrc's `compression`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Compression {
+    /// The budget: harder when few offered blocks are new (the default).
+    #[default]
+    Auto,
+    /// Always [`BASE_LEVEL`]: the fastest imports.
+    Fast,
+    /// Always the best of [`LEVELS`]: the smallest store, at about a
+    /// quarter of the base level's compression speed.
+    Max,
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Compression::Auto),
+            "fast" => Ok(Compression::Fast),
+            "max" => Ok(Compression::Max),
+            other => Err(format!(
+                "compression = {other:?}: expected \"auto\", \"fast\" or \"max\""
+            )),
+        }
+    }
+}
+
 /// The compression budget of one open DataDir (this process's additions).
 #[derive(Debug, Default)]
 pub struct Effort {
+    /// How levels are chosen.
+    mode: Compression,
     /// Units earned: [`EARN`] per byte offered.
     earned: AtomicU64,
     /// Units spent compressing.
@@ -48,6 +77,14 @@ pub struct Effort {
 }
 
 impl Effort {
+    /// A budget choosing levels by `mode`.
+    pub fn new(mode: Compression) -> Self {
+        Effort {
+            mode,
+            ..Effort::default()
+        }
+    }
+
     /// Notes that a data block of `len` bytes was offered (new or not).
     pub fn offer(&self, len: usize) {
         self.earned.fetch_add(len as u64 * EARN, Relaxed);
@@ -57,6 +94,11 @@ impl Effort {
     /// the best the budget can pay for, else the base level. Adding
     /// threads race, so it may be overdrawn by one input per thread.
     pub fn level_for(&self, len: usize) -> i32 {
+        match self.mode {
+            Compression::Auto => {}
+            Compression::Fast => return BASE_LEVEL,
+            Compression::Max => return LEVELS[0].0,
+        }
         let earned = self.earned.load(Relaxed);
         let spent = self.spent.load(Relaxed);
         let len = len as u64;
@@ -74,6 +116,23 @@ impl Effort {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fast_and_max_ignore_the_budget() {
+        for (mode, want) in [(Compression::Fast, BASE_LEVEL), (Compression::Max, 9)] {
+            let e = Effort::new(mode);
+            e.offer(1 << 30);
+            assert_eq!(e.level_for(1000), want, "{mode:?} with a budget");
+            let e = Effort::new(mode);
+            assert_eq!(e.level_for(1 << 20), want, "{mode:?} without");
+        }
+        assert_eq!("max".parse(), Ok(Compression::Max));
+        let err = "best".parse::<Compression>().unwrap_err();
+        assert_eq!(
+            err,
+            "compression = \"best\": expected \"auto\", \"fast\" or \"max\""
+        );
+    }
 
     #[test]
     fn a_first_import_stays_at_the_base_level() {

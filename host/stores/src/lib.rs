@@ -14,4 +14,5 @@ pub mod vtd_scanner;
 
 pub use datadir::{DataDir, FsckReport};
 pub use datafile::Verify;
+pub use effort::Compression;
 pub use memory::MemoryStore;

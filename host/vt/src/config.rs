@@ -4,10 +4,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use vt_core::{HashKind, Store};
-use vt_stores::{DataDir, MemoryStore, Verify};
+use vt_stores::{Compression, DataDir, MemoryStore, Verify};
 
 /// The commented configuration `vt init` writes.
 pub const DEFAULT_VTRC: &str = r#"# vt configuration (see vtrc(5)).
@@ -30,6 +30,10 @@ type = "datadir"
 # is the block asked for, and its length) or "hash" (also recompute the
 # block's hash: several times slower). `vt fsck` always checks hashes.
 #verify = "checksum"
+# How hard new data is compressed (zstd): "auto" (default: level 3, and
+# levels 6-9 for the new data of imports that offer mostly stored blocks),
+# "fast" (always level 3) or "max" (always level 9: smallest, slowest).
+#compression = "auto"
 
 # A store in memory, discarded at exit (for experiments).
 [stores.scratch]
@@ -98,6 +102,8 @@ pub enum StoreConfig {
         hash: Option<String>,
         /// What reads check: "checksum" (the default) or "hash".
         verify: Option<String>,
+        /// How new data is compressed: "auto" (the default), "fast", "max".
+        compression: Option<String>,
     },
     /// A MemoryStore.
     Memory {
@@ -207,7 +213,12 @@ impl Config {
             .unwrap_or(&spec)
             .to_owned();
         match self.stores.get(&name) {
-            Some(StoreConfig::Datadir { path, hash, verify }) => {
+            Some(StoreConfig::Datadir {
+                path,
+                hash,
+                verify,
+                compression,
+            }) => {
                 let path = path.as_deref().map_or_else(default_store_path, expand);
                 let verify = match verify.as_deref() {
                     None | Some("checksum") => Verify::Checksum,
@@ -216,7 +227,11 @@ impl Config {
                         "[stores.{name}] verify = {other:?}: expected \"checksum\" or \"hash\""
                     ),
                 };
-                open_datadir(&path, hash.as_deref(), verify, name, create)
+                let compression = match compression.as_deref() {
+                    None => Compression::default(),
+                    Some(c) => c.parse().map_err(|e| anyhow!("[stores.{name}] {e}"))?,
+                };
+                open_datadir(&path, hash.as_deref(), verify, compression, name, create)
             }
             Some(StoreConfig::Memory { hash }) => Ok(OpenStore {
                 store: Arc::new(MemoryStore::new(parse_hash(hash.as_deref())?)),
@@ -228,11 +243,19 @@ impl Config {
                 &default_store_path(),
                 None,
                 Verify::default(),
+                Compression::default(),
                 name,
                 create,
             ),
             None if spec.contains('/') || spec.starts_with('.') || spec.starts_with('~') => {
-                open_datadir(&expand(&spec), None, Verify::default(), spec.clone(), create)
+                open_datadir(
+                    &expand(&spec),
+                    None,
+                    Verify::default(),
+                    Compression::default(),
+                    spec.clone(),
+                    create,
+                )
             }
             None => bail!(
                 "no store named {name:?}: define [stores.{name}] in the configuration, or give a path to a DataDir"
@@ -249,6 +272,7 @@ fn open_datadir(
     path: &Path,
     hash: Option<&str>,
     verify: Verify,
+    compression: Compression,
     name: String,
     create: bool,
 ) -> Result<OpenStore> {
@@ -262,6 +286,7 @@ fn open_datadir(
     let mut dd = DataDir::open(path, Some(kind))
         .with_context(|| format!("cannot open store {name} at {}", path.display()))?;
     dd.set_verify(verify);
+    dd.set_compression(compression);
     let dd = Arc::new(dd);
     if hash.is_some() && dd.hash_kind() != kind {
         tracing::warn!(
