@@ -1,5 +1,5 @@
 //! How hard a DataDir compresses new data blocks: harder when few of the
-//! blocks offered to it are new (see `vt-datadir.5`, COMPRESSION).
+//! blocks offered to it are new (see `vt-datadir.5`, COMPRESSION EFFORT).
 //!
 //! An import pays for every block it offers (read, chunked, hashed) but
 //! compresses only the new ones. On a first import nearly every block is
