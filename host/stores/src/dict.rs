@@ -5,7 +5,10 @@
 //! A dictionary trained on the store's first few megabytes of blocks gives
 //! small records (under [`DICT_BELOW`]: directory and indirect blocks,
 //! groups sealed small) that history. Small data blocks are grouped
-//! (`vtd.5`), and a group or a large block has history of its own.
+//! (`vtd.5`), and a group or a large block has history of its own; it is
+//! given the dictionary too only when compressed above level 3
+//! ([`Dictionaries::compress_at`], `effort.rs`), where the dictionary's
+//! cost is small beside the compression's own.
 //!
 //! A DataDir without a dictionary collects samples from the blocks it adds
 //! until it has [`SAMPLE_BYTES`], trains a dictionary, writes it durably to
