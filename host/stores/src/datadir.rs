@@ -40,7 +40,7 @@ use crate::datafile::{
     FLAG_DICT, FLAG_ZSTD,
 };
 use crate::dict::Dictionaries;
-use crate::effort::{Compression, Effort};
+use crate::effort::{Compression, Effort, BASE_LEVEL};
 use crate::mapping;
 
 /// A datafile is not appended to once it reaches this size.
@@ -361,7 +361,6 @@ impl FsckReport {
 pub struct DataDir {
     root: PathBuf,
     kind: HashKind,
-    level: i32,
     /// What reads check.
     verify: Verify,
     env: Env<WithoutTls>,
@@ -468,7 +467,6 @@ impl DataDir {
         let dd = DataDir {
             root: root.to_path_buf(),
             kind,
-            level: crate::effort::BASE_LEVEL,
             verify: Verify::default(),
             env,
             blocks,
@@ -1165,11 +1163,9 @@ impl DataDir {
     /// level the compression budget pays for (`effort.rs`); above the
     /// base level with the dictionary, whatever the size.
     fn compress_data(&self, data: &[u8]) -> Result<(Vec<u8>, bool)> {
-        let level = self.effort.level_for(data.len()).max(self.level);
-        if level > self.level {
-            self.dicts.compress_at(data, level, true)
-        } else {
-            self.dicts.compress(data, self.level)
+        match self.effort.level_for(data.len()) {
+            BASE_LEVEL => self.dicts.compress(data, BASE_LEVEL),
+            level => self.dicts.compress_at(data, level, true),
         }
     }
 
@@ -1519,7 +1515,7 @@ impl Store for DataDir {
         let (compressed, with_dict) = if class == BlockClass::Data {
             self.compress_data(data)?
         } else {
-            self.dicts.compress(data, self.level)?
+            self.dicts.compress(data, BASE_LEVEL)?
         };
         let rec = if compressed.len() < data.len() {
             let flags = if with_dict {
