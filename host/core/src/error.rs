@@ -39,6 +39,9 @@ pub enum Error {
         /// What check failed.
         detail: String,
     },
+    /// The store cannot do this (keep archives, take writes).
+    #[error("{0}")]
+    Unsupported(String),
     /// Anything else a store reports (index database errors, configuration).
     #[error("{0}")]
     Store(String),

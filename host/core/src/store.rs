@@ -95,4 +95,51 @@ pub trait Store: Send + Sync {
 
     /// Counts of the store's contents.
     fn stats(&self) -> Result<StoreStats>;
+
+    /// A hint that blocks `hashes` will be read soon: a remote store asks
+    /// for them all at once, so the reads that follow wait for no round
+    /// trip. Stores that read quickly ignore it (the default).
+    fn prefetch(&self, hashes: &[Hash]) {
+        let _ = hashes;
+    }
+
+    /// Of the blocks that [`Store::add_hashed`] called new before it could
+    /// know, how many turned out to be stored already, and their bytes. A
+    /// store that writes behind (a remote client: the server answers later)
+    /// calls every block new and counts its mistakes here; they are all
+    /// settled when [`Store::sync`] returns. Stores that answer at once
+    /// have none (the default).
+    fn overcounted(&self) -> (u64, u64) {
+        (0, 0)
+    }
+
+    /// The names of the archives the store keeps, sorted.
+    fn archive_names(&self) -> Result<Vec<String>> {
+        Err(no_archives())
+    }
+
+    /// The text of archive `name` (see [`crate::archive`]), `None` if the
+    /// store has no archive of that name.
+    fn archive_read(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let _ = name;
+        Err(no_archives())
+    }
+
+    /// Appends `lines`, whole archive lines each ending in a newline, to
+    /// archive `name` (creating it), durably. Stores check the lines
+    /// ([`crate::archive::check_lines`]) and refuse malformed ones.
+    fn archive_append(&self, name: &str, lines: &[u8]) -> Result<()> {
+        let _ = (name, lines);
+        Err(no_archives())
+    }
+
+    /// Replaces archive `name` with `text` atomically (`vt forget`).
+    fn archive_replace(&self, name: &str, text: &[u8]) -> Result<()> {
+        let _ = (name, text);
+        Err(no_archives())
+    }
+}
+
+fn no_archives() -> crate::Error {
+    crate::Error::Unsupported("this store keeps no archives".into())
 }

@@ -32,6 +32,7 @@ use std::thread::ThreadId;
 
 use heed::types::Bytes;
 use heed::{Database, Env, EnvFlags, EnvOpenOptions, WithoutTls};
+use vt_core::archive::ArchiveDir;
 use vt_core::store::StoreStats;
 use vt_core::{BlockClass, Error, Hash, HashKind, Result, Store};
 
@@ -511,6 +512,11 @@ impl DataDir {
     /// Directory of the named archives kept with this store.
     pub fn archives_dir(&self) -> PathBuf {
         self.root.join("archives")
+    }
+
+    /// The named archives kept with this store.
+    pub fn archives(&self) -> ArchiveDir {
+        ArchiveDir::new(self.archives_dir())
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, State>> {
@@ -1560,6 +1566,22 @@ impl Store for DataDir {
 
     fn sync(&self) -> Result<()> {
         self.sync_all()
+    }
+
+    fn archive_names(&self) -> Result<Vec<String>> {
+        self.archives().names()
+    }
+
+    fn archive_read(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        self.archives().read(name)
+    }
+
+    fn archive_append(&self, name: &str, lines: &[u8]) -> Result<()> {
+        self.archives().append(name, lines)
+    }
+
+    fn archive_replace(&self, name: &str, text: &[u8]) -> Result<()> {
+        self.archives().replace(name, text)
     }
 
     fn stats(&self) -> Result<StoreStats> {

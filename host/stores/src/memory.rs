@@ -1,8 +1,9 @@
 //! A store in memory: for tests, and as a bounded lossy cache.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 
+use vt_core::archive;
 use vt_core::store::StoreStats;
 use vt_core::{Error, Hash, HashKind, Result, Store};
 
@@ -11,6 +12,7 @@ struct Inner {
     blocks: HashMap<Hash, Vec<u8>>,
     order: VecDeque<Hash>,
     bytes: u64,
+    archives: BTreeMap<String, Vec<u8>>,
 }
 
 /// Blocks held in memory. With a capacity, the oldest blocks are dropped
@@ -91,6 +93,31 @@ impl Store for MemoryStore {
             raw_bytes: g.bytes,
             stored_bytes: g.bytes,
         })
+    }
+
+    fn archive_names(&self) -> Result<Vec<String>> {
+        Ok(self.lock()?.archives.keys().cloned().collect())
+    }
+
+    fn archive_read(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        archive::check_name(name)?;
+        Ok(self.lock()?.archives.get(name).cloned())
+    }
+
+    fn archive_append(&self, name: &str, lines: &[u8]) -> Result<()> {
+        archive::check_name(name)?;
+        archive::check_lines(lines)?;
+        let mut g = self.lock()?;
+        let text = g.archives.entry(name.to_owned()).or_default();
+        text.extend_from_slice(lines);
+        Ok(())
+    }
+
+    fn archive_replace(&self, name: &str, text: &[u8]) -> Result<()> {
+        archive::check_name(name)?;
+        archive::check_lines(text)?;
+        self.lock()?.archives.insert(name.to_owned(), text.to_vec());
+        Ok(())
     }
 }
 

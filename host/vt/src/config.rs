@@ -120,8 +120,6 @@ pub struct OpenStore {
     pub datadir: Option<Arc<DataDir>>,
     /// The store's name (config name or path), for messages.
     pub name: String,
-    /// Where its named archives live.
-    pub archives: Option<PathBuf>,
 }
 
 fn home() -> PathBuf {
@@ -237,7 +235,6 @@ impl Config {
                 store: Arc::new(MemoryStore::new(parse_hash(hash.as_deref())?)),
                 datadir: None,
                 name,
-                archives: None,
             }),
             None if name == "local" => open_datadir(
                 &default_store_path(),
@@ -296,7 +293,6 @@ fn open_datadir(
     }
     Ok(OpenStore {
         store: dd.clone(),
-        archives: Some(dd.archives_dir()),
         datadir: Some(dd),
         name,
     })

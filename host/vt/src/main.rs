@@ -300,8 +300,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 bail!("{archive:?} is a Dirent, not an archive");
             };
             let entries = a.entries()?;
-            if entries.is_empty() && !a.path().exists() {
-                bail!("no archive {}", a.path().display());
+            if entries.is_empty() && !a.exists()? {
+                bail!("no archive {}", a.describe());
             }
             for (i, e) in entries.iter().enumerate() {
                 println!("{}\t{}\t{}", i + 1, e.when(), e.dirent.to_text());
@@ -431,7 +431,7 @@ fn import(
     let start = Instant::now();
     let prev = match archive.last() {
         Ok(p) => p.map(|e| e.dirent),
-        Err(e) => bail!("cannot read archive {}: {e}", archive.path().display()),
+        Err(e) => bail!("cannot read archive {}: {e}", archive.describe()),
     };
     let progress = Arc::new(Progress::new("import", quiet));
     progress.total_from_tree(path);
@@ -476,7 +476,7 @@ fn import(
             human(stats.new_bytes.load(Relaxed)),
             blocks - new_blocks
         );
-        println!("snapshot recorded in {}", archive.path().display());
+        println!("snapshot recorded in {}", archive.describe());
     }
     if unreadable > 0 {
         eprintln!("vt: {unreadable} files could not be read; the snapshot lacks them");

@@ -75,17 +75,7 @@ fn mode_of(a: &MountArgs) -> Result<Mode> {
 /// the Dirent's name, in the current directory.
 fn infer_mountpoint(spec: &str, special: &Special) -> Result<PathBuf> {
     let name = match special {
-        Special::Archive(a) => {
-            let base = match spec.strip_prefix('[').and_then(|r| r.split_once(']')) {
-                Some((_, name)) => name.to_string(),
-                None => a
-                    .path()
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-            };
-            base.strip_suffix(".vt").unwrap_or(&base).to_string()
-        }
+        Special::Archive(a) => a.name(),
         Special::Dirent(d) => d.name_lossy().into_owned(),
     };
     if name.is_empty() || name == "." || name == ".." || name.contains('/') {
@@ -221,7 +211,7 @@ pub fn mount(
         };
         let entries = ar.entries()?;
         if entries.is_empty() {
-            bail!("archive {} has no snapshots", ar.path().display());
+            bail!("archive {} has no snapshots", ar.describe());
         }
         Roots::All(entries)
     } else {

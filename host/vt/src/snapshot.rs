@@ -52,16 +52,16 @@ pub fn resolve(
             .split_once(']')
             .ok_or_else(|| anyhow!("{spec:?}: expected [STORE]NAME"))?;
         let st = cfg.open_store(Some(store), create)?;
-        return Ok((named(st.archives.clone(), name, &st.name)?, st));
+        return Ok((named(&st, name)?, st));
     }
     let st = cfg.open_store(store_spec, create)?;
     let p = PathBuf::from(spec);
     if spec.contains('/') || spec.ends_with(".vt") {
         return Ok((Special::Archive(Archive::new(p)), st));
     }
-    let by_name = named(st.archives.clone(), spec, &st.name);
+    let by_name = named(&st, spec);
     if let Ok(Special::Archive(a)) = &by_name {
-        if a.path().exists() {
+        if a.exists()? {
             return Ok((by_name?, st));
         }
     }
@@ -71,14 +71,12 @@ pub fn resolve(
     Ok((by_name?, st))
 }
 
-fn named(dir: Option<PathBuf>, name: &str, store: &str) -> Result<Special> {
-    if name.is_empty() || name == "." || name == ".." || name.contains('/') {
-        bail!("{name:?} is not a valid archive name");
-    }
-    let dir = dir.ok_or_else(|| anyhow!("store {store} keeps no named archives"))?;
-    Ok(Special::Archive(Archive::new(
-        dir.join(format!("{name}.vt")),
-    )))
+fn named(st: &OpenStore, name: &str) -> Result<Special> {
+    Ok(Special::Archive(Archive::in_store(
+        st.store.clone(),
+        name,
+        &st.name,
+    )?))
 }
 
 impl Special {
@@ -88,7 +86,7 @@ impl Special {
             Special::Dirent(d) => Ok((**d).clone()),
             Special::Archive(a) => Ok(a
                 .last()?
-                .ok_or_else(|| anyhow!("archive {} has no snapshots", a.path().display()))?
+                .ok_or_else(|| anyhow!("archive {} has no snapshots", a.describe()))?
                 .dirent),
         }
     }
