@@ -15,6 +15,7 @@ pub mod codec;
 pub mod dir;
 pub mod dirent;
 pub mod error;
+pub mod glob;
 pub mod hash;
 pub mod read;
 pub mod scanner;

@@ -5,17 +5,27 @@
 //!   compressed records plus an LMDB index that can be rebuilt from them.
 //! - [`stream`]: `vt serve` and [`StreamStore`], a store on a server.
 
+pub mod archive_route;
 pub mod datadir;
 pub mod datafile;
 pub mod dict;
 pub mod effort;
+pub mod file_cache;
 pub mod mapping;
+pub mod mem_cache;
 pub mod memory;
+pub mod progress;
+pub mod proxy;
+pub mod spec;
 pub mod stream;
 pub mod vtd_scanner;
 
 pub use datadir::{DataDir, FsckReport};
 pub use datafile::Verify;
 pub use effort::Compression;
+pub use file_cache::{FileCache, FileCacheCounts};
+pub use mem_cache::MemCache;
 pub use memory::MemoryStore;
+pub use progress::{ProgressCounts, ProgressStore};
+pub use proxy::ProxyStore;
 pub use stream::StreamStore;

@@ -1,19 +1,20 @@
-//! The vtrc configuration file (TOML, `vtrc.5`) and store selection.
+//! The vtrc configuration file (TOML, `vtrc.5`): built-in defaults plus
+//! what the file says, and `vt config`, which prints the result.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Deserialize;
-use vt_core::{HashKind, Store};
-use vt_stores::{Compression, DataDir, MemoryStore, Verify};
 
 /// The commented configuration `vt init` writes.
 pub const DEFAULT_VTRC: &str = r#"# vt configuration (see vtrc(5)).
 #
 # Stores are [stores.NAME] tables; `vt -S NAME` picks one, and
 # [default].store names the one used when -S and $VT_STORE are unset.
+# Wherever a store is named (-S, [STORE]NAME, read = ..., store = ...) a
+# store spec works too: a DataDir path, unix:/path.sock, tcp:host:port,
+# "!ssh host vt serve --stdio", type(key=value,...), or a comma list.
 
 [default]
 store = "local"
@@ -34,10 +35,34 @@ type = "datadir"
 # levels 6-9 for the new data of imports that offer mostly stored blocks),
 # "fast" (always level 3) or "max" (always level 9: smallest, slowest).
 #compression = "auto"
+# Keep some archives in another store, by name: "GLOB:STORESPEC" or a list.
+#archives_from = "laptop-*:/mnt/usb/vt"
 
 # A store in memory, discarded at exit (for experiments).
 [stores.scratch]
 type = "memory"
+
+# A vt serve on another machine, reached through ssh:
+#[stores.backup]
+#type = "command"
+#command = "ssh backup.example.org vt serve --stdio"
+
+# ... or on TCP (loopback or a trusted network; see vt(1) SERVE):
+#[stores.nas]
+#type = "tcp"
+#address = "nas.lan:7520"
+#token_file = "~/.config/vt/nas.token"
+
+# A remote store with a local file cache of at most 2 GiB in front:
+#[stores.cached]
+#type = "cache"
+#store = "backup"
+#limit = "2GiB"
+
+# What `vt serve` exports: NAME[:STORESPEC], comma-separated (default: the
+# -S store, as "default"). Clients choose one with export = NAME.
+[serve]
+#export = "default:local, usb:/mnt/usb/vt"
 
 [plugins]
 # Installed scanner plugins (`vt plugin install`).
@@ -61,15 +86,22 @@ pub struct Config {
     /// The `[default]` table.
     #[serde(default)]
     pub default: Defaults,
-    /// The `[stores.NAME]` tables.
+    /// The `[stores.NAME]` tables, checked when opened (each type takes
+    /// its own settings).
     #[serde(default)]
-    pub stores: BTreeMap<String, StoreConfig>,
+    pub stores: BTreeMap<String, toml::Table>,
+    /// The `[serve]` table.
+    #[serde(default)]
+    pub serve: ServeConfig,
     /// The `[plugins]` table.
     #[serde(default)]
     pub plugins: PluginsConfig,
     /// The `[scanners]` table: file-name glob -> scanner name (or "none").
     #[serde(default)]
     pub scanners: BTreeMap<String, String>,
+    /// The file it came from, if any.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// The `[plugins]` table.
@@ -86,43 +118,27 @@ pub struct PluginsConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Defaults {
-    /// Name of the store used without `-S`.
+    /// Name (or spec) of the store used without `-S`.
     pub store: Option<String>,
 }
 
-/// One `[stores.NAME]` table.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-pub enum StoreConfig {
-    /// A DataDir.
-    Datadir {
-        /// Its directory.
-        path: Option<String>,
-        /// Hash for new blocks.
-        hash: Option<String>,
-        /// What reads check: "checksum" (the default) or "hash".
-        verify: Option<String>,
-        /// How new data is compressed: "auto" (the default), "fast", "max".
-        compression: Option<String>,
-    },
-    /// A MemoryStore.
-    Memory {
-        /// Hash for new blocks.
-        hash: Option<String>,
-    },
+/// The `[serve]` table: defaults for `vt serve`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// `NAME[:STORESPEC]`, comma-separated, or a list of them.
+    pub export: Option<toml::Value>,
+    /// Addresses to listen on (`--listen`).
+    pub listen: Option<Vec<String>>,
+    /// The file holding the token clients must present.
+    pub token_file: Option<String>,
+    /// TLS certificate chain (PEM).
+    pub tls_cert: Option<String>,
+    /// TLS private key (PEM).
+    pub tls_key: Option<String>,
 }
 
-/// An opened store with what the CLI needs to know about it.
-pub struct OpenStore {
-    /// The store.
-    pub store: Arc<dyn Store>,
-    /// The DataDir behind it, when it is one.
-    pub datadir: Option<Arc<DataDir>>,
-    /// The store's name (config name or path), for messages.
-    pub name: String,
-}
-
-fn home() -> PathBuf {
+pub(crate) fn home() -> PathBuf {
     std::env::var_os("HOME").map_or_else(|| PathBuf::from("/"), PathBuf::from)
 }
 
@@ -145,10 +161,25 @@ fn data_home() -> PathBuf {
         .map_or_else(|| home().join(".local/share"), PathBuf::from)
 }
 
-fn cache_home() -> PathBuf {
+/// `$XDG_CACHE_HOME`.
+pub fn cache_home() -> PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
         .map_or_else(|| home().join(".cache"), PathBuf::from)
+}
+
+/// Where `vt serve` puts the UNIX socket of store NAME when told no other
+/// place: `$XDG_RUNTIME_DIR/vt/NAME.sock`, else `/tmp/vt-UID/NAME.sock`.
+pub fn default_socket(name: &str) -> PathBuf {
+    let dir = std::env::var_os("XDG_RUNTIME_DIR")
+        .filter(|v| !v.is_empty())
+        .map(|d| PathBuf::from(d).join("vt"))
+        .unwrap_or_else(|| {
+            // SAFETY: getuid has no preconditions.
+            let uid = unsafe { libc::getuid() };
+            std::env::temp_dir().join(format!("vt-{uid}"))
+        });
+    dir.join(format!("{name}.sock"))
 }
 
 pub(crate) fn expand(p: &str) -> PathBuf {
@@ -187,115 +218,115 @@ impl Config {
         m
     }
 
+    /// The store used without `-S`: `[default].store`, else "local".
+    pub fn default_store(&self) -> String {
+        self.default
+            .store
+            .clone()
+            .unwrap_or_else(|| "local".to_owned())
+    }
+
     /// Loads `path`; a missing file gives the built-in defaults.
     pub fn load(path: &Path) -> Result<Config> {
         match std::fs::read_to_string(path) {
-            Ok(text) => toml::from_str(&text)
-                .with_context(|| format!("configuration {} is invalid", path.display())),
+            Ok(text) => {
+                let mut c: Config = toml::from_str(&text)
+                    .with_context(|| format!("configuration {} is invalid", path.display()))?;
+                for (name, t) in &c.stores {
+                    if !t.contains_key("type") {
+                        bail!(
+                            "configuration {}: [stores.{name}] has no type (known: {})",
+                            path.display(),
+                            crate::open::TYPES.join(", ")
+                        );
+                    }
+                }
+                c.source = Some(path.to_path_buf());
+                Ok(c)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
         }
     }
 
-    /// Opens the store `spec` names: a configured store name (optionally in
-    /// brackets), or a path to a DataDir. `None` means the default store.
-    /// A DataDir that does not exist yet is created only with `create`.
-    pub fn open_store(&self, spec: Option<&str>, create: bool) -> Result<OpenStore> {
-        let spec = spec
-            .map(str::to_owned)
-            .or_else(|| self.default.store.clone())
-            .unwrap_or_else(|| "local".to_owned());
-        let name = spec
-            .strip_prefix('[')
-            .and_then(|s| s.strip_suffix(']'))
-            .unwrap_or(&spec)
-            .to_owned();
-        match self.stores.get(&name) {
-            Some(StoreConfig::Datadir {
-                path,
-                hash,
-                verify,
-                compression,
-            }) => {
-                let path = path.as_deref().map_or_else(default_store_path, expand);
-                let verify = match verify.as_deref() {
-                    None | Some("checksum") => Verify::Checksum,
-                    Some("hash") => Verify::Hash,
-                    Some(other) => bail!(
-                        "[stores.{name}] verify = {other:?}: expected \"checksum\" or \"hash\""
-                    ),
-                };
-                let compression = match compression.as_deref() {
-                    None => Compression::default(),
-                    Some(c) => c.parse().map_err(|e| anyhow!("[stores.{name}] {e}"))?,
-                };
-                open_datadir(&path, hash.as_deref(), verify, compression, name, create)
-            }
-            Some(StoreConfig::Memory { hash }) => Ok(OpenStore {
-                store: Arc::new(MemoryStore::new(parse_hash(hash.as_deref())?)),
-                datadir: None,
-                name,
-            }),
-            None if name == "local" => open_datadir(
-                &default_store_path(),
-                None,
-                Verify::default(),
-                Compression::default(),
-                name,
-                create,
+    /// The effective configuration as TOML: every clause with its
+    /// settings and the defaults that apply, as `vt config` prints it.
+    pub fn effective(&self, path: &Path) -> String {
+        let mut out = String::new();
+        out.push_str(&match &self.source {
+            Some(p) => format!(
+                "# configuration: {} (with built-in defaults)\n",
+                p.display()
             ),
-            None if spec.contains('/') || spec.starts_with('.') || spec.starts_with('~') => {
-                open_datadir(
-                    &expand(&spec),
-                    None,
-                    Verify::default(),
-                    Compression::default(),
-                    spec.clone(),
-                    create,
-                )
-            }
-            None => bail!(
-                "no store named {name:?}: define [stores.{name}] in the configuration, or give a path to a DataDir"
+            None => format!(
+                "# configuration: {} does not exist: built-in defaults\n",
+                path.display()
             ),
+        });
+        let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
+        out.push_str(&format!(
+            "\n[default]\nstore = {}\n",
+            q(&self.default_store())
+        ));
+        let mut stores = self.stores.clone();
+        if !stores.contains_key("local") {
+            let mut t = toml::Table::new();
+            t.insert("type".into(), "datadir".into());
+            stores.insert("local".into(), t);
         }
+        for (name, t) in &stores {
+            out.push_str(&format!("\n[stores.{}]\n", toml_key(name)));
+            let mut t = t.clone();
+            crate::open::fill_defaults(name, &mut t);
+            let ty = t.remove("type");
+            if let Some(ty) = ty {
+                out.push_str(&format!("type = {ty}\n"));
+            }
+            for (k, v) in &t {
+                out.push_str(&format!("{} = {v}\n", toml_key(k)));
+            }
+        }
+        out.push_str("\n[serve]\n");
+        let exports = match &self.serve.export {
+            Some(v) => v.to_string(),
+            None => q(&format!("default:{}", self.default_store())),
+        };
+        out.push_str(&format!("export = {exports}\n"));
+        if let Some(l) = &self.serve.listen {
+            let v: Vec<String> = l.iter().map(|a| q(a)).collect();
+            out.push_str(&format!("listen = [{}]\n", v.join(", ")));
+        }
+        for (k, v) in [
+            ("token_file", &self.serve.token_file),
+            ("tls_cert", &self.serve.tls_cert),
+            ("tls_key", &self.serve.tls_key),
+        ] {
+            if let Some(v) = v {
+                out.push_str(&format!("{k} = {}\n", q(v)));
+            }
+        }
+        out.push_str(&format!(
+            "\n[plugins]\ndir = {}\ncache = {}\n",
+            q(&self.plugin_dir().display().to_string()),
+            q(&self.plugin_cache().display().to_string())
+        ));
+        out.push_str("\n[scanners]\n");
+        for (k, v) in &self.scanners {
+            out.push_str(&format!("{} = {}\n", q(k), q(v)));
+        }
+        out
     }
 }
 
-fn parse_hash(h: Option<&str>) -> Result<HashKind> {
-    Ok(h.map(str::parse).transpose()?.unwrap_or(HashKind::Sha3_256))
-}
-
-fn open_datadir(
-    path: &Path,
-    hash: Option<&str>,
-    verify: Verify,
-    compression: Compression,
-    name: String,
-    create: bool,
-) -> Result<OpenStore> {
-    let kind = parse_hash(hash)?;
-    if !create && !path.join("vt-datadir").exists() {
-        bail!(
-            "store {name} does not exist yet at {}: import something into it or run `vt init`",
-            path.display()
-        );
+fn toml_key(k: &str) -> String {
+    if !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        k.to_owned()
+    } else {
+        toml::Value::String(k.to_owned()).to_string()
     }
-    let mut dd = DataDir::open(path, Some(kind))
-        .with_context(|| format!("cannot open store {name} at {}", path.display()))?;
-    dd.set_verify(verify);
-    dd.set_compression(compression);
-    let dd = Arc::new(dd);
-    if hash.is_some() && dd.hash_kind() != kind {
-        tracing::warn!(
-            "store {name} hashes with {} (set when it was created); the configured hash {kind} applies only to new stores",
-            dd.hash_kind()
-        );
-    }
-    Ok(OpenStore {
-        store: dd.clone(),
-        datadir: Some(dd),
-        name,
-    })
 }
 
 #[cfg(test)]
@@ -306,13 +337,15 @@ mod tests {
     fn default_vtrc_parses() {
         let c: Config = toml::from_str(DEFAULT_VTRC).unwrap();
         assert_eq!(c.default.store.as_deref(), Some("local"));
-        assert!(matches!(c.stores["scratch"], StoreConfig::Memory { .. }));
+        assert_eq!(c.stores["scratch"]["type"].as_str(), Some("memory"));
+        let text = c.effective(Path::new("/x"));
+        assert!(text.contains("[stores.local]"), "{text}");
+        // What `vt config` prints is itself a valid configuration.
+        toml::from_str::<Config>(&text).unwrap();
     }
 
     #[test]
-    fn unknown_keys_are_errors() {
-        assert!(
-            toml::from_str::<Config>("[stores.x]\ntype = \"datadir\"\npth = \"/x\"\n").is_err()
-        );
+    fn unknown_tables_are_errors() {
+        assert!(toml::from_str::<Config>("[store.x]\ntype = \"datadir\"\n").is_err());
     }
 }

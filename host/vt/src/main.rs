@@ -1,13 +1,16 @@
 //! `vt`: the command-line interface (see vt.1).
 
 mod config;
+mod copy;
 mod export;
 mod import;
 mod meta;
 mod mount;
+mod open;
 mod plugins;
 mod progress;
 mod scaffold;
+mod serve;
 mod snapshot;
 
 use std::io::Write;
@@ -24,7 +27,8 @@ use vt_core::blockify::{AddStats, Blockifier};
 use vt_core::dir::read_dir;
 use vt_core::{ChunkParams, Dirent, DirentKind, Store};
 
-use crate::config::{default_config_path, Config, OpenStore, DEFAULT_VTRC};
+use crate::config::{default_config_path, Config, DEFAULT_VTRC};
+use crate::open::OpenStore;
 use crate::progress::{human, Progress};
 use crate::snapshot::{lookup, resolve, Special};
 
@@ -32,7 +36,9 @@ use crate::snapshot::{lookup, resolve, Special};
 #[derive(Parser)]
 #[command(name = "vt", version, about, long_about = None)]
 struct Cli {
-    /// Store to use: a [stores.NAME] from the configuration, or a DataDir path.
+    /// Store to use: a [stores.NAME] of the configuration or a store spec
+    /// (a DataDir path, unix:PATH, tcp:HOST:PORT, '!COMMAND', TYPE(k=v,...),
+    /// a comma list); see vtrc(5).
     #[arg(short = 'S', long = "store", env = "VT_STORE", global = true)]
     store: Option<String>,
     /// Configuration file [default: $XDG_CONFIG_HOME/vt/vtrc].
@@ -116,6 +122,46 @@ enum Cmd {
         #[arg(long)]
         reindex: bool,
     },
+    /// Remove snapshots from an archive (rewrites it).
+    Forget {
+        /// An archive path or [STORE]NAME.
+        archive: String,
+        /// The snapshots to remove, numbered as `vt log` numbers them.
+        #[arg(required = true)]
+        numbers: Vec<usize>,
+    },
+    /// Serve stores to other vt processes (see vt-stream(5)).
+    Serve(serve::ServeArgs),
+    /// Copy snapshots (their blocks, then their archive lines) from the
+    /// current store to STORE, sending only what STORE lacks.
+    Push {
+        /// The store to copy to.
+        #[arg(value_name = "STORE")]
+        to: String,
+        /// Archive names (or Dirent texts) [default: every archive].
+        snapshots: Vec<String>,
+        /// Copy the directory trees only, no file contents (no archive
+        /// line is written: the snapshot is not all there).
+        #[arg(long)]
+        dirs_only: bool,
+    },
+    /// Copy snapshots from STORE into the current store.
+    Pull {
+        /// The store to copy from.
+        #[arg(value_name = "STORE")]
+        from: String,
+        /// Archive names (or Dirent texts) [default: every archive].
+        snapshots: Vec<String>,
+        /// Copy the directory trees only, no file contents.
+        #[arg(long)]
+        dirs_only: bool,
+    },
+    /// Print the effective configuration (built-in defaults plus vtrc), or
+    /// what one store spec resolves to.
+    Config {
+        /// A store name or spec to explain.
+        spec: Option<String>,
+    },
     /// Manage scanner plugins.
     #[command(subcommand)]
     Plugin(PluginCmd),
@@ -187,7 +233,14 @@ fn main() -> ExitCode {
         .without_time()
         .with_target(false)
         .init();
-    match run(cli) {
+    let verbose = cli.verbose > 0 && !cli.quiet;
+    let r = run(cli);
+    if verbose {
+        for line in open::request_summaries() {
+            tracing::info!("{line}");
+        }
+    }
+    match r {
         Ok(code) => code,
         Err(e) => {
             eprintln!("vt: error: {e:#}");
@@ -352,6 +405,76 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Mount(a) => mount::mount(a, &cfg, store_spec, quiet),
+        Cmd::Serve(a) => serve::serve(a, &cfg, store_spec, quiet),
+        Cmd::Push {
+            to,
+            snapshots,
+            dirs_only,
+        } => {
+            let src = cfg.open_store(store_spec, false)?;
+            let dst = cfg.open_store(Some(&to), true)?;
+            copy::copy(
+                &src,
+                &dst,
+                &snapshots,
+                &copy::CopyOptions { dirs_only, quiet },
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Pull {
+            from,
+            snapshots,
+            dirs_only,
+        } => {
+            let src = cfg.open_store(Some(&from), false)?;
+            let dst = cfg.open_store(store_spec, true)?;
+            copy::copy(
+                &src,
+                &dst,
+                &snapshots,
+                &copy::CopyOptions { dirs_only, quiet },
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Config { spec } => {
+            match spec {
+                None => print!("{}", cfg.effective(&cfg_path)),
+                Some(s) => print!("{}", cfg.describe(&s)?),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Forget { archive, numbers } => {
+            let (special, _st) = resolve(&archive, &cfg, store_spec, false)?;
+            let Special::Archive(a) = special else {
+                bail!("{archive:?} is a Dirent, not an archive");
+            };
+            let entries = a.entries()?;
+            for &n in &numbers {
+                if n == 0 || n > entries.len() {
+                    bail!(
+                        "{} has snapshots 1 to {}; there is no {n}; nothing was removed",
+                        a.describe(),
+                        entries.len()
+                    );
+                }
+            }
+            let keep: Vec<_> = entries
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !numbers.contains(&(i + 1)))
+                .map(|(_, e)| e.clone())
+                .collect();
+            a.replace(&keep)?;
+            if !quiet {
+                println!(
+                    "{}: removed {} snapshots, {} left",
+                    a.describe(),
+                    entries.len() - keep.len(),
+                    keep.len()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Umount { mountpoint } => mount::umount(&mountpoint),
         Cmd::Fsck { reindex } => {
             let st = cfg.open_store(store_spec, false)?;
@@ -436,6 +559,7 @@ fn import(
     let progress = Arc::new(Progress::new("import", quiet));
     progress.total_from_tree(path);
     let stats = AddStats::default();
+    let over_before = st.store.overcounted();
     let bf = Blockifier::new(&*st.store, ChunkParams::default(), &stats);
     let warn_progress = progress.clone();
     let scanners =
@@ -460,7 +584,17 @@ fn import(
     if !quiet {
         let bytes = progress.bytes();
         let blocks = stats.blocks.load(Relaxed);
-        let new_blocks = stats.new_blocks.load(Relaxed);
+        // A remote store calls blocks new before it knows; it says after
+        // the sync how many were not.
+        let over = st.store.overcounted();
+        let new_blocks = stats
+            .new_blocks
+            .load(Relaxed)
+            .saturating_sub(over.0 - over_before.0);
+        let new_bytes = stats
+            .new_bytes
+            .load(Relaxed)
+            .saturating_sub(over.1 - over_before.1);
         let read = stats.bytes.load(Relaxed);
         println!(
             "imported {}: {} files read, {} unchanged; {} in all, {} read in {secs:.1}s ({}/s)",
@@ -473,7 +607,7 @@ fn import(
         );
         println!(
             "blocks: {new_blocks} new ({}), {} already stored",
-            human(stats.new_bytes.load(Relaxed)),
+            human(new_bytes),
             blocks - new_blocks
         );
         println!("snapshot recorded in {}", archive.describe());

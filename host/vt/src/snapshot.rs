@@ -8,7 +8,8 @@ use vt_core::archive::Archive;
 use vt_core::dir::read_dir;
 use vt_core::{Dirent, DirentKind, Store};
 
-use crate::config::{Config, OpenStore};
+use crate::config::Config;
+use crate::open::OpenStore;
 
 /// What a SPECIAL argument named.
 pub enum Special {

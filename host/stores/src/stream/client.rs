@@ -58,6 +58,10 @@ struct Uploads {
     /// Blocks not yet sent.
     batch: Vec<(Hash, BlockClass, Shared)>,
     batch_bytes: usize,
+    /// Blocks not yet sent that the server is known to lack (a push asked
+    /// first): sent without asking again.
+    direct: Vec<(Hash, BlockClass, Shared)>,
+    direct_bytes: usize,
     /// Bytes and batches sent and not yet acknowledged.
     in_flight_bytes: usize,
     in_flight: usize,
@@ -91,7 +95,8 @@ struct Prefetched {
 struct Inner {
     link: Arc<Link>,
     kind: HashKind,
-    compress: bool,
+    /// Compress what is sent.
+    compress: std::sync::atomic::AtomicBool,
     up: Mutex<Uploads>,
     up_cv: Condvar,
     pre: Mutex<Prefetched>,
@@ -136,7 +141,7 @@ impl StreamStore {
             inner: Arc::new(Inner {
                 link,
                 kind,
-                compress,
+                compress: compress.into(),
                 up: Mutex::default(),
                 up_cv: Condvar::new(),
                 pre: Mutex::default(),
@@ -165,6 +170,12 @@ impl StreamStore {
         )
     }
 
+    /// Compresses what is sent from now on (or not): a push always
+    /// compresses, whatever the store's setting.
+    pub fn set_compress(&self, on: bool) {
+        self.inner.compress.store(on, Relaxed);
+    }
+
     /// Requests sent so far.
     pub fn requests(&self) -> u64 {
         self.inner.requests.load(Relaxed)
@@ -173,6 +184,54 @@ impl StreamStore {
     /// Connections made so far (more than one after reconnections).
     pub fn connections(&self) -> u64 {
         self.inner.link.connects.load(Relaxed)
+    }
+
+    /// Adds a block that [`StreamStore::want`] said the server lacks: it
+    /// is sent without asking again (what a push does).
+    pub fn add_lacking(&self, hash: &Hash, data: &[u8], class: BlockClass) -> Result<bool> {
+        self.add_queued(hash, data, class, true)
+    }
+
+    fn add_queued(
+        &self,
+        hash: &Hash,
+        data: &[u8],
+        class: BlockClass,
+        lacking: bool,
+    ) -> Result<bool> {
+        let inner = &self.inner;
+        let mut up = lock(&inner.up);
+        if let Some(e) = &up.error {
+            return Err(Error::Store(e.clone()));
+        }
+        if up.known.contains(hash) || up.unacked.contains_key(hash) {
+            return Ok(false);
+        }
+        while up.in_flight_bytes + up.batch_bytes + up.direct_bytes > IN_FLIGHT_BYTES
+            && up.error.is_none()
+        {
+            up = inner.up_cv.wait(up).unwrap_or_else(|e| e.into_inner());
+        }
+        if let Some(e) = &up.error {
+            return Err(Error::Store(e.clone()));
+        }
+        let d: Shared = Arc::new(data.to_vec());
+        up.dirty = true;
+        up.unacked.insert(*hash, d.clone());
+        if lacking {
+            up.direct.push((*hash, class, d));
+            up.direct_bytes += data.len();
+            if up.direct_bytes >= BATCH_BYTES || up.direct.len() >= MAX_BATCH {
+                inner.dispatch_direct_locked(&mut up);
+            }
+        } else {
+            up.batch.push((*hash, class, d));
+            up.batch_bytes += data.len();
+            if up.batch_bytes >= BATCH_BYTES || up.batch.len() >= MAX_BATCH {
+                inner.dispatch_locked(&mut up);
+            }
+        }
+        Ok(true)
     }
 
     /// Which of `hashes` the server lacks (indices), asking in batches of
@@ -212,12 +271,12 @@ impl StreamStore {
 impl Inner {
     fn send(&self, req: &Request, done: Completion) {
         self.requests.fetch_add(1, Relaxed);
-        self.link.send(req, self.compress, done);
+        self.link.send(req, self.compress.load(Relaxed), done);
     }
 
     fn call(&self, req: &Request) -> Result<Reply> {
         self.requests.fetch_add(1, Relaxed);
-        self.link.call(req, self.compress)
+        self.link.call(req, self.compress.load(Relaxed))
     }
 
     fn odd(&self, what: &str) -> Error {
@@ -227,8 +286,9 @@ impl Inner {
         ))
     }
 
-    /// Sends the current batch, if any (the caller holds `up`).
+    /// Sends the current batches, if any (the caller holds `up`).
     fn dispatch_locked(self: &Arc<Self>, up: &mut Uploads) {
+        self.dispatch_direct_locked(up);
         if up.batch.is_empty() {
             return;
         }
@@ -242,6 +302,18 @@ impl Inner {
             &Request::Want(hashes),
             Completion::Then(Box::new(move |r| me.wanted(batch, bytes, r))),
         );
+    }
+
+    /// Sends the batch of blocks known to be lacking, if any.
+    fn dispatch_direct_locked(self: &Arc<Self>, up: &mut Uploads) {
+        if up.direct.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut up.direct);
+        let bytes = std::mem::take(&mut up.direct_bytes);
+        up.in_flight += 1;
+        up.in_flight_bytes += bytes;
+        self.clone().send_batch(batch, bytes);
     }
 
     /// The server said which blocks of a batch it lacks: send those.
@@ -276,14 +348,20 @@ impl Inner {
         if !want.iter().any(|&w| w) {
             return self.batch_done(&[], bytes, Ok(Vec::new()));
         }
+        let sent: Vec<(Hash, BlockClass, Shared)> = batch
+            .into_iter()
+            .zip(want)
+            .filter_map(|(b, w)| w.then_some(b))
+            .collect();
+        self.send_batch(sent, bytes);
+    }
+
+    /// Sends blocks with ADD-BATCH; `bytes` is what they hold against
+    /// [`IN_FLIGHT_BYTES`] until acknowledged.
+    fn send_batch(self: Arc<Self>, sent: Vec<(Hash, BlockClass, Shared)>, bytes: usize) {
         // Encoding (and compressing) a batch is work: not on the reader.
         let me = self.clone();
         self.link.runtime().spawn_blocking(move || {
-            let sent: Vec<(Hash, BlockClass, Shared)> = batch
-                .into_iter()
-                .zip(want)
-                .filter_map(|(b, w)| w.then_some(b))
-                .collect();
             let req = Request::AddBatch(
                 sent.iter()
                     .map(|(h, c, d)| BatchBlock {
@@ -415,29 +493,7 @@ impl Store for StreamStore {
     }
 
     fn add_hashed_as(&self, hash: &Hash, data: &[u8], class: BlockClass) -> Result<bool> {
-        let inner = &self.inner;
-        let mut up = lock(&inner.up);
-        if let Some(e) = &up.error {
-            return Err(Error::Store(e.clone()));
-        }
-        if up.known.contains(hash) || up.unacked.contains_key(hash) {
-            return Ok(false);
-        }
-        while up.in_flight_bytes + up.batch_bytes > IN_FLIGHT_BYTES && up.error.is_none() {
-            up = inner.up_cv.wait(up).unwrap_or_else(|e| e.into_inner());
-        }
-        if let Some(e) = &up.error {
-            return Err(Error::Store(e.clone()));
-        }
-        let d: Shared = Arc::new(data.to_vec());
-        up.dirty = true;
-        up.unacked.insert(*hash, d.clone());
-        up.batch.push((*hash, class, d));
-        up.batch_bytes += data.len();
-        if up.batch_bytes >= BATCH_BYTES || up.batch.len() >= MAX_BATCH {
-            inner.dispatch_locked(&mut up);
-        }
-        Ok(true)
+        self.add_queued(hash, data, class, false)
     }
 
     fn add_as(&self, data: &[u8], class: BlockClass) -> Result<(Hash, bool)> {
