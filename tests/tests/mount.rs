@@ -886,3 +886,45 @@ fn pjdfstest_passes_at_least_320() {
         });
     assert!(passed >= 320, "pjdfstest: {summary}");
 }
+
+/// Issue 16, item 8: a mount of a snapshot held only on a server, its
+/// reads and writes going over TCP.
+#[test]
+fn mount_of_a_remote_store_reads_and_writes() {
+    let env = Env::new();
+    let server_dir = env.path("server");
+    let srv = common::server::Server::tcp(&env, &server_dir, &[]);
+    let src = env.path("src");
+    small_tree(&src);
+    env.ok(&["-q", "-S", &srv.spec, "import", &src.to_string_lossy(), "t"]);
+    let mnt = env.path("mnt");
+    let m = Mount::start_at(
+        &env,
+        &["-S", &srv.spec, "t", &mnt.to_string_lossy()],
+        Some(&mnt),
+    );
+    assert_same_tree(&src, &mnt);
+    edits(&src);
+    edits(&mnt);
+    assert_same_tree(&src, &mnt);
+    m.umount(&env);
+    // The new snapshot is in the server's archive, its blocks on the server.
+    assert_eq!(
+        env.ok(&["-S", &srv.spec, "log", "t"]).lines().count(),
+        2,
+        "one new snapshot at unmount"
+    );
+    srv.stop();
+    let out = env.path("out");
+    env.ok(&[
+        "-q",
+        "-S",
+        &server_dir.to_string_lossy(),
+        "export",
+        "t",
+        &out.to_string_lossy(),
+    ]);
+    assert_same_tree(&src, &out);
+    let f = env.ok(&["-S", &server_dir.to_string_lossy(), "fsck"]);
+    assert!(f.contains(" 0 problems"), "{f}");
+}

@@ -1,45 +1,81 @@
 //! [`FileCache`]: a cache of blocks in local flat files, with an upper
 //! limit in bytes, in front of a slower store (the reference system's
-//! "flat file cache").
+//! "flat file cache"). The files outlive the process: the next cache
+//! opened on the directory adopts them, so a second run (or a remount)
+//! reads what the first one fetched without asking the backend.
 //!
 //! # Files
 //!
-//! The cache directory holds up to [`MAX_FILES`] cache files named
-//! `vtcache-PID-N.blocks` (`N` counts up within a process). A cache file
-//! is nothing but block data laid end to end, with no header or framing:
-//! where each block lies (file, offset, length) is kept in memory only, so
-//! the files mean nothing without the process that wrote them. Each open
-//! cache holds an exclusive `flock` on each of its files.
+//! The cache directory holds up to [`MAX_FILES`] cache files per open
+//! cache, named `vtcache-PID-N.blocks` (`PID` of the process that created
+//! the file; `N` counts up within a process, starting above every `N` in
+//! the directory). A cache file is self-describing:
 //!
-//! - New blocks are appended to the newest file. A block that would take
+//! ```text
+//! file   = MAGIC record*            MAGIC = "vtcache1\n" (9 bytes)
+//! record = HASH LEN DATA            HASH  = 33 bytes: kind byte, digest
+//!                                           (as vt_core::Hash::to_bytes)
+//!                                   LEN   = u32 little-endian: DATA bytes
+//! ```
+//!
+//! A format change changes the magic. Nothing is synced: a crash may tear
+//! the last records or leave a hole of zeros, which adoption cuts off,
+//! and any record that lies is caught by the hash check on reading, so a
+//! damaged file costs misses, never wrong data.
+//!
+//! - New blocks are appended to the newest file. A record that would take
 //!   that file past its share (the limit, less a little slack for the
 //!   directory itself, divided by [`MAX_FILES`]) starts a new file; a block
-//!   larger than a share is not cached.
+//!   whose record is larger than a share is not cached.
 //! - Starting a ninth file first deletes the oldest, with every block in
-//!   it. So the files never hold more than the limit: `du -sb` of the
-//!   directory stays within it.
+//!   it; so does a record that would take all the files past [`MAX_FILES`]
+//!   shares (only adopted files, written under a larger limit, can make
+//!   that happen). So the files never hold more than the limit: `du -sb`
+//!   of the directory stays within it (per open cache: two caches open on
+//!   one directory at once each keep their own files and limit).
 //! - A hit on a block in the older half of the files copies it to the
 //!   newest file (promotion), so blocks in steady use outlive the file
 //!   they were first written to. A file left with no blocks (all
-//!   promoted, or found corrupt) is deleted at once.
+//!   promoted, superseded, or found corrupt) is deleted at once.
 //! - Every block read from a file is checked against its hash; a block
 //!   that fails is forgotten, logged, and read from the backend instead.
-//! - Opening a cache deletes cache files left in the directory by
-//!   processes that have gone (those nobody holds a lock on; a file is
-//!   created as `….tmp` and locked before it gets its name); the cache
-//!   deletes its own files when dropped. It is never reused across runs,
-//!   and two caches open on one directory each keep their own files.
+//!
+//! # Locking and adoption
+//!
+//! An open cache holds an exclusive `flock` on each of its files, taken
+//! on a new file while it is still `….tmp` (with its magic written), so a
+//! `.blocks` file nobody holds is one whose cache has gone. Opening a cache:
+//!
+//! - tries the lock (without waiting) on each `vtcache-*.blocks` file in
+//!   the directory; a file another open cache holds, in this process or
+//!   another, is left alone. A file it gets (and that still has its name)
+//!   is its own from then on: with a bad magic it is deleted; otherwise
+//!   its record headers are read (seeking over the data), stopping at the
+//!   first record that is cut short or implausible (an unknown hash kind,
+//!   a length past the end), where the file is truncated;
+//! - orders the files it got by modification time (then `N`) and keeps the
+//!   newest that fit in [`MAX_FILES`] files and the limit, deleting the
+//!   older ones; these are its oldest files, and the newest of them is
+//!   written to until it is full;
+//! - indexes each block once, at its newest copy (the last in the newest
+//!   file): files left with no block are deleted;
+//! - deletes `vtcache-*.tmp` files nobody holds (their creator died
+//!   before naming them).
+//!
+//! Dropping a cache deletes nothing: closing the files releases the locks
+//! and the next cache adopts them.
 //!
 //! Reads and writes of block data use `pread`/`pwrite` outside any lock;
 //! the lock guards only the in-memory index and the list of files.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{DirBuilder, File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use vt_core::store::StoreStats;
@@ -48,6 +84,12 @@ use vt_core::{BlockClass, Error, Hash, HashKind, Result, Store};
 /// Cache files kept at most.
 pub const MAX_FILES: usize = 8;
 
+/// The first bytes of every cache file.
+pub const MAGIC: &[u8; 9] = b"vtcache1\n";
+
+/// A record header: the hash, then the data length (u32 LE).
+const REC_HEADER: u64 = Hash::ENCODED_LEN as u64 + 4;
+
 /// A hit in a file older than the newest this many is promoted.
 const PROMOTE_WINDOW: usize = MAX_FILES / 2;
 
@@ -55,13 +97,16 @@ const PROMOTE_WINDOW: usize = MAX_FILES / 2;
 /// at most.
 const DIR_SLACK: u64 = 64 << 10;
 
+/// Bytes read at once when scanning the record headers of a file.
+const SCAN_CHUNK: usize = 64 << 10;
+
 const PREFIX: &str = "vtcache-";
 const SUFFIX: &str = ".blocks";
 
-/// Numbers cache files uniquely within this process.
+/// Numbers cache files uniquely within this process (and ids them).
 static FILE_SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// Where a cached block lies.
+/// Where a cached block's data lies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Loc {
     file: u64,
@@ -93,6 +138,11 @@ impl State {
         self.files.iter().position(|f| f.id == id)
     }
 
+    /// Bytes of all the files.
+    fn bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.reserved).sum()
+    }
+
     /// Deletes the file at `pos` and forgets the blocks in it.
     fn drop_file(&mut self, pos: usize) {
         let Some(f) = self.files.remove(pos) else {
@@ -120,6 +170,18 @@ impl State {
             self.drop_file(pos);
         }
     }
+
+    /// Indexes the block at `loc` (a newer copy than any indexed before).
+    fn index_new(&mut self, hash: Hash, loc: Loc) {
+        if let Some(pos) = self.pos(loc.file) {
+            let f = &mut self.files[pos];
+            f.live += 1;
+            f.hashes.push(hash);
+        }
+        if let Some(old) = self.index.insert(hash, loc) {
+            self.release(old.file);
+        }
+    }
 }
 
 /// Counts of a [`FileCache`]'s work and contents.
@@ -137,7 +199,8 @@ pub struct FileCacheCounts {
     pub files: u64,
     /// Blocks cached now.
     pub blocks: u64,
-    /// Bytes of the cache files now (including blocks no longer indexed).
+    /// Bytes of the cache files now (including headers and blocks no
+    /// longer indexed).
     pub bytes: u64,
 }
 
@@ -161,8 +224,26 @@ fn flock_nb(f: &File) -> bool {
     unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
 }
 
+/// Whether `f` is still the file named `path` (not deleted, or replaced,
+/// by the cache that held it before we got the lock).
+fn still_named(f: &File, path: &Path) -> bool {
+    match (f.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 fn is_cache_file(name: &str) -> bool {
     name.starts_with(PREFIX) && name.ends_with(SUFFIX)
+}
+
+/// The `N` of a cache file named `vtcache-PID-N.blocks` (0 if not so).
+fn file_seq(name: &str) -> u64 {
+    name.strip_prefix(PREFIX)
+        .and_then(|n| n.strip_suffix(SUFFIX))
+        .and_then(|n| n.rsplit_once('-'))
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Whether a block at `from` (none: not cached) may be indexed anew: it
@@ -175,59 +256,198 @@ fn may_index(g: &State, hash: &Hash, from: Option<Loc>) -> bool {
     }
 }
 
-/// Deletes the cache files in `dir` that no open cache holds locked.
-fn remove_stale(dir: &Path) -> Result<()> {
-    let rd = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(format!("list cache directory {}", dir.display()), e))?;
-    for ent in rd {
-        let ent =
-            ent.map_err(|e| Error::io(format!("list cache directory {}", dir.display()), e))?;
+fn remove_quietly(path: &Path) {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            tracing::warn!("deleting cache file {}: {e}", path.display());
+        }
+        _ => {}
+    }
+}
+
+/// A record found in a cache file: its hash, and its data's offset and
+/// length.
+type Record = (Hash, u64, u64);
+
+/// The records of cache file `f` (`size` bytes, magic checked) up to the
+/// first cut short or implausible, and where that one starts.
+fn scan(f: &File, size: u64) -> (Vec<Record>, u64) {
+    let mut recs = Vec::new();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut buf_at = 0u64;
+    let mut off = MAGIC.len() as u64;
+    let hdr = REC_HEADER as usize;
+    loop {
+        if off + REC_HEADER > size {
+            break;
+        }
+        let inside = off >= buf_at && off + REC_HEADER <= buf_at + buf.len() as u64;
+        if !inside {
+            let n = (size - off).min(SCAN_CHUNK as u64) as usize;
+            buf.resize(n, 0);
+            if f.read_exact_at(&mut buf, off).is_err() {
+                break;
+            }
+            buf_at = off;
+        }
+        let i = (off - buf_at) as usize;
+        let h = &buf[i..i + hdr];
+        let Ok(hash) = Hash::from_bytes(&h[..Hash::ENCODED_LEN]) else {
+            break;
+        };
+        let mut l = [0u8; 4];
+        l.copy_from_slice(&h[Hash::ENCODED_LEN..]);
+        let len = u64::from(u32::from_le_bytes(l));
+        let end = off + REC_HEADER + len;
+        if end > size {
+            break;
+        }
+        recs.push((hash, off + REC_HEADER, len));
+        off = end;
+    }
+    (recs, off)
+}
+
+/// A cache file in the directory this cache got the lock on.
+struct Leftover {
+    path: PathBuf,
+    file: File,
+    mtime: SystemTime,
+    seq: u64,
+}
+
+/// Takes over the cache files in `dir` nobody holds, keeping the newest
+/// that fit in `budget` bytes and [`MAX_FILES`] files (see the module
+/// documentation); returns the state they make.
+fn adopt(dir: &Path, budget: u64) -> Result<State> {
+    let list_err = |e| Error::io(format!("list cache directory {}", dir.display()), e);
+    let mut found = Vec::new();
+    for ent in std::fs::read_dir(dir).map_err(list_err)? {
+        let ent = ent.map_err(list_err)?;
         let name = ent.file_name();
-        // A `.tmp` file is one whose creator died before naming it.
-        let ours = name
-            .to_str()
-            .is_some_and(|n| is_cache_file(n) || (n.starts_with(PREFIX) && n.ends_with(".tmp")));
-        if !ours {
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        let path = ent.path();
+        if name.starts_with(PREFIX) && name.ends_with(".tmp") {
+            // A `.tmp` file nobody holds is one whose creator died before
+            // naming it.
+            if let Ok(f) = File::open(&path) {
+                if flock_nb(&f) && still_named(&f, &path) {
+                    remove_quietly(&path);
+                }
+            }
             continue;
         }
-        let path = ent.path();
-        let Ok(f) = OpenOptions::new().read(true).open(&path) else {
+        if !is_cache_file(name) {
+            continue;
+        }
+        let seq = file_seq(name);
+        FILE_SEQ.fetch_max(seq.saturating_add(1), Relaxed);
+        let Ok(file) = OpenOptions::new().read(true).write(true).open(&path) else {
             continue;
         };
         // A live cache (in this process or another) holds its files
-        // locked; a file nobody locks is left over.
-        if flock_nb(&f) {
-            match std::fs::remove_file(&path) {
-                // Another cache opening at once got there first.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                r => r.map_err(|e| {
-                    Error::io(format!("delete old cache file {}", path.display()), e)
-                })?,
+        // locked; one it deleted before we got the lock has lost its name.
+        if !flock_nb(&file) || !still_named(&file, &path) {
+            continue;
+        }
+        let mut magic = [0u8; MAGIC.len()];
+        if file.read_exact_at(&mut magic, 0).is_err() || magic != *MAGIC {
+            tracing::info!("deleting {}: not a cache file", path.display());
+            remove_quietly(&path);
+            continue;
+        }
+        let mtime = file
+            .metadata()
+            .and_then(|m| m.modified())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        found.push(Leftover {
+            path,
+            file,
+            mtime,
+            seq,
+        });
+    }
+    found.sort_by(|a, b| (a.mtime, a.seq, &a.path).cmp(&(b.mtime, b.seq, &b.path)));
+
+    // The newest that fit, scanned; the rest deleted.
+    let mut kept: Vec<(Leftover, Vec<Record>, u64)> = Vec::new();
+    let mut total = 0u64;
+    let mut full = false;
+    while let Some(lf) = found.pop() {
+        if !full && kept.len() < MAX_FILES {
+            let size = lf.file.metadata().map(|m| m.len()).unwrap_or(0);
+            let (recs, end) = scan(&lf.file, size);
+            if total + end <= budget {
+                if end < size {
+                    tracing::info!(
+                        "cache file {} is torn at {end} of {size} bytes; truncating it",
+                        lf.path.display()
+                    );
+                    if let Err(e) = lf.file.set_len(end) {
+                        tracing::warn!("truncating cache file {}: {e}", lf.path.display());
+                        remove_quietly(&lf.path);
+                        continue;
+                    }
+                }
+                total += end;
+                kept.push((lf, recs, end));
+                continue;
             }
         }
+        full = true;
+        remove_quietly(&lf.path);
     }
-    Ok(())
+
+    let mut st = State::default();
+    for (lf, recs, end) in kept.into_iter().rev() {
+        let id = FILE_SEQ.fetch_add(1, Relaxed);
+        st.files.push_back(CacheFile {
+            id,
+            path: lf.path,
+            file: Arc::new(lf.file),
+            reserved: end,
+            hashes: Vec::with_capacity(recs.len()),
+            live: 0,
+        });
+        for (hash, off, len) in recs {
+            st.index_new(hash, Loc { file: id, off, len });
+        }
+    }
+    // Files whose blocks all have newer copies (release deleted those
+    // emptied as it went; not those that were empty to begin with).
+    let mut i = 0;
+    while i + 1 < st.files.len() {
+        if st.files[i].live == 0 {
+            st.drop_file(i);
+        } else {
+            i += 1;
+        }
+    }
+    Ok(st)
 }
 
 impl FileCache {
     /// A cache of at most `limit_bytes` in files in `dir` (created, mode
-    /// 0700, if missing), in front of `backend`. Deletes cache files left
-    /// in `dir` by caches no longer open.
+    /// 0700, if missing), in front of `backend`. Adopts the cache files in
+    /// `dir` that no open cache holds (see the module documentation).
     pub fn open(dir: &Path, limit_bytes: u64, backend: Arc<dyn Store>) -> Result<Self> {
         DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
             .map_err(|e| Error::io(format!("create cache directory {}", dir.display()), e))?;
-        remove_stale(dir)?;
         // `du` counts the directory too: a page of it on most filesystems.
         let slack = (limit_bytes / 16).clamp(4096.min(limit_bytes / 2), DIR_SLACK);
+        let per_file = (limit_bytes - slack) / MAX_FILES as u64;
+        let state = adopt(dir, per_file * MAX_FILES as u64)?;
         Ok(FileCache {
             dir: dir.to_path_buf(),
             backend,
             limit: limit_bytes,
-            per_file: (limit_bytes - slack) / MAX_FILES as u64,
-            state: Mutex::default(),
+            per_file,
+            state: Mutex::new(state),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             corrupt: AtomicU64::new(0),
@@ -260,7 +480,7 @@ impl FileCache {
             promoted: self.promoted.load(Relaxed),
             files: g.files.len() as u64,
             blocks: g.index.len() as u64,
-            bytes: g.files.iter().map(|f| f.reserved).sum(),
+            bytes: g.bytes(),
         }
     }
 
@@ -270,33 +490,50 @@ impl FileCache {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Creates a new cache file, locked, under its final name.
+    /// Creates a new cache file, locked, with its magic, under its final
+    /// name.
     fn new_file(&self) -> Result<CacheFile> {
-        let n = FILE_SEQ.fetch_add(1, Relaxed);
-        let name = format!("{PREFIX}{}-{n}", std::process::id());
-        let tmp = self.dir.join(format!("{name}.tmp"));
-        let path = self.dir.join(format!("{name}{SUFFIX}"));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| Error::io(format!("create cache file {}", tmp.display()), e))?;
-        // Locked before it has a name another cache would look at.
-        flock_nb(&file);
-        if let Err(e) = std::fs::rename(&tmp, &path) {
+        let mut tries = 0;
+        loop {
+            let n = FILE_SEQ.fetch_add(1, Relaxed);
+            let name = format!("{PREFIX}{}-{n}", std::process::id());
+            let tmp = self.dir.join(format!("{name}.tmp"));
+            let path = self.dir.join(format!("{name}{SUFFIX}"));
+            if path.exists() {
+                continue; // left by an earlier process with our pid
+            }
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(|e| Error::io(format!("create cache file {}", tmp.display()), e))?;
+            // Locked before it has a name another cache would look at. An
+            // opening cache may have taken the `.tmp` for a dead one's in
+            // the instant before: then it is deleted, and we try again.
+            let named = flock_nb(&file)
+                && file.write_all_at(MAGIC, 0).is_ok()
+                && std::fs::rename(&tmp, &path).is_ok();
+            if named {
+                return Ok(CacheFile {
+                    id: n,
+                    path,
+                    file: Arc::new(file),
+                    reserved: MAGIC.len() as u64,
+                    hashes: Vec::new(),
+                    live: 0,
+                });
+            }
             let _ = std::fs::remove_file(&tmp);
-            return Err(Error::io(format!("name cache file {}", path.display()), e));
+            tries += 1;
+            if tries == 3 {
+                return Err(Error::io(
+                    format!("create cache file {}", path.display()),
+                    std::io::Error::other("could not lock and name it"),
+                ));
+            }
         }
-        Ok(CacheFile {
-            id: n,
-            path,
-            file: Arc::new(file),
-            reserved: 0,
-            hashes: Vec::new(),
-            live: 0,
-        })
     }
 
     /// The cached block, checked against its hash, promoted if its file is
@@ -351,7 +588,11 @@ impl FileCache {
     /// cached or moved the block meanwhile. True if done.
     fn put(&self, hash: &Hash, data: &[u8], from: Option<Loc>) -> bool {
         let len = data.len() as u64;
-        if self.per_file == 0 || len > self.per_file {
+        let rec = REC_HEADER + len;
+        let Ok(len32) = u32::try_from(len) else {
+            return false;
+        };
+        if MAGIC.len() as u64 + rec > self.per_file {
             return false;
         }
         let (id, off, file) = {
@@ -362,7 +603,7 @@ impl FileCache {
             let full = g
                 .files
                 .back()
-                .is_none_or(|f| f.reserved > 0 && f.reserved + len > self.per_file);
+                .is_none_or(|f| f.reserved + rec > self.per_file);
             if full {
                 while g.files.len() >= MAX_FILES {
                     g.drop_file(0);
@@ -375,14 +616,23 @@ impl FileCache {
                     }
                 }
             }
+            // Files adopted from a cache with a larger limit may hold more
+            // than their share: the oldest go until the record fits.
+            while g.files.len() > 1 && g.bytes() + rec > self.per_file * MAX_FILES as u64 {
+                g.drop_file(0);
+            }
             let Some(cur) = g.files.back_mut() else {
                 return false;
             };
             let off = cur.reserved;
-            cur.reserved += len;
+            cur.reserved += rec;
             (cur.id, off, cur.file.clone())
         };
-        if let Err(e) = file.write_all_at(data, off) {
+        let mut buf = Vec::with_capacity(rec as usize);
+        buf.extend_from_slice(&hash.to_bytes());
+        buf.extend_from_slice(&len32.to_le_bytes());
+        buf.extend_from_slice(data);
+        if let Err(e) = file.write_all_at(&buf, off) {
             tracing::warn!("caching block {hash} in {}: {e}", self.dir.display());
             return false;
         }
@@ -390,16 +640,11 @@ impl FileCache {
         if !may_index(&g, hash, from) {
             return false;
         }
-        let Some(pos) = g.pos(id) else {
+        if g.pos(id).is_none() {
             return false; // the file was deleted while we wrote
-        };
-        let f = &mut g.files[pos];
-        f.live += 1;
-        f.hashes.push(*hash);
-        let was = g.index.insert(*hash, Loc { file: id, off, len });
-        if let Some(old) = was {
-            g.release(old.file);
         }
+        let off = off + REC_HEADER;
+        g.index_new(*hash, Loc { file: id, off, len });
         true
     }
 
@@ -419,16 +664,6 @@ impl FileCache {
             None => self.misses.fetch_add(1, Relaxed),
         };
         d
-    }
-}
-
-impl Drop for FileCache {
-    /// Deletes the cache's files: nothing can use them after this.
-    fn drop(&mut self) {
-        let mut g = self.lock();
-        while !g.files.is_empty() {
-            g.drop_file(0);
-        }
     }
 }
 
@@ -501,8 +736,8 @@ impl Store for FileCache {
         self.backend.contains(hash)
     }
 
-    /// Syncs the backend. Cache files are never synced: they do not
-    /// outlive the process.
+    /// Syncs the backend. Cache files are never synced: a cache may lose
+    /// its last blocks in a crash, which costs only misses.
     fn sync(&self) -> Result<()> {
         self.backend.sync()
     }
@@ -595,6 +830,19 @@ mod tests {
         n
     }
 
+    /// Where the data of the `i`th record of a file of `len`-byte blocks
+    /// lies.
+    fn data_off(i: u64, len: u64) -> u64 {
+        MAGIC.len() as u64 + i * (REC_HEADER + len) + REC_HEADER
+    }
+
+    /// A new cache on `dir` in front of `mem`, counted.
+    fn reopen(dir: &Path, limit: u64, mem: &Arc<MemoryStore>) -> (Arc<ProgressStore>, FileCache) {
+        let back = Arc::new(ProgressStore::new(mem.clone()));
+        let cache = FileCache::open(dir, limit, back.clone()).unwrap();
+        (back, cache)
+    }
+
     fn cache_files(dir: &Path) -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
             .unwrap()
@@ -674,9 +922,9 @@ mod tests {
         }
         let files = cache_files(s.cache.dir());
         assert_eq!(files.len(), 1);
-        // Blocks were written in order: block 2 starts at 2000.
+        // Blocks were written in order.
         let f = OpenOptions::new().write(true).open(&files[0]).unwrap();
-        f.write_all_at(b"X", 2000 + 17).unwrap();
+        f.write_all_at(b"X", data_off(2, 1000) + 17).unwrap();
         let gets = s.back.counts().get_blocks;
         assert_eq!(s.cache.get(&hs[2]).unwrap().unwrap(), block(2, 1000));
         assert_eq!(s.back.counts().get_blocks, gets + 1, "refetched");
@@ -708,10 +956,11 @@ mod tests {
 
     #[test]
     fn emptied_file_is_dropped_early() {
-        // Files of two 4096-byte blocks: the share is (70000 - 4375) / 8.
+        // Files of two 4000-byte blocks: the share is (70000 - 4375) / 8,
+        // and two records take 9 + 2 * 4037 bytes.
         let s = setup(70_000);
         assert_eq!(s.cache.per_file, 8203);
-        let hs = add_blocks(&s.mem, 10, 4096);
+        let hs = add_blocks(&s.mem, 10, 4000);
         for h in &hs {
             s.cache.get(h).unwrap();
         }
@@ -794,7 +1043,7 @@ mod tests {
     }
 
     #[test]
-    fn open_cleans_up_and_drop_removes_files() {
+    fn open_cleans_up_and_drop_keeps_files() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("a/b/cache");
         let mem: Arc<dyn Store> = Arc::new(MemoryStore::new(HashKind::Sha3_256));
@@ -805,25 +1054,327 @@ mod tests {
         live.get(&h).unwrap();
         let live_files = cache_files(&dir);
         assert_eq!(live_files.len(), 1);
+        let mut head = [0u8; 9];
+        File::open(&live_files[0])
+            .unwrap()
+            .read_exact_at(&mut head, 0)
+            .unwrap();
+        assert_eq!(&head, MAGIC);
         std::fs::write(dir.join("vtcache-1-1.blocks"), b"left over").unwrap();
+        std::fs::write(dir.join("vtcache-1-3.blocks"), b"").unwrap();
         std::fs::write(dir.join("vtcache-1-2.tmp"), b"").unwrap();
         std::fs::write(dir.join("unrelated"), b"kept").unwrap();
+        std::fs::write(dir.join("vtcache-notes"), b"kept").unwrap();
 
         let second = FileCache::open(&dir, 1 << 20, mem.clone()).unwrap();
         assert!(
             !dir.join("vtcache-1-1.blocks").exists(),
-            "stale file removed"
+            "bad magic: deleted"
         );
+        assert!(!dir.join("vtcache-1-3.blocks").exists(), "empty: deleted");
+        assert!(!dir.join("vtcache-1-2.tmp").exists(), "dead .tmp deleted");
         assert!(dir.join("unrelated").exists());
+        assert!(dir.join("vtcache-notes").exists());
         assert_eq!(
             cache_files(&dir),
             live_files,
             "a live cache's files are kept"
         );
+        assert_eq!(second.counts().files, 0, "and not adopted");
         assert_eq!(live.get(&h).unwrap().unwrap(), b"x");
         assert_eq!(live.counts().hits, 1);
         drop(second);
         drop(live);
+        assert_eq!(cache_files(&dir), live_files, "dropping deletes nothing");
+    }
+
+    #[test]
+    fn reopened_cache_serves_without_the_backend() {
+        let s = setup(1 << 20);
+        let dir = s.cache.dir().to_path_buf();
+        let hs = add_blocks(&s.mem, 50, 4000);
+        for h in &hs {
+            s.cache.get(h).unwrap();
+        }
+        let (a, _) = s.cache.add(b"added").unwrap();
+        let files = cache_files(&dir);
+        drop(s.cache);
+        assert_eq!(cache_files(&dir), files);
+
+        let (back, cache) = reopen(&dir, 1 << 20, &s.mem);
+        let c = cache.counts();
+        assert_eq!((c.files, c.blocks), (files.len() as u64, 51), "{c:?}");
+        for (i, h) in hs.iter().enumerate() {
+            assert_eq!(cache.get(h).unwrap().unwrap(), block(i as u32, 4000));
+            assert!(cache.contains(h).unwrap());
+        }
+        assert_eq!(cache.get(&a).unwrap().unwrap(), b"added");
+        cache.prefetch(&hs);
+        assert_eq!(back.counts().requests, 0, "no request reached the backend");
+        assert_eq!(cache.counts().hits, 51);
+        // New blocks go on in the newest adopted file.
+        let (b, _) = cache.add(b"more").unwrap();
+        assert_eq!(cache_files(&dir), files);
+        drop(cache);
+
+        // And a third time, with everything.
+        let (back, cache) = reopen(&dir, 1 << 20, &s.mem);
+        assert_eq!(cache.counts().blocks, 52);
+        assert_eq!(cache.get(&b).unwrap().unwrap(), b"more");
+        assert_eq!(cache.get(&hs[0]).unwrap().unwrap(), block(0, 4000));
+        assert_eq!(back.counts().get_blocks, 0);
+    }
+
+    #[test]
+    fn torn_tail_is_cut_off_and_refetched() {
+        let s = setup(1 << 20);
+        let dir = s.cache.dir().to_path_buf();
+        let hs = add_blocks(&s.mem, 4, 1000);
+        for h in &hs {
+            s.cache.get(h).unwrap();
+        }
+        drop(s.cache);
+        let files = cache_files(&dir);
+        assert_eq!(files.len(), 1);
+        let good = data_off(3, 1000) - REC_HEADER;
+        assert_eq!(std::fs::metadata(&files[0]).unwrap().len(), good + 1037);
+
+        // Block 3 cut short in its data, then in its header.
+        for cut in [good + 500, good + 10] {
+            let f = OpenOptions::new().write(true).open(&files[0]).unwrap();
+            f.set_len(cut).unwrap();
+            drop(f);
+            let (back, cache) = reopen(&dir, 1 << 20, &s.mem);
+            assert_eq!(cache.counts().blocks, 3);
+            assert_eq!(
+                std::fs::metadata(&files[0]).unwrap().len(),
+                good,
+                "truncated at the tear"
+            );
+            for (i, h) in hs.iter().enumerate() {
+                assert_eq!(cache.get(h).unwrap().unwrap(), block(i as u32, 1000));
+            }
+            assert_eq!(back.counts().get_blocks, 1, "only block 3 refetched");
+            assert_eq!(cache.counts().corrupt, 0);
+            // Cached again at the end of the same file.
+            assert_eq!(std::fs::metadata(&files[0]).unwrap().len(), good + 1037);
+        }
+
+        // A hole of zeros (a write that never landed before a later one)
+        // ends the file there too.
+        let f = OpenOptions::new().write(true).open(&files[0]).unwrap();
+        f.write_all_at(&[0u8; 1037], data_off(1, 1000) - REC_HEADER)
+            .unwrap();
+        drop(f);
+        let (back, cache) = reopen(&dir, 1 << 20, &s.mem);
+        assert_eq!(cache.counts().blocks, 1);
+        for (i, h) in hs.iter().enumerate() {
+            assert_eq!(cache.get(h).unwrap().unwrap(), block(i as u32, 1000));
+        }
+        assert_eq!(back.counts().get_blocks, 3);
+    }
+
+    #[test]
+    fn flipped_byte_in_an_adopted_file_is_refetched() {
+        let s = setup(1 << 20);
+        let dir = s.cache.dir().to_path_buf();
+        let hs = add_blocks(&s.mem, 4, 1000);
+        for h in &hs {
+            s.cache.get(h).unwrap();
+        }
+        drop(s.cache);
+        let files = cache_files(&dir);
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&files[0])
+            .unwrap();
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, data_off(2, 1000) + 300).unwrap();
+        f.write_all_at(&[b[0] ^ 0x20], data_off(2, 1000) + 300)
+            .unwrap();
+        drop(f);
+
+        let (back, cache) = reopen(&dir, 1 << 20, &s.mem);
+        assert_eq!(cache.counts().blocks, 4);
+        for (i, h) in hs.iter().enumerate() {
+            assert_eq!(cache.get(h).unwrap().unwrap(), block(i as u32, 1000));
+        }
+        assert_eq!(back.counts().get_blocks, 1, "block 2 refetched");
+        assert_eq!(cache.counts().corrupt, 1);
+        drop(cache);
+
+        // The good copy, newer, is the one indexed next time.
+        let (back, cache) = reopen(&dir, 1 << 20, &s.mem);
+        assert_eq!(cache.counts().blocks, 4);
+        for (i, h) in hs.iter().enumerate() {
+            assert_eq!(cache.get(h).unwrap().unwrap(), block(i as u32, 1000));
+        }
+        assert_eq!(back.counts().requests, 0);
+        assert_eq!(cache.counts().corrupt, 0);
+    }
+
+    /// Writes a cache file of `blocks` by hand, with modification time
+    /// `age` seconds ago.
+    fn write_cache_file(path: &Path, blocks: &[&[u8]], age: u64) {
+        let mut d = MAGIC.to_vec();
+        for b in blocks {
+            d.extend_from_slice(&HashKind::Sha3_256.digest(b).to_bytes());
+            d.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            d.extend_from_slice(b);
+        }
+        std::fs::write(path, d).unwrap();
+        let t = SystemTime::now() - std::time::Duration::from_secs(age);
+        File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_block_in_several_files_is_indexed_at_its_newest_copy() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cache");
+        std::fs::create_dir(&dir).unwrap();
+        let mem = Arc::new(MemoryStore::new(HashKind::Sha3_256));
+        let (a, _) = mem.add(b"alpha").unwrap();
+        let (b, _) = mem.add(b"beta").unwrap();
+        let (c, _) = mem.add(b"gamma").unwrap();
+        // The oldest file has a bad copy of alpha (its hash, other data)
+        // and nothing else: it goes. The middle one's beta is
+        // superseded, but it keeps gamma.
+        let old = dir.join("vtcache-7-5000000.blocks");
+        let mid = dir.join("vtcache-7-5.blocks");
+        let new = dir.join("vtcache-3-1.blocks");
+        let mut bad = MAGIC.to_vec();
+        bad.extend_from_slice(&a.to_bytes());
+        bad.extend_from_slice(&5u32.to_le_bytes());
+        bad.extend_from_slice(b"ALPHA");
+        std::fs::write(&old, bad).unwrap();
+        File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(SystemTime::now() - std::time::Duration::from_secs(300))
+            .unwrap();
+        write_cache_file(&mid, &[b"beta", b"gamma"], 200);
+        write_cache_file(&new, &[b"alpha", b"beta", b"beta"], 100);
+
+        let (back, cache) = reopen(&dir, 1 << 20, &mem);
+        let n = cache.counts();
+        assert_eq!((n.files, n.blocks), (2, 3), "{n:?}");
+        assert!(!old.exists() && mid.exists() && new.exists());
+        assert_eq!(cache.get(&a).unwrap().unwrap(), b"alpha");
+        assert_eq!(cache.get(&b).unwrap().unwrap(), b"beta");
+        assert_eq!(cache.get(&c).unwrap().unwrap(), b"gamma");
+        assert_eq!(back.counts().requests, 0);
+        assert_eq!(cache.counts().corrupt, 0);
+        // New files are numbered past every file seen. (This block does
+        // not fit in the newest adopted file, written to until then.)
+        cache.add(&block(1, 122_800)).unwrap();
+        assert_eq!(cache.counts().files, 3);
+        let names: Vec<u64> = cache_files(&dir)
+            .iter()
+            .map(|p| file_seq(p.file_name().unwrap().to_str().unwrap()))
+            .collect();
+        assert!(names.iter().any(|&n| n > 5_000_000), "{names:?}");
+    }
+
+    #[test]
+    fn two_caches_on_one_directory_keep_apart() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cache");
+        let mem = Arc::new(MemoryStore::new(HashKind::Sha3_256));
+        let hs = add_blocks(&mem, 400, 2048);
+        let limit = 64 << 10;
+        let (_, a) = reopen(&dir, limit, &mem);
+        for h in &hs[..10] {
+            a.get(h).unwrap();
+        }
+        let a_files = cache_files(&dir);
+        let (b_back, b) = reopen(&dir, limit, &mem);
+        assert_eq!(b.counts().files, 0, "a's files are a's");
+        // b churns through far more than its limit; a's files stay.
+        for (i, h) in hs.iter().enumerate().skip(10) {
+            assert_eq!(b.get(h).unwrap().unwrap(), block(i as u32, 2048));
+            let all = cache_files(&dir);
+            assert!(a_files.iter().all(|f| all.contains(f)));
+        }
+        assert!(b_back.counts().get_blocks >= 390);
+        let b_files: Vec<PathBuf> = cache_files(&dir)
+            .into_iter()
+            .filter(|f| !a_files.contains(f))
+            .collect();
+        assert!(!b_files.is_empty());
+        // Both still serve their own blocks from their files.
+        let (a_hits, b_hits) = (a.counts().hits, b.counts().hits);
+        for (i, h) in hs.iter().enumerate().take(10) {
+            assert_eq!(a.get(h).unwrap().unwrap(), block(i as u32, 2048));
+        }
+        assert_eq!(b.get(&hs[399]).unwrap().unwrap(), block(399, 2048));
+        assert_eq!(a.counts().hits, a_hits + 10);
+        assert_eq!(b.counts().hits, b_hits + 1);
+
+        // A third, opened while a is live, adopts only b's files.
+        drop(b);
+        let (c_back, c) = reopen(&dir, limit, &mem);
+        assert_eq!(c.counts().files, b_files.len() as u64);
+        assert_eq!(c.get(&hs[399]).unwrap().unwrap(), block(399, 2048));
+        assert_eq!(c_back.counts().requests, 0);
+        assert_eq!(a.get(&hs[0]).unwrap().unwrap(), block(0, 2048));
+        assert!(a_files.iter().all(|f| f.exists()));
+        drop(a);
+        drop(c);
+
+        // With both gone, the next takes everything that fits (a's files,
+        // the oldest, go first).
+        let (_, d) = reopen(&dir, limit, &mem);
+        let n = d.counts();
+        assert!(n.files as usize <= MAX_FILES && n.bytes <= limit, "{n:?}");
+        assert!(du(&dir) <= limit);
+    }
+
+    #[test]
+    fn a_smaller_limit_drops_the_oldest_adopted_files() {
+        let s = setup(1 << 20);
+        let dir = s.cache.dir().to_path_buf();
+        // 30 blocks of 4000 fill a 1 MiB cache's file: 7 files.
+        let hs = add_blocks(&s.mem, 200, 4000);
+        for h in &hs {
+            s.cache.get(h).unwrap();
+        }
+        assert_eq!(s.cache.counts().files, 7);
+        drop(s.cache);
+        assert!(du(&dir) > 256 << 10);
+
+        // A share of 30720 bytes: the two newest files (20 and 30 blocks)
+        // fit in 8 shares, the third does not.
+        let limit = 256 << 10;
+        let (back, cache) = reopen(&dir, limit, &s.mem);
+        assert_eq!(cache.per_file, 30720);
+        let n = cache.counts();
+        assert_eq!((n.files, n.blocks), (2, 50), "{n:?}");
+        assert_eq!(cache_files(&dir).len(), 2);
+        assert!(du(&dir) <= limit, "{} > {limit}", du(&dir));
+        for (i, h) in hs.iter().enumerate().skip(150) {
+            assert_eq!(cache.get(h).unwrap().unwrap(), block(i as u32, 4000));
+        }
+        assert_eq!(back.counts().requests, 0);
+        // The big adopted files go first as new blocks come.
+        for (i, h) in hs.iter().enumerate().take(150) {
+            assert_eq!(cache.get(h).unwrap().unwrap(), block(i as u32, 4000));
+            assert!(du(&dir) <= limit, "{} > {limit}", du(&dir));
+            assert!(cache_files(&dir).len() <= MAX_FILES);
+        }
+        let n = cache.counts();
+        assert!(n.bytes <= limit && n.bytes > limit / 2, "{n:?}");
+        drop(cache);
+
+        // And a zero limit leaves nothing.
+        let (_, zero) = reopen(&dir, 0, &s.mem);
+        assert_eq!(zero.counts().files, 0);
         assert!(cache_files(&dir).is_empty());
     }
 

@@ -210,6 +210,8 @@ enum PluginCmd {
 
 fn main() -> ExitCode {
     // Die quietly on a closed pipe (`vt scan FILE | head`), as Unix tools do.
+    // The threads that write to servers and clients block SIGPIPE (see
+    // vt_stores::stream), so a lost connection is an error there, handled.
     // SAFETY: restoring the default disposition of a signal at startup,
     // before any thread exists.
     unsafe {
@@ -242,11 +244,33 @@ fn main() -> ExitCode {
     }
     match r {
         Ok(code) => code,
+        Err(e) if broken_pipe(&e) => quiet_exit(),
         Err(e) => {
             eprintln!("vt: error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether `e` comes from writing to a closed pipe. Connections to servers
+/// never get here (their losses are handled where they happen, and say
+/// "connection lost"), so it is standard output's reader that went away.
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || matches!(
+                c.downcast_ref::<vt_core::Error>(),
+                Some(vt_core::Error::Io { cause, .. })
+                    if cause.kind() == std::io::ErrorKind::BrokenPipe
+            )
+    })
+}
+
+/// Ends vt as a closed pipe would have, without a message (exit status
+/// 141, 128 + SIGPIPE, as shells report it).
+fn quiet_exit() -> ExitCode {
+    ExitCode::from(141)
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {

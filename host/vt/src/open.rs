@@ -46,7 +46,6 @@ impl OpenStore {
             name,
         }
     }
-
 }
 
 /// The servers this process opened, with their counters.
@@ -182,6 +181,24 @@ impl Settings {
             .collect()
     }
 
+    /// Fails on a setting type `kind` does not take, naming those it does
+    /// (before anything is opened, so a misspelt key is what is reported).
+    fn check_keys(&self, kind: &str) -> Result<()> {
+        let Some(known) = settings_of(kind) else {
+            return Ok(()); // an unknown type is reported by the caller
+        };
+        for k in self.map.keys() {
+            if k != "type" && k != "archives_from" && !known.contains(&k.as_str()) {
+                bail!(
+                    "{}: unknown setting {k:?} for a {kind} store (known: {}, archives_from)",
+                    self.origin,
+                    known.join(", ")
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Fails on settings no one asked for, naming the ones the type takes.
     fn finish(&self, kind: &str) -> Result<()> {
         for k in self.map.keys() {
@@ -199,6 +216,21 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// The settings each store type takes.
+fn settings_of(kind: &str) -> Option<&'static [&'static str]> {
+    Some(match kind {
+        "datadir" => &["path", "hash", "verify", "compression"],
+        "memory" => &["hash"],
+        "unix" => &["path", "export", "token_file", "compress"],
+        "tcp" => &["address", "export", "token_file", "compress"],
+        "tls" => &["address", "ca", "export", "token_file", "compress"],
+        "command" => &["command", "export", "token_file", "compress"],
+        "proxy" => &["read", "save", "read2", "copy2"],
+        "cache" => &["store", "limit", "dir", "kind"],
+        _ => return None,
+    })
 }
 
 /// Fills in the defaults that apply to clause `name` (for `vt config`).
@@ -367,6 +399,7 @@ impl Opener<'_> {
         inner: Option<&StoreSpec>,
         label: &str,
     ) -> Result<OpenStore> {
+        s.check_keys(kind)?;
         let routes = s.routes("archives_from")?;
         if inner.is_some() && kind != "cache" {
             bail!("{}: a {kind} store does not wrap another store", s.origin);
@@ -482,8 +515,9 @@ impl Opener<'_> {
                 s.finish(kind)?;
                 let backend = self.open(&backend_spec, &backend_spec.to_text())?;
                 let store: Arc<dyn Store> = if file {
-                    let base = dir.unwrap_or_else(|| default_cache_dir(label));
-                    let d = private_cache_dir(&base)?;
+                    // Caches on one directory keep apart (each locks its
+                    // own files) and adopt what exited ones left.
+                    let d = dir.unwrap_or_else(|| default_cache_dir(label));
                     Arc::new(
                         vt_stores::FileCache::open(&d, limit, backend.store.clone())
                             .with_context(|| format!("open the cache in {}", d.display()))?,
@@ -514,28 +548,6 @@ impl Opener<'_> {
         }
         Ok(st)
     }
-}
-
-/// A directory of this process's own under a cache's `base`, so that two
-/// vt processes with the same cache do not write over each other's files;
-/// the directories of processes that have gone are removed.
-fn private_cache_dir(base: &Path) -> Result<PathBuf> {
-    std::fs::create_dir_all(base).with_context(|| format!("create {}", base.display()))?;
-    if let Ok(rd) = std::fs::read_dir(base) {
-        for e in rd.flatten() {
-            let gone = e
-                .file_name()
-                .to_str()
-                .and_then(|n| n.strip_prefix("pid-"))
-                .and_then(|p| p.parse::<i32>().ok())
-                // SAFETY: signal 0 only checks that the process exists.
-                .is_some_and(|pid| unsafe { libc::kill(pid, 0) } != 0);
-            if gone {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
-    }
-    Ok(base.join(format!("pid-{}", std::process::id())))
 }
 
 fn read_token(path: &Path) -> Result<String> {

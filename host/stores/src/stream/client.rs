@@ -122,6 +122,7 @@ impl StreamStore {
             .worker_threads(1)
             .max_blocking_threads(4)
             .thread_name("vt-client")
+            .on_thread_start(super::block_sigpipe)
             .enable_all()
             .build()
             .map_err(|e| Error::io("start the client runtime", e))?;

@@ -138,8 +138,12 @@ impl Link {
             received: AtomicU64::new(0),
             connects: AtomicU64::new(0),
         });
+        // Connect on a runtime thread (they block SIGPIPE), not this one.
         let l = link.clone();
-        let first = link.rt.block_on(async move { l.open().await })?;
+        let first = link
+            .rt
+            .block_on(link.rt.spawn(async move { l.open().await }))
+            .map_err(|e| Error::Store(format!("connect: {e}")))??;
         let l = link.clone();
         link.rt.spawn(async move { l.supervise(first).await });
         Ok(link)

@@ -16,6 +16,23 @@ pub mod server;
 pub mod transport;
 
 pub use client::{StreamOptions, StreamStore};
+
+/// Blocks SIGPIPE in the calling thread: the runtime threads that write to
+/// sockets and pipes call it at start, so a peer that went away is an
+/// `EPIPE` error there (handled: a client reconnects, a server drops the
+/// connection) and not a signal that ends the process, whatever the
+/// process's disposition for it (vt keeps the default, so that `vt cat …
+/// | head` ends quietly).
+pub(crate) fn block_sigpipe() {
+    // SAFETY: plain signal-mask calls on a zeroed, initialised set, for
+    // this thread only.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
 pub use link::LinkOptions;
 pub use server::{Export, Listener, ServeOptions, Server, Shutdown};
 pub use transport::Endpoint;

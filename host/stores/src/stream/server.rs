@@ -222,6 +222,7 @@ impl Server {
             .worker_threads(2)
             .max_blocking_threads(64)
             .thread_name("vt-serve")
+            .on_thread_start(super::block_sigpipe)
             .enable_all()
             .build()
             .map_err(|e| Error::io("start the server runtime", e))?;
