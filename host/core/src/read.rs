@@ -11,6 +11,21 @@ use crate::store::Store;
 /// How many sibling blocks are fetched at once (read-ahead).
 const READAHEAD: usize = 64;
 
+/// Tells the store that the blocks of `kids` will be read next (a remote
+/// store asks for them all at once).
+fn announce(store: &dyn Store, kids: &[BlockRef]) {
+    let hashes: Vec<crate::Hash> = kids
+        .iter()
+        .filter_map(|k| match k {
+            BlockRef::Direct { hash, .. } | BlockRef::Indirect { hash, .. } => Some(*hash),
+            _ => None,
+        })
+        .collect();
+    if !hashes.is_empty() {
+        store.prefetch(&hashes);
+    }
+}
+
 /// The refs held by an indirect block, checked against the parent's span.
 pub fn children(store: &dyn Store, r: &BlockRef) -> Result<Vec<BlockRef>> {
     let BlockRef::Indirect { hash, span } = r else {
@@ -64,6 +79,7 @@ pub fn write_all(store: &dyn Store, r: &BlockRef, out: &mut dyn Write) -> Result
     match r {
         BlockRef::Indirect { .. } => {
             let kids = children(store, r)?;
+            announce(store, &kids);
             for batch in kids.chunks(READAHEAD) {
                 if batch
                     .iter()
@@ -200,6 +216,7 @@ fn sparse_into(store: &dyn Store, r: &BlockRef, at: u64, file: &std::fs::File) -
         BlockRef::Rle { octet: 0, .. } => Ok(()),
         BlockRef::Indirect { .. } => {
             let kids = children(store, r)?;
+            announce(store, &kids);
             let mut pos = at;
             for batch in kids.chunks(READAHEAD) {
                 let starts: Vec<u64> = batch

@@ -61,8 +61,9 @@ pub fn request_summaries() -> Vec<String> {
         .map(|(r, p)| {
             let c = p.counts();
             let (sent, received) = r.wire_bytes();
+            let [ready, waited, missed, dropped] = r.prefetch_counts();
             format!(
-                "{}: {} requests ({} blocks fetched, {} offered, {} contains); {sent} bytes sent, {received} received",
+                "{}: {} requests ({} blocks fetched, {} offered, {} contains); {sent} bytes sent, {received} received; reads prefetched {ready} arrived, {waited} awaited, {missed} not, {dropped} hints dropped",
                 r.endpoint(),
                 c.requests,
                 c.get_blocks,

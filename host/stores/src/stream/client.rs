@@ -86,6 +86,9 @@ enum Slot {
 #[derive(Default)]
 struct Prefetched {
     slots: HashMap<Hash, Slot>,
+    /// Readers announced for a slot beyond the first (the same block in
+    /// several files): each takes a copy, the last takes the block.
+    more_readers: HashMap<Hash, u32>,
     /// Arrived blocks, oldest first, for dropping when over budget.
     order: VecDeque<Hash>,
     bytes: usize,
@@ -103,6 +106,13 @@ struct Inner {
     pre_cv: Condvar,
     /// Requests sent (every kind).
     requests: AtomicU64,
+    /// Reads that found their block prefetched: arrived, or on its way.
+    pre_ready: AtomicU64,
+    pre_waited: AtomicU64,
+    /// Reads that asked the server themselves.
+    pre_missed: AtomicU64,
+    /// Prefetch hints dropped because the budget was spent.
+    pre_dropped: AtomicU64,
 }
 
 /// A store on a server.
@@ -148,6 +158,10 @@ impl StreamStore {
                 pre: Mutex::default(),
                 pre_cv: Condvar::new(),
                 requests: AtomicU64::new(0),
+                pre_ready: AtomicU64::new(0),
+                pre_waited: AtomicU64::new(0),
+                pre_missed: AtomicU64::new(0),
+                pre_dropped: AtomicU64::new(0),
             }),
             rt: Some(rt),
         })
@@ -175,6 +189,18 @@ impl StreamStore {
     /// compresses, whatever the store's setting.
     pub fn set_compress(&self, on: bool) {
         self.inner.compress.store(on, Relaxed);
+    }
+
+    /// Of the reads so far: found prefetched and arrived, found on their
+    /// way, not prefetched; and prefetch hints dropped over budget.
+    pub fn prefetch_counts(&self) -> [u64; 4] {
+        let i = &self.inner;
+        [
+            i.pre_ready.load(Relaxed),
+            i.pre_waited.load(Relaxed),
+            i.pre_missed.load(Relaxed),
+            i.pre_dropped.load(Relaxed),
+        ]
     }
 
     /// Requests sent so far.
@@ -446,9 +472,11 @@ impl Inner {
             if let Some(Slot::Ready(Ok(Some(d)))) = pre.slots.get(&old) {
                 let n = d.len();
                 pre.slots.remove(&old);
+                pre.more_readers.remove(&old);
                 pre.bytes -= n;
             } else if matches!(pre.slots.get(&old), Some(Slot::Ready(_))) {
                 pre.slots.remove(&old);
+                pre.more_readers.remove(&old);
             }
         }
         self.pre_cv.notify_all();
@@ -457,13 +485,33 @@ impl Inner {
     /// Takes a prefetched block: `None` if it was not prefetched.
     fn take_prefetched(&self, h: &Hash) -> Option<Result<Option<Vec<u8>>>> {
         let mut pre = lock(&self.pre);
+        let mut waited = false;
         loop {
             match pre.slots.get(h) {
-                None => return None,
+                None => {
+                    self.pre_missed.fetch_add(1, Relaxed);
+                    return None;
+                }
                 Some(Slot::Waiting) => {
+                    waited = true;
                     pre = self.pre_cv.wait(pre).unwrap_or_else(|e| e.into_inner());
                 }
-                Some(Slot::Ready(_)) => {
+                Some(Slot::Ready(r)) => {
+                    let c = if waited {
+                        &self.pre_waited
+                    } else {
+                        &self.pre_ready
+                    };
+                    c.fetch_add(1, Relaxed);
+                    let copy = pre.more_readers.contains_key(h).then(|| r.clone());
+                    if let (Some(copy), Some(n)) = (copy, pre.more_readers.get_mut(h)) {
+                        // Others will read this block too: a copy.
+                        *n -= 1;
+                        if *n == 0 {
+                            pre.more_readers.remove(h);
+                        }
+                        return Some(copy.map_err(Error::Store));
+                    }
                     let Some(Slot::Ready(r)) = pre.slots.remove(h) else {
                         return None;
                     };
@@ -531,11 +579,18 @@ impl Store for StreamStore {
             let up = lock(&inner.up);
             let mut pre = lock(&inner.pre);
             let mut asks = Vec::new();
-            for h in hashes {
+            for (i, h) in hashes.iter().enumerate() {
                 if pre.waiting >= PREFETCH_REQUESTS || pre.bytes >= PREFETCH_BYTES {
+                    inner
+                        .pre_dropped
+                        .fetch_add((hashes.len() - i) as u64, Relaxed);
                     break;
                 }
-                if up.unacked.contains_key(h) || pre.slots.contains_key(h) {
+                if up.unacked.contains_key(h) {
+                    continue;
+                }
+                if pre.slots.contains_key(h) {
+                    *pre.more_readers.entry(*h).or_insert(0) += 1;
                     continue;
                 }
                 pre.slots.insert(*h, Slot::Waiting);

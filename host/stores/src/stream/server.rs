@@ -4,9 +4,11 @@
 //! a writer that sends replies in whatever order they are ready. Store
 //! work runs on blocking threads (at most a few per core at once, shared
 //! by all connections). A connection may have [`ServeOptions::in_flight`]
-//! requests unanswered; past that its reader stops reading, so a client
-//! that never reads its replies holds only its own connection up, and a
-//! server's memory is bounded by connections x in-flight x frame size.
+//! requests unanswered (enough to fill a long path: a thousand blocks per
+//! round trip), and at most [`MAX_BACKLOG`] bytes of replies waiting to
+//! be sent; past either its reader stops reading, so a client that never
+//! reads its replies holds only its own connection up, and a server's
+//! memory is bounded per connection.
 //!
 //! Bad input costs the connection at most: an unknown operation, a
 //! malformed body or a version mismatch is an error reply; a frame that
@@ -59,7 +61,7 @@ impl Default for ServeOptions {
             read_only: false,
             append_only: false,
             token: None,
-            in_flight: 64,
+            in_flight: 1024,
             max_connections: 1024,
             name: format!("vt {}", env!("CARGO_PKG_VERSION")),
         }
@@ -179,6 +181,33 @@ async fn read_frame(
 
 /// A reply on its way to the writer, with the permit it frees once sent.
 type Outgoing = (Vec<Frame>, Option<OwnedSemaphorePermit>);
+
+/// Bytes of replies a connection may have waiting to be sent before its
+/// reader stops reading requests.
+pub const MAX_BACKLOG: usize = 32 << 20;
+
+/// Replies built but not yet written, for one connection.
+#[derive(Default)]
+struct Backlog {
+    bytes: AtomicUsize,
+    drained: tokio::sync::Notify,
+}
+
+impl Backlog {
+    /// Queues `frames` for the writer, counting their bytes.
+    fn send(
+        &self,
+        tx: &mpsc::UnboundedSender<Outgoing>,
+        frames: Vec<Frame>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) {
+        let n: usize = frames.iter().map(|f| f.body.len() + 16).sum();
+        self.bytes.fetch_add(n, Relaxed);
+        if tx.send((frames, permit)).is_err() {
+            self.bytes.fetch_sub(n, Relaxed);
+        }
+    }
+}
 
 struct Conn {
     peer: String,
@@ -379,7 +408,8 @@ impl Server {
         self.counters.open.fetch_add(1, Relaxed);
         tracing::info!("{peer}: connected");
         let (tx, rx) = mpsc::unbounded_channel::<Outgoing>();
-        let writer = tokio::spawn(write_replies(wr, rx, self.clone()));
+        let backlog = Arc::new(Backlog::default());
+        let writer = tokio::spawn(write_replies(wr, rx, self.clone(), backlog.clone()));
         let slots = Arc::new(Semaphore::new(self.opts.in_flight));
         let mut conn = Conn {
             peer,
@@ -389,7 +419,19 @@ impl Server {
             wrote: vec![false; self.exports.len()],
         };
         let mut buf = Vec::new();
-        loop {
+        'serve: loop {
+            // Too many replies waiting for a client that does not read:
+            // read no more requests until they are sent.
+            loop {
+                let drained = backlog.drained.notified();
+                if backlog.bytes.load(Relaxed) <= MAX_BACKLOG {
+                    break;
+                }
+                tokio::select! {
+                    _ = stopped(stop.clone()) => break 'serve,
+                    _ = drained => {}
+                }
+            }
             let permit = tokio::select! {
                 _ = stopped(stop.clone()) => break,
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -403,14 +445,15 @@ impl Server {
                 Ok(None) => break,
                 Err(e) => {
                     tracing::warn!("{}: {e}; closing the connection", conn.peer);
-                    let _ = tx.send((
+                    backlog.send(
+                        &tx,
                         error_frames(0, 0, "malformed", &format!("{e}; closing the connection")),
                         Some(permit),
-                    ));
+                    );
                     break;
                 }
             };
-            if !self.dispatch(&mut conn, frame, permit, &tx) {
+            if !self.dispatch(&mut conn, frame, permit, &tx, &backlog) {
                 break;
             }
         }
@@ -447,15 +490,14 @@ impl Server {
         f: Frame,
         permit: OwnedSemaphorePermit,
         tx: &mpsc::UnboundedSender<Outgoing>,
+        backlog: &Arc<Backlog>,
     ) -> bool {
         let (tag, channel) = (f.tag, f.channel);
         let fail = |kind: &str, msg: &str| {
-            let _ = tx.send((error_frames(tag, channel, kind, msg), None));
+            backlog.send(tx, error_frames(tag, channel, kind, msg), None);
         };
         let reply = |r: Reply, compress: bool| match r.to_frames(tag, channel, compress) {
-            Ok(fr) => {
-                let _ = tx.send((fr, None));
-            }
+            Ok(fr) => backlog.send(tx, fr, None),
             Err(e) => fail("store", &e.to_string()),
         };
         self.counters.requests.fetch_add(1, Relaxed);
@@ -540,6 +582,7 @@ impl Server {
         let store = self.exports[ex].store.clone();
         let work = self.work.clone();
         let tx = tx.clone();
+        let backlog = backlog.clone();
         let compress = conn.compress;
         tokio::spawn(async move {
             let Ok(_w) = work.acquire_owned().await else {
@@ -553,7 +596,7 @@ impl Server {
                 Ok(Err((kind, msg))) => error_frames(tag, channel, kind, &msg),
                 Err(e) => error_frames(tag, channel, "store", &format!("request failed: {e}")),
             };
-            let _ = tx.send((frames, Some(permit)));
+            backlog.send(&tx, frames, Some(permit));
         });
         true
     }
@@ -642,10 +685,12 @@ async fn write_replies(
     mut wr: WriteHalf,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     srv: Arc<Server>,
+    backlog: Arc<Backlog>,
 ) {
     let mut out = tokio::io::BufWriter::with_capacity(256 << 10, &mut wr);
     let mut failed = false;
     while let Some((frames, permit)) = rx.recv().await {
+        let n: usize = frames.iter().map(|f| f.body.len() + 16).sum();
         if !failed {
             for f in frames {
                 let b = f.encode();
@@ -659,6 +704,8 @@ async fn write_replies(
                 failed = true;
             }
         }
+        backlog.bytes.fetch_sub(n, Relaxed);
+        backlog.drained.notify_one();
         drop(permit);
     }
     let _ = out.flush().await;

@@ -451,3 +451,28 @@ fn a_client_that_never_reads_does_not_stop_others() {
     c.sync().unwrap();
     drop(hog);
 }
+
+#[test]
+fn prefetched_blocks_serve_every_reader_announced() {
+    let backing = mem();
+    let r = serve(
+        vec![Export {
+            name: "d".into(),
+            store: backing.clone(),
+        }],
+        ServeOptions::default(),
+    );
+    let (h, _) = backing.add(b"the same block in two files").unwrap();
+    let c = client(&r, StreamOptions::default());
+    // Two files hold the same block: announced twice, read twice.
+    c.prefetch(&[h]);
+    c.prefetch(&[h]);
+    for _ in 0..2 {
+        assert_eq!(c.get(&h).unwrap().unwrap(), b"the same block in two files");
+    }
+    let [ready, waited, missed, dropped] = c.prefetch_counts();
+    assert_eq!((ready + waited, missed, dropped), (2, 0, 0));
+    // A third read was not announced: it asks the server itself.
+    assert!(c.get(&h).unwrap().is_some());
+    assert_eq!(c.prefetch_counts()[2], 1);
+}
