@@ -40,11 +40,7 @@ impl Server {
             }
             if let Some(rest) = line.trim().strip_prefix("vt: serving ") {
                 let on = rest.split(" on ").nth(1).expect("on");
-                break on
-                    .split([',', ' '])
-                    .next()
-                    .expect("listener")
-                    .to_owned();
+                break on.split([',', ' ']).next().expect("listener").to_owned();
             }
         };
         // Keep draining stderr so the server never blocks on it.
