@@ -636,3 +636,118 @@ fn config_prints_the_effective_configuration() {
     let o = env.run(&["-S", "nosuch(a=1)", "log", "t"]);
     assert!(err_of(&o).contains("unknown store type"), "{}", err_of(&o));
 }
+
+/// A TCP proxy on loopback whose connections can be cut, to drop a
+/// client's connection while the server lives on.
+struct CutProxy {
+    addr: String,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl CutProxy {
+    fn new(target: &str) -> CutProxy {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (c2, target) = (conns.clone(), target.to_owned());
+        std::thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                let Ok(t) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                c2.lock()
+                    .unwrap()
+                    .extend([s.try_clone().unwrap(), t.try_clone().unwrap()]);
+                for (mut a, mut b) in [(s.try_clone().unwrap(), t.try_clone().unwrap()), (t, s)] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut a, &mut b);
+                        let _ = b.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        CutProxy { addr, conns }
+    }
+
+    /// Drops every connection through the proxy (new ones still work).
+    fn cut(&self) -> usize {
+        let mut c = self.conns.lock().unwrap();
+        for s in c.iter() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+        let n = c.len() / 2;
+        c.clear();
+        n
+    }
+}
+
+#[test]
+fn a_dropped_connection_is_made_again_and_the_import_completes() {
+    let env = Env::new();
+    let server_dir = env.path("server");
+    let srv = Server::tcp(&env, &server_dir, &[]);
+    let proxy = CutProxy::new(srv.spec.strip_prefix("tcp:").unwrap());
+    let src = env.path("src");
+    tree(&src, 12, 300, 400_000);
+    let spec = format!("tcp:{}", proxy.addr);
+    let child = env
+        .cmd()
+        .args(["-v", "-S", &spec, "import", &src.to_string_lossy(), "t"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while du(&server_dir) < 8 << 20 {
+        assert!(t.elapsed() < Duration::from_secs(60), "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(proxy.cut() >= 1, "a connection to cut");
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", err_of(&o));
+    let e = err_of(&o);
+    assert!(e.contains("reconnected"), "{e}");
+    let out = env.path("out");
+    env.ok(&["-S", &srv.spec, "export", "t", &out.to_string_lossy()]);
+    assert_same_tree(&src, &out);
+}
+
+#[test]
+fn a_server_restarted_mid_import_fails_it_cleanly_and_a_rerun_completes() {
+    let env = Env::new();
+    let server_dir = env.path("server");
+    let srv = Server::tcp(&env, &server_dir, &[]);
+    let addr = srv.spec.strip_prefix("tcp:").unwrap().to_owned();
+    let src = env.path("src");
+    tree(&src, 13, 300, 400_000);
+    let child = env
+        .cmd()
+        .args(["-S", &srv.spec, "import", &src.to_string_lossy(), "t"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while du(&server_dir) < 8 << 20 {
+        assert!(t.elapsed() < Duration::from_secs(60), "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: killing our own child.
+    unsafe { libc::kill(srv.pid(), libc::SIGKILL) };
+    drop(srv);
+    let srv = Server::start(&env, &server_dir, &["--listen", &addr]);
+    let o = child.wait_with_output().unwrap();
+    // Blocks the first run acknowledged may be gone with it: the import
+    // must not record a snapshot that refers to them.
+    eprintln!("first import: {}: {}", o.status, err_of(&o));
+    if !o.status.success() {
+        assert!(err_of(&o).contains("restarted"), "{}", err_of(&o));
+    }
+    env.ok(&["-S", &srv.spec, "import", &src.to_string_lossy(), "t"]);
+    let out = env.path("out");
+    env.ok(&["-S", &srv.spec, "export", "t", &out.to_string_lossy()]);
+    assert_same_tree(&src, &out);
+    srv.stop();
+    let f = env.ok(&["-S", &server_dir.to_string_lossy(), "fsck"]);
+    assert!(f.contains(" 0 problems"), "{f}");
+}

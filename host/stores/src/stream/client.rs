@@ -76,6 +76,10 @@ struct Uploads {
     over_bytes: u64,
     /// Blocks were added since the last sync.
     dirty: bool,
+    /// Blocks were acknowledged since the last sync (not yet durable).
+    acked_unsynced: bool,
+    /// The link's count of server restarts as last seen.
+    restarts_seen: u64,
 }
 
 enum Slot {
@@ -228,6 +232,7 @@ impl StreamStore {
     ) -> Result<bool> {
         let inner = &self.inner;
         let mut up = lock(&inner.up);
+        inner.check_restart(&mut up);
         if let Some(e) = &up.error {
             return Err(Error::Store(e.clone()));
         }
@@ -424,6 +429,7 @@ impl Inner {
         let mut up = lock(&self.up);
         match r {
             Ok(flags) => {
+                up.acked_unsynced = true;
                 for ((h, _, d), new) in sent.iter().zip(flags) {
                     if !new {
                         up.over_blocks += 1;
@@ -521,6 +527,29 @@ impl Inner {
                     return Some(r.map_err(Error::Store));
                 }
             }
+        }
+    }
+}
+
+impl Inner {
+    /// Notices a server that restarted (a new instance behind a
+    /// reconnection): blocks it acknowledged since the last sync may be
+    /// gone, so the writes since then fail rather than record a snapshot
+    /// that refers to them.
+    fn check_restart(&self, up: &mut Uploads) {
+        let r = self.link.restarts.load(Relaxed);
+        if r == up.restarts_seen {
+            return;
+        }
+        up.restarts_seen = r;
+        if up.acked_unsynced {
+            up.known.clear();
+            up.error.get_or_insert_with(|| {
+                format!(
+                    "{} restarted: blocks it acknowledged since the last sync may be lost; nothing was recorded, run the command again",
+                    self.link.endpoint()
+                )
+            });
         }
     }
 }
@@ -629,15 +658,27 @@ impl Store for StreamStore {
             while up.in_flight > 0 {
                 up = inner.up_cv.wait(up).unwrap_or_else(|e| e.into_inner());
             }
+            inner.check_restart(&mut up);
             if let Some(e) = up.error.take() {
+                up.acked_unsynced = false;
                 return Err(Error::Store(format!("blocks were not stored: {e}")));
             }
             up.dirty = false;
         }
         match inner.call(&Request::Sync)? {
-            Reply::Done => Ok(()),
-            _ => Err(inner.odd("SYNC")),
+            Reply::Done => {}
+            _ => return Err(inner.odd("SYNC")),
         }
+        // The SYNC must have reached the run of the server that took the
+        // blocks.
+        let mut up = lock(&inner.up);
+        inner.check_restart(&mut up);
+        if let Some(e) = up.error.take() {
+            up.acked_unsynced = false;
+            return Err(Error::Store(format!("blocks were not stored: {e}")));
+        }
+        up.acked_unsynced = false;
+        Ok(())
     }
 
     fn stats(&self) -> Result<StoreStats> {

@@ -97,6 +97,8 @@ pub struct Link {
     pub received: AtomicU64,
     /// Connections made (1 + reconnections).
     pub connects: AtomicU64,
+    /// Reconnections that found a new run of the server.
+    pub restarts: AtomicU64,
 }
 
 fn lost(endpoint: &Endpoint, why: &str) -> Error {
@@ -137,6 +139,7 @@ impl Link {
             sent: AtomicU64::new(0),
             received: AtomicU64::new(0),
             connects: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
         });
         // Connect on a runtime thread (they block SIGPIPE), not this one.
         let l = link.clone();
@@ -248,7 +251,15 @@ impl Link {
         }
         match Reply::decode(Op::Hello, f.flags, &f.body) {
             Ok(Reply::Welcome(w)) => {
-                *self.welcome.lock().unwrap_or_else(|e| e.into_inner()) = w;
+                let mut old = self.welcome.lock().unwrap_or_else(|e| e.into_inner());
+                if self.connects.load(Relaxed) > 0 && old.instance != w.instance {
+                    tracing::warn!(
+                        "{}: the server restarted; what was added since the last sync may be lost",
+                        self.endpoint
+                    );
+                    self.restarts.fetch_add(1, Relaxed);
+                }
+                *old = w;
             }
             Ok(_) => return Err(lost(&self.endpoint, "odd reply to HELLO")),
             Err(e) => {

@@ -155,6 +155,11 @@ pub struct Welcome {
     pub append_only: bool,
     /// The largest frame the server accepts.
     pub max_frame: u64,
+    /// Differs for each run of the server: a client that reconnects to a
+    /// new instance knows that blocks added since its last SYNC may be
+    /// gone (a server acknowledges an add before it is durable).
+    #[serde(default)]
+    pub instance: String,
 }
 
 /// The JSON of a CHANNEL-OPEN request.

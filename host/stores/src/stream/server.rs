@@ -100,6 +100,8 @@ pub struct Server {
     opts: ServeOptions,
     /// Limits store work running at once, over all connections.
     work: Arc<Semaphore>,
+    /// This run's identity (see [`Welcome::instance`]).
+    instance: String,
     /// What the server did.
     pub counters: ServerCounters,
 }
@@ -230,6 +232,7 @@ impl Server {
             exports,
             opts,
             work: Arc::new(Semaphore::new((2 * cores).max(4))),
+            instance: uuid::Uuid::new_v4().to_string(),
             counters: ServerCounters::default(),
         })
     }
@@ -657,6 +660,7 @@ impl Server {
                 read_only: self.opts.read_only,
                 append_only: self.opts.append_only,
                 max_frame: MAX_FRAME as u64,
+                instance: self.instance.clone(),
             }),
             false,
         );
