@@ -24,10 +24,20 @@ pub fn parse_iso8601(s: &str) -> Option<(i64, u32)> {
     let d: u32 = dp.next()?.parse().ok()?;
     let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
     let mut tp = hms.splitn(3, ':');
-    let hh: i64 = tp.next()?.parse().ok()?;
-    let mm: i64 = tp.next()?.parse().ok()?;
-    let ss: i64 = tp.next()?.parse().ok()?;
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+    // Unsigned: "-5" minutes is no time of day.
+    let hh = i64::from(tp.next()?.parse::<u32>().ok()?);
+    let mm = i64::from(tp.next()?.parse::<u32>().ok()?);
+    let ss = i64::from(tp.next()?.parse::<u32>().ok()?);
+    // Years past 9999 are not ISO 8601 without agreement, and far enough
+    // out the day count overflows.
+    if !(-9999..=9999).contains(&y)
+        || !(1..=12).contains(&m)
+        || !(1..=31).contains(&d)
+        || hh > 23
+        || mm > 59
+        || ss > 60
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     let digits = frac.len().min(9);
@@ -76,5 +86,18 @@ mod tests {
             assert_eq!(parse_iso8601(&t), Some((s, 123_456_000)), "{t}");
         }
         assert_eq!(iso8601(0, 0), "1970-01-01T00:00:00.000000Z");
+    }
+
+    #[test]
+    fn out_of_range_fields_are_refused() {
+        for s in [
+            "2026666666666-01-01T00:00:00Z",
+            "2024-01-01T00:-99999999999:00Z",
+            "2024-01-01T-1:00:00Z",
+            "2024-13-01T00:00:00Z",
+            "2024-01-01T00:00:00.-5Z",
+        ] {
+            assert_eq!(parse_iso8601(s), None, "{s}");
+        }
     }
 }

@@ -73,6 +73,7 @@ pub fn parse(s: &str) -> Result<Value> {
     let mut p = Parser {
         b: s.as_bytes(),
         pos: 0,
+        depth: 0,
     };
     p.skip_ws();
     let v = p.value()?;
@@ -83,9 +84,15 @@ pub fn parse(s: &str) -> Result<Value> {
     Ok(v)
 }
 
+/// Deepest nesting of maps and lists a transcription may have: real ones
+/// nest a few levels (a Dirent, its block reference, a sub-block's block);
+/// this stops input that would recurse until the stack overflows.
+const MAX_DEPTH: usize = 64;
+
 struct Parser<'a> {
     b: &'a [u8],
     pos: usize,
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -131,6 +138,16 @@ impl Parser<'_> {
     }
 
     fn value(&mut self) -> Result<Value> {
+        if self.depth >= MAX_DEPTH {
+            return Err(self.err(&format!("nested deeper than {MAX_DEPTH} levels")));
+        }
+        self.depth += 1;
+        let v = self.value_inner();
+        self.depth -= 1;
+        v
+    }
+
+    fn value_inner(&mut self) -> Result<Value> {
         match self.peek() {
             Some(b'{') => Ok(Value::Map(self.map()?)),
             Some(b'[') => self.list(),
@@ -321,6 +338,14 @@ mod tests {
         let f = Fields::new("t", &f);
         assert_eq!(f.bytes("name").unwrap(), b"a\"b");
         assert_eq!(f.u64("n").unwrap(), 12);
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = format!("D{{name:{}", "[".repeat(1_000_000));
+        assert!(parse(&deep).is_err());
+        let ok = format!("{}1{}", "[".repeat(MAX_DEPTH - 1), "]".repeat(MAX_DEPTH - 1));
+        assert!(parse(&ok).is_ok());
     }
 
     #[test]

@@ -147,7 +147,8 @@ fn split_top(spec: &str) -> Result<Vec<&str>> {
     let (mut depth, mut quoted, mut escaped) = (0usize, false, false);
     let mut start = 0;
     for (i, c) in spec.char_indices() {
-        if i == start && c == '!' {
+        // An item that starts with "!" (after blanks) takes the rest.
+        if i == start && spec[start..].trim_start().starts_with('!') {
             items.push(&spec[start..]);
             return Ok(items);
         }
@@ -453,7 +454,12 @@ mod tests {
                 inner: Some(Box::new(StoreSpec::Tcp("h:1".into()))),
             }
         );
-        // A command takes the rest, commas and all.
+        // A command takes the rest, commas and all, blanks before it too
+        // (found by the store_spec fuzz target).
+        assert_eq!(
+            p(" !n,n"),
+            StoreSpec::Command("n,n".into())
+        );
         assert_eq!(
             p("local,!ssh h vt serve --stdio,x"),
             StoreSpec::List(vec![

@@ -33,6 +33,9 @@ pub const MAX_PAYLOAD: usize = 32 << 20;
 /// archive), and a payload decompressed in any case.
 pub const MAX_REPLY: usize = 1 << 30;
 
+/// Largest zstd window (log2) a payload may use.
+const WINDOW_LOG_MAX: u32 = 22;
+
 /// Replies longer than this are sent in several frames ([`FLAG_MORE`]).
 pub const PART: usize = 1 << 20;
 
@@ -676,9 +679,14 @@ fn split_body<'a>(r: &mut Reader<'a>, flags: u64) -> Result<Body<'a>> {
         .max(rest.len().saturating_mul(64))
         .min(MAX_REPLY);
     let mut out = Vec::new();
-    zstd::stream::read::Decoder::new(rest)
-        .map_err(|e| Error::decode("stream payload", e.to_string()))?
-        .take(limit as u64 + 1)
+    let mut dec = zstd::stream::read::Decoder::new(rest)
+        .map_err(|e| Error::decode("stream payload", e.to_string()))?;
+    // A frame may ask for a window of up to 2 GiB, which the decoder
+    // would allocate however little follows: vt's own frames (level 3)
+    // use at most 4 MiB.
+    dec.window_log_max(WINDOW_LOG_MAX)
+        .map_err(|e| Error::decode("stream payload", e.to_string()))?;
+    dec.take(limit as u64 + 1)
         .read_to_end(&mut out)
         .map_err(|e| Error::decode("stream payload", format!("zstd: {e}")))?;
     if out.len() > limit {
@@ -853,6 +861,22 @@ mod tests {
         assert!(matches!(
             Request::from_frame(&f),
             Err(DecodeError::UnknownOp(99))
+        ));
+    }
+
+    #[test]
+    fn a_zstd_frame_asking_for_a_huge_window_is_refused() {
+        // Found by the stream_frame fuzz target: 10 bytes of zstd that ask
+        // for a 2^27-byte window.
+        let f = Frame {
+            tag: 1,
+            flags: FLAG_ZSTD,
+            channel: 0,
+            body: vec![1, 40, 181, 47, 253, 0, 136, 9, 0, 0, 120],
+        };
+        assert!(matches!(
+            Request::from_frame(&f),
+            Err(DecodeError::Malformed(_))
         ));
     }
 
