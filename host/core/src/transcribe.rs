@@ -344,7 +344,11 @@ mod tests {
     fn deep_nesting_is_an_error_not_a_stack_overflow() {
         let deep = format!("D{{name:{}", "[".repeat(1_000_000));
         assert!(parse(&deep).is_err());
-        let ok = format!("{}1{}", "[".repeat(MAX_DEPTH - 1), "]".repeat(MAX_DEPTH - 1));
+        let ok = format!(
+            "{}1{}",
+            "[".repeat(MAX_DEPTH - 1),
+            "]".repeat(MAX_DEPTH - 1)
+        );
         assert!(parse(&ok).is_ok());
     }
 

@@ -456,10 +456,7 @@ mod tests {
         );
         // A command takes the rest, commas and all, blanks before it too
         // (found by the store_spec fuzz target).
-        assert_eq!(
-            p(" !n,n"),
-            StoreSpec::Command("n,n".into())
-        );
+        assert_eq!(p(" !n,n"), StoreSpec::Command("n,n".into()));
         assert_eq!(
             p("local,!ssh h vt serve --stdio,x"),
             StoreSpec::List(vec![

@@ -11,6 +11,7 @@ mod plugins;
 mod progress;
 mod scaffold;
 mod serve;
+mod signals;
 mod snapshot;
 
 use std::io::Write;
@@ -434,32 +435,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             to,
             snapshots,
             dirs_only,
-        } => {
-            let src = cfg.open_store(store_spec, false)?;
-            let dst = cfg.open_store(Some(&to), true)?;
-            copy::copy(
-                &src,
-                &dst,
-                &snapshots,
-                &copy::CopyOptions { dirs_only, quiet },
-            )?;
-            Ok(ExitCode::SUCCESS)
-        }
+        } => copy_between(&cfg, store_spec, Some(&to), &snapshots, dirs_only, quiet),
         Cmd::Pull {
             from,
             snapshots,
             dirs_only,
-        } => {
-            let src = cfg.open_store(Some(&from), false)?;
-            let dst = cfg.open_store(store_spec, true)?;
-            copy::copy(
-                &src,
-                &dst,
-                &snapshots,
-                &copy::CopyOptions { dirs_only, quiet },
-            )?;
-            Ok(ExitCode::SUCCESS)
-        }
+        } => copy_between(&cfg, Some(&from), store_spec, &snapshots, dirs_only, quiet),
         Cmd::Config { spec } => {
             match spec {
                 None => print!("{}", cfg.effective(&cfg_path)),
@@ -556,6 +537,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `vt push` and `vt pull`: copies snapshots from store `from` to store
+/// `to` (`None`: the default store), creating `to` if need be.
+fn copy_between(
+    cfg: &Config,
+    from: Option<&str>,
+    to: Option<&str>,
+    snapshots: &[String],
+    dirs_only: bool,
+    quiet: bool,
+) -> Result<ExitCode> {
+    let src = cfg.open_store(from, false)?;
+    let dst = cfg.open_store(to, true)?;
+    copy::copy(
+        &src,
+        &dst,
+        snapshots,
+        &copy::CopyOptions { dirs_only, quiet },
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> Result<PathBuf> {

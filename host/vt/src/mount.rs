@@ -135,61 +135,37 @@ fn report(top: Option<Dirent>, archive: bool, quiet: bool) {
     }
 }
 
-/// Blocks SIGINT and SIGTERM in this thread and the ones it starts, and
-/// returns the set for `sigwait`.
-fn block_signals() -> libc::sigset_t {
-    // SAFETY: plain signal-mask calls on a zeroed, initialised set.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    }
-}
-
 /// On SIGINT/SIGTERM: refuse further changes, wait for the writes in
 /// flight and the queued syncs, record the snapshot, unmount and exit.
 fn on_signal(
-    set: libc::sigset_t,
+    sigs: crate::signals::TermSignals,
     handle: FsHandle,
     mountpoint: PathBuf,
     archive: bool,
     quiet: bool,
 ) {
-    let r = std::thread::Builder::new()
-        .name("vt-signals".into())
-        .spawn(move || {
-            let mut sig: libc::c_int = 0;
-            // SAFETY: the set is initialised; sig is a valid out-pointer.
-            unsafe { libc::sigwait(&set, &mut sig) };
-            if !quiet {
-                eprintln!("vt: signal {sig}: recording the snapshot and unmounting");
+    sigs.on_signal(move |sig| {
+        if !quiet {
+            eprintln!("vt: signal {sig}: recording the snapshot and unmounting");
+        }
+        let code = match handle.shutdown() {
+            Ok(top) => {
+                report(top, archive, quiet);
+                0
             }
-            let code = match handle.shutdown() {
-                Ok(top) => {
-                    report(top, archive, quiet);
-                    0
-                }
-                Err(e) => {
-                    eprintln!(
-                        "vt: error: cannot record the snapshot: {e}; the previous one is intact"
-                    );
-                    1
-                }
-            };
-            let _ = std::process::Command::new("fusermount3")
-                .arg("-u")
-                .arg("-z")
-                .arg(&mountpoint)
-                .status();
-            cleanup();
-            std::process::exit(code);
-        });
-    if let Err(e) = r {
-        tracing::warn!("cannot watch for signals: {e}");
-    }
+            Err(e) => {
+                eprintln!("vt: error: cannot record the snapshot: {e}; the previous one is intact");
+                1
+            }
+        };
+        let _ = std::process::Command::new("fusermount3")
+            .arg("-u")
+            .arg("-z")
+            .arg(&mountpoint)
+            .status();
+        cleanup();
+        std::process::exit(code);
+    });
 }
 
 /// `vt mount`.
@@ -199,7 +175,7 @@ pub fn mount(
     store_spec: Option<&str>,
     quiet: bool,
 ) -> Result<ExitCode> {
-    let sigs = block_signals();
+    let sigs = crate::signals::block();
     let mode = mode_of(&a)?;
     let (special, st) = resolve(&a.special, cfg, store_spec, false)?;
     let roots = if a.all {

@@ -141,34 +141,6 @@ fn bind_unix(path: &Path) -> Result<UnixListener> {
     Ok(l)
 }
 
-/// Blocks SIGINT and SIGTERM in this thread and the ones it starts; a
-/// thread of their own waits for them and stops the server.
-fn stop_on_signals(stop: Shutdown, quiet: bool) {
-    // SAFETY: plain signal-mask calls on a zeroed, initialised set.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    };
-    let r = std::thread::Builder::new()
-        .name("vt-signals".into())
-        .spawn(move || {
-            let mut sig: libc::c_int = 0;
-            // SAFETY: the set is initialised; sig is a valid out-pointer.
-            unsafe { libc::sigwait(&set, &mut sig) };
-            if !quiet {
-                eprintln!("vt: signal {sig}: finishing the requests in flight and syncing");
-            }
-            stop.trigger();
-        });
-    if let Err(e) = r {
-        tracing::warn!("cannot watch for signals: {e}");
-    }
-}
-
 /// `vt serve`.
 pub fn serve(
     args: ServeArgs,
@@ -177,7 +149,13 @@ pub fn serve(
     quiet: bool,
 ) -> Result<ExitCode> {
     let stop = Shutdown::new();
-    stop_on_signals(stop.clone(), quiet);
+    let on_stop = stop.clone();
+    crate::signals::block().on_signal(move |sig| {
+        if !quiet {
+            eprintln!("vt: signal {sig}: finishing the requests in flight and syncing");
+        }
+        on_stop.trigger();
+    });
     let token_file = args
         .token_file
         .clone()
