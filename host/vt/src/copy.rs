@@ -342,7 +342,10 @@ fn copy_trees(
     *seen = w.seen;
     report.walked += w.out.len() as u64;
     let need = lacking(dst, &w.out)?;
-    let progress = Progress::new("copy", opts.quiet);
+    let progress = std::sync::Arc::new(Progress::new("copy", opts.quiet));
+    if let Some(p) = dst.progress.as_ref().or(src.progress.as_ref()) {
+        progress.watch_store("copy", p.clone());
+    }
     progress.set_total(need.iter().map(|w| w.2).sum());
     let bytes = transfer(src, dst, &need, &progress)?;
     progress.finish();

@@ -584,6 +584,9 @@ fn import(
     };
     let progress = Arc::new(Progress::new("import", quiet));
     progress.total_from_tree(path);
+    if let Some(p) = &st.progress {
+        progress.watch_store("import", p.clone());
+    }
     let stats = AddStats::default();
     let over_before = st.store.overcounted();
     let bf = Blockifier::new(&*st.store, ChunkParams::default(), &stats);
@@ -647,7 +650,10 @@ fn import(
 
 fn export(st: &OpenStore, top: &Dirent, dest: &Path, quiet: bool) -> Result<ExitCode> {
     let start = Instant::now();
-    let progress = Progress::new("export", quiet);
+    let progress = Arc::new(Progress::new("export", quiet));
+    if let Some(p) = &st.progress {
+        progress.watch_store("export", p.clone());
+    }
     let ex = export::Exporter::new(&*st.store, &progress);
     ex.export(top, dest)?;
     progress.finish();

@@ -67,6 +67,23 @@ impl Progress {
         }
     }
 
+    /// For a bar: shows what `store` (a remote store's counter) has done
+    /// beside the operation's name, a few times a second, as the
+    /// reference's status line does: `import 1.5MiB:12 300KiB 2` (bytes
+    /// and blocks added, bytes fetched, requests outstanding).
+    pub fn watch_store(self: &Arc<Self>, what: &str, store: Arc<vt_stores::ProgressStore>) {
+        let Some(bar) = self.bar.clone() else {
+            return;
+        };
+        let what = what.to_owned();
+        std::thread::spawn(move || {
+            while !bar.is_finished() {
+                bar.set_message(format!("{what} {}", store.counts().status_line()));
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+        });
+    }
+
     /// Removes the bar.
     pub fn finish(&self) {
         if let Some(b) = &self.bar {
