@@ -560,7 +560,23 @@ impl<'a> Importer<'a> {
             return PrevEntries::default();
         };
         match read_dir(self.bf.store(), b) {
-            Ok(v) => PrevEntries::new(v),
+            Ok(v) => {
+                // The walk goes into the subdirectories next: a remote store
+                // fetches all their previous listings at once.
+                let subdirs: Vec<vt_core::Hash> = v
+                    .iter()
+                    .filter(|d| d.is_dir())
+                    .filter_map(|d| match d.block() {
+                        Some(vt_core::BlockRef::Direct { hash, .. })
+                        | Some(vt_core::BlockRef::Indirect { hash, .. }) => Some(*hash),
+                        _ => None,
+                    })
+                    .collect();
+                if !subdirs.is_empty() {
+                    self.bf.store().prefetch(&subdirs);
+                }
+                PrevEntries::new(v)
+            }
             Err(e) => {
                 tracing::warn!(
                     "{}: previous snapshot unreadable ({e}); reading all files",
