@@ -123,81 +123,7 @@ prepare_cache() {
 CORPUS=$BENCH_DIR/corpus
 mkdir -p "$CORPUS"
 V1_DESC="" V2_DESC="" V2_DERIVED=0
-
-# derive_v2 DIR: edit DIR in place, deterministically: of the regular files
-# in byte order, every (N/400)-th gets in turn: a line appended, a line
-# inserted at its middle byte, removed, or copied (with an extra line) to a
-# new file beside it. About 100 of each, whatever the corpus size.
-derive_v2() {
-    local d=$1 files n step i k f sz h new
-    mapfile -t files < <(cd "$d" && find . -type f -printf '%P\n' | sort)
-    n=${#files[@]}
-    step=$((n / 400))
-    ((step >= 1)) || step=1
-    local app=0 ins=0 rem=0 add=0
-    for ((i = step / 2; i < n; i += step)); do
-        f=$d/${files[i]}
-        k=$((i / step))
-        case $((k % 4)) in
-            0)
-                printf '\n/* vt-bench v2: appended line %d */\n' "$k" >>"$f"
-                app=$((app + 1))
-                ;;
-            1)
-                sz=$(stat -c %s "$f")
-                h=$((sz / 2))
-                {
-                    head -c "$h" "$f"
-                    printf '\n/* vt-bench v2: inserted line %d */\n' "$k"
-                    tail -c +"$((h + 1))" "$f"
-                } >"$f.v2tmp"
-                chmod --reference="$f" "$f.v2tmp"
-                mv "$f.v2tmp" "$f"
-                ins=$((ins + 1))
-                ;;
-            2)
-                rm -f "$f"
-                rem=$((rem + 1))
-                ;;
-            3)
-                new=$(dirname "$f")/vtbench-new-$k-$(basename "$f")
-                { cat "$f"; printf '\n/* vt-bench v2: new file %d */\n' "$k"; } >"$new"
-                chmod --reference="$f" "$new"
-                add=$((add + 1))
-                ;;
-        esac
-    done
-    echo "$app appended, $ins edited in the middle, $rem removed, $add added (copies of existing files plus one line)"
-}
-
-# linux_versions PKG: distinct available versions of PKG, oldest first.
-linux_versions() {
-    apt-cache madison "$1" 2>/dev/null | awk -F'|' '{gsub(/ /,"",$2); print $2}' | sort -u | sort -V
-}
-
-# fetch_linux PKG VERSION DEST: unpack the kernel tarball of PKG=VERSION into DEST.
-fetch_linux() {
-    local pkg=$1 ver=$2 dest=$3 debs=$CORPUS/debs deb
-    if [[ -f $dest.ready ]]; then
-        log "reusing $dest ($pkg $ver)"
-        return
-    fi
-    mkdir -p "$debs"
-    chmod 0777 "$debs" # apt-get download runs as _apt
-    deb=$(ls "$debs/${pkg}_${ver//:/%3a}_"*.deb 2>/dev/null | head -1 || true)
-    if [[ -z $deb ]]; then
-        log "downloading $pkg=$ver"
-        (cd "$debs" && apt-get download -q "$pkg=$ver" >&2)
-        deb=$(ls "$debs/${pkg}_${ver//:/%3a}_"*.deb | head -1)
-    fi
-    log "unpacking $(basename "$deb") into $dest"
-    rm -rf "$dest"
-    mkdir -p "$dest"
-    dpkg-deb --fsys-tarfile "$deb" |
-        tar -xO --wildcards './usr/src/linux-source-*.tar.xz' |
-        tar -xJ --strip-components=1 -C "$dest"
-    echo "$pkg $ver" >"$dest.ready"
-}
+# derive_v2, linux_versions, fetch_linux, manifest and corpus_line are in bench/lib.sh.
 
 if ((QUICK)); then
     if [[ -d /root/.cargo/registry/src ]]; then
@@ -373,21 +299,6 @@ restore() { # TOOL: restore the newest snapshot (v2) into $RUN/restore/TOOL
     esac
 }
 
-# manifest DIR OUT: OUT.meta (type, mode, owner, size, path, symlink target),
-# OUT.sums (sha256 of every regular file), OUT.mtime and OUT.mtime-s (mtimes
-# in nanoseconds and in whole seconds). The top directory itself is left out.
-manifest() {
-    local d=$1 out=$2
-    (cd "$d" && find . -mindepth 1 \
-        \( -type f -printf 'f %m %U:%G %s %P\n' \) -o \
-        \( -type l -printf 'l %U:%G %P -> %l\n' \) -o \
-        \( -type d -printf 'd %m %U:%G %P\n' \) -o \
-        -printf '%y %m %U:%G %P\n') | sort >"$out.meta"
-    (cd "$d" && find . -type f -print0 | sort -z | xargs -0 -r sha256sum) >"$out.sums"
-    (cd "$d" && find . -mindepth 1 -printf '%P\t%y\t%T@\n') | sort >"$out.mtime"
-    awk -F'\t' -v OFS='\t' '{sub(/\..*/, "", $3); print}' "$out.mtime" >"$out.mtime-s"
-}
-
 # check TOOL DIR: compare the restore in DIR with the live tree's manifest.
 check() {
     local tool=$1 d=$2 m=$LOGS/manifest-$1 nd ns nm nms detail
@@ -480,12 +391,6 @@ t_end=$(date +%s)
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------- report
-corpus_line() { # DIR
-    (cd "$1" && find . -printf '%y %s\n') |
-        awk '$1=="f"{f++; b+=$2} $1=="d"{d++} $1=="l"{l++}
-             END{printf "%d files, %d dirs, %d symlinks, %d bytes (%.1f MiB) in regular files", f, d, l, b, b/1048576}'
-}
-
 cpu_model=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)
 mode_name="full run"
 ((QUICK)) && mode_name="quick mode"

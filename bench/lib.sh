@@ -11,3 +11,110 @@ median() {
     printf '%s\n' "$@" | grep . | sort -g |
         awk -v f="$fmt" '{v[NR]=$1} END{if (NR) printf f, NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'
 }
+
+# ---------------------------------------------------------------- corpora
+# (compare.sh and remote.sh)
+
+# derive_v2 DIR: edit DIR in place, deterministically: of the regular files
+# in byte order, every (N/400)-th gets in turn: a line appended, a line
+# inserted at its middle byte, removed, or copied (with an extra line) to a
+# new file beside it. About 100 of each, whatever the corpus size. Prints
+# what it did.
+derive_v2() {
+    local d=$1 files n step i k f sz h new
+    mapfile -t files < <(cd "$d" && find . -type f -printf '%P\n' | sort)
+    n=${#files[@]}
+    step=$((n / 400))
+    ((step >= 1)) || step=1
+    local app=0 ins=0 rem=0 add=0
+    for ((i = step / 2; i < n; i += step)); do
+        f=$d/${files[i]}
+        k=$((i / step))
+        case $((k % 4)) in
+            0)
+                printf '\n/* vt-bench v2: appended line %d */\n' "$k" >>"$f"
+                app=$((app + 1))
+                ;;
+            1)
+                sz=$(stat -c %s "$f")
+                h=$((sz / 2))
+                {
+                    head -c "$h" "$f"
+                    printf '\n/* vt-bench v2: inserted line %d */\n' "$k"
+                    tail -c +"$((h + 1))" "$f"
+                } >"$f.v2tmp"
+                chmod --reference="$f" "$f.v2tmp"
+                mv "$f.v2tmp" "$f"
+                ins=$((ins + 1))
+                ;;
+            2)
+                rm -f "$f"
+                rem=$((rem + 1))
+                ;;
+            3)
+                new=$(dirname "$f")/vtbench-new-$k-$(basename "$f")
+                { cat "$f"; printf '\n/* vt-bench v2: new file %d */\n' "$k"; } >"$new"
+                chmod --reference="$f" "$new"
+                add=$((add + 1))
+                ;;
+        esac
+    done
+    echo "$app appended, $ins edited in the middle, $rem removed, $add added (copies of existing files plus one line)"
+}
+
+# linux_versions PKG [APT-OPTION...]: distinct available versions of PKG,
+# oldest first.
+linux_versions() {
+    local pkg=$1
+    shift
+    apt-cache "$@" madison "$pkg" 2>/dev/null | awk -F'|' '{gsub(/ /,"",$2); print $2}' | sort -u | sort -V
+}
+
+# fetch_linux PKG VERSION DEST [APT-OPTION...]: unpack the kernel tarball of
+# PKG=VERSION into DEST (the .deb is kept in $CORPUS/debs; an unpacked
+# tree with DEST.ready beside it is reused).
+fetch_linux() {
+    local pkg=$1 ver=$2 dest=$3 debs=$CORPUS/debs deb
+    shift 3
+    if [[ -f $dest.ready ]]; then
+        log "reusing $dest ($pkg $ver)"
+        return
+    fi
+    mkdir -p "$debs"
+    chmod 0777 "$debs" # apt-get download runs as _apt
+    deb=$(ls "$debs/${pkg}_${ver//:/%3a}_"*.deb 2>/dev/null | head -1 || true)
+    if [[ -z $deb ]]; then
+        log "downloading $pkg=$ver"
+        (cd "$debs" && apt-get "$@" download -q "$pkg=$ver" >&2)
+        deb=$(ls "$debs/${pkg}_${ver//:/%3a}_"*.deb | head -1)
+    fi
+    log "unpacking $(basename "$deb") into $dest"
+    rm -rf "$dest"
+    mkdir -p "$dest"
+    dpkg-deb --fsys-tarfile "$deb" |
+        tar -xO --wildcards './usr/src/linux-source-*.tar.xz' |
+        tar -xJ --strip-components=1 -C "$dest"
+    echo "$pkg $ver" >"$dest.ready"
+}
+
+# manifest DIR OUT: OUT.meta (type, mode, owner, size, path, symlink target),
+# OUT.sums (sha256 of every regular file), OUT.mtime and OUT.mtime-s (mtimes
+# in nanoseconds and in whole seconds). The top directory itself is left out.
+manifest() {
+    local d=$1 out=$2
+    (cd "$d" && find . -mindepth 1 \
+        \( -type f -printf 'f %m %U:%G %s %P\n' \) -o \
+        \( -type l -printf 'l %U:%G %P -> %l\n' \) -o \
+        \( -type d -printf 'd %m %U:%G %P\n' \) -o \
+        -printf '%y %m %U:%G %P\n') | sort >"$out.meta"
+    (cd "$d" && find . -type f -print0 | sort -z | xargs -0 -r sha256sum) >"$out.sums"
+    (cd "$d" && find . -mindepth 1 -printf '%P\t%y\t%T@\n') | sort >"$out.mtime"
+    awk -F'\t' -v OFS='\t' '{sub(/\..*/, "", $3); print}' "$out.mtime" >"$out.mtime-s"
+}
+
+# corpus_line DIR: "N files, N dirs, N symlinks, N bytes (N MiB) in regular files".
+corpus_line() {
+    (cd "$1" && find . -printf '%y %s\n') |
+        awk '$1=="f"{f++; b+=$2} $1=="d"{d++} $1=="l"{l++}
+             END{printf "%d files, %d dirs, %d symlinks, %d bytes (%.1f MiB) in regular files", f, d, l, b, b/1048576}'
+}
