@@ -47,6 +47,41 @@ pub struct Exporter<'a> {
     files: Mutex<Vec<(PathBuf, Dirent)>>,
 }
 
+/// `files` (in walk order: each directory's files together) reordered so
+/// that files next to each other are in different directories, taking
+/// them in turn from [`WORKERS`] directories at a time: workers creating
+/// files at once then do not all wait on one directory's lock.
+fn interleave(files: Vec<(PathBuf, Dirent)>) -> Vec<(PathBuf, Dirent)> {
+    let mut runs: std::collections::VecDeque<Vec<(PathBuf, Dirent)>> = Default::default();
+    for f in files {
+        match runs.back_mut() {
+            Some(r) if r[0].0.parent() == f.0.parent() => r.push(f),
+            _ => runs.push_back(vec![f]),
+        }
+    }
+    let total = runs.iter().map(Vec::len).sum();
+    let mut out = Vec::with_capacity(total);
+    let mut active: Vec<std::vec::IntoIter<(PathBuf, Dirent)>> = Vec::new();
+    loop {
+        while active.len() < WORKERS {
+            match runs.pop_front() {
+                Some(r) => active.push(r.into_iter()),
+                None => break,
+            }
+        }
+        if active.is_empty() {
+            return out;
+        }
+        active.retain_mut(|it| match it.next() {
+            Some(f) => {
+                out.push(f);
+                true
+            }
+            None => false,
+        });
+    }
+}
+
 /// The hash of the block at the top of `r`'s tree, if it is stored.
 fn top_hash(r: &BlockRef) -> Option<Hash> {
     match r {
@@ -295,7 +330,9 @@ impl<'a> Exporter<'a> {
     /// the top blocks of the next [`FILES_AHEAD`] files are asked for
     /// before they are needed.
     fn write_files(&self) -> Result<()> {
-        let files = std::mem::take(&mut *self.files.lock().map_err(|_| anyhow!("lock poisoned"))?);
+        let files = interleave(std::mem::take(
+            &mut *self.files.lock().map_err(|_| anyhow!("lock poisoned"))?,
+        ));
         let next = AtomicUsize::new(0);
         let asked = Mutex::new(0usize);
         let failed: Mutex<Option<anyhow::Error>> = Mutex::new(None);

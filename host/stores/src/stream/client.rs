@@ -16,7 +16,7 @@
 //!   at once; a `get` then finds its block arrived or on its way.
 //! - every block read is checked against its hash.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -24,6 +24,7 @@ use vt_core::store::StoreStats;
 use vt_core::{BlockClass, Error, Hash, HashKind, Result, Store};
 
 use super::link::{Completion, Link, LinkOptions};
+use super::prefetch::Prefetcher;
 use super::protocol::{BatchBlock, Reply, Request, Welcome, MAX_BATCH};
 use super::transport::Endpoint;
 
@@ -32,11 +33,6 @@ pub const BATCH_BYTES: usize = 4 << 20;
 
 /// Bytes of blocks added but not yet acknowledged, at most.
 pub const IN_FLIGHT_BYTES: usize = 64 << 20;
-
-/// Bytes of prefetched blocks held for readers, at most.
-const PREFETCH_BYTES: usize = 64 << 20;
-/// Prefetch requests in flight, at most.
-const PREFETCH_REQUESTS: usize = 1024;
 
 /// Hashes remembered as stored on the server, at most (then forgotten).
 const KNOWN_MAX: usize = 1 << 22;
@@ -51,7 +47,7 @@ pub struct StreamOptions {
     pub compress: Option<bool>,
 }
 
-type Shared = Arc<Vec<u8>>;
+type Shared = bytes::Bytes;
 
 #[derive(Default)]
 struct Uploads {
@@ -82,23 +78,6 @@ struct Uploads {
     restarts_seen: u64,
 }
 
-enum Slot {
-    Waiting,
-    Ready(Result<Option<Vec<u8>>, String>),
-}
-
-#[derive(Default)]
-struct Prefetched {
-    slots: HashMap<Hash, Slot>,
-    /// Readers announced for a slot beyond the first (the same block in
-    /// several files): each takes a copy, the last takes the block.
-    more_readers: HashMap<Hash, u32>,
-    /// Arrived blocks, oldest first, for dropping when over budget.
-    order: VecDeque<Hash>,
-    bytes: usize,
-    waiting: usize,
-}
-
 struct Inner {
     link: Arc<Link>,
     kind: HashKind,
@@ -106,17 +85,9 @@ struct Inner {
     compress: std::sync::atomic::AtomicBool,
     up: Mutex<Uploads>,
     up_cv: Condvar,
-    pre: Mutex<Prefetched>,
-    pre_cv: Condvar,
+    pre: Prefetcher,
     /// Requests sent (every kind).
     requests: AtomicU64,
-    /// Reads that found their block prefetched: arrived, or on its way.
-    pre_ready: AtomicU64,
-    pre_waited: AtomicU64,
-    /// Reads that asked the server themselves.
-    pre_missed: AtomicU64,
-    /// Prefetch hints dropped because the budget was spent.
-    pre_dropped: AtomicU64,
 }
 
 /// A store on a server.
@@ -159,13 +130,8 @@ impl StreamStore {
                 compress: compress.into(),
                 up: Mutex::default(),
                 up_cv: Condvar::new(),
-                pre: Mutex::default(),
-                pre_cv: Condvar::new(),
+                pre: Prefetcher::default(),
                 requests: AtomicU64::new(0),
-                pre_ready: AtomicU64::new(0),
-                pre_waited: AtomicU64::new(0),
-                pre_missed: AtomicU64::new(0),
-                pre_dropped: AtomicU64::new(0),
             }),
             rt: Some(rt),
         })
@@ -198,13 +164,7 @@ impl StreamStore {
     /// Of the reads so far: found prefetched and arrived, found on their
     /// way, not prefetched; and prefetch hints dropped over budget.
     pub fn prefetch_counts(&self) -> [u64; 4] {
-        let i = &self.inner;
-        [
-            i.pre_ready.load(Relaxed),
-            i.pre_waited.load(Relaxed),
-            i.pre_missed.load(Relaxed),
-            i.pre_dropped.load(Relaxed),
-        ]
+        self.inner.pre.counts()
     }
 
     /// Requests sent so far.
@@ -247,7 +207,7 @@ impl StreamStore {
         if let Some(e) = &up.error {
             return Err(Error::Store(e.clone()));
         }
-        let d: Shared = Arc::new(data.to_vec());
+        let d: Shared = bytes::Bytes::copy_from_slice(data);
         up.dirty = true;
         up.unacked.insert(*hash, d.clone());
         if lacking {
@@ -399,7 +359,7 @@ impl Inner {
                     .map(|(h, c, d)| BatchBlock {
                         class: *c,
                         hash: *h,
-                        data: d.to_vec(),
+                        data: d.clone(),
                     })
                     .collect(),
             );
@@ -456,78 +416,11 @@ impl Inner {
     /// A prefetched block arrived.
     fn prefetched(&self, h: Hash, r: Result<Reply>) {
         let r = match r {
-            Ok(Reply::Data(d)) => match d {
-                Some(d) if h.kind.digest(&d) != h => Err(format!(
-                    "{}: block {h} came back with other data",
-                    self.link.endpoint()
-                )),
-                d => Ok(d),
-            },
+            Ok(Reply::Data(d)) => Ok(d),
             Ok(_) => Err(self.odd("GET").to_string()),
             Err(e) => Err(e.to_string()),
         };
-        let mut pre = lock(&self.pre);
-        pre.waiting -= 1;
-        pre.bytes += r.as_ref().map_or(0, |d| d.as_ref().map_or(0, Vec::len));
-        pre.slots.insert(h, Slot::Ready(r));
-        pre.order.push_back(h);
-        while pre.bytes > PREFETCH_BYTES {
-            let Some(old) = pre.order.pop_front() else {
-                break;
-            };
-            if let Some(Slot::Ready(Ok(Some(d)))) = pre.slots.get(&old) {
-                let n = d.len();
-                pre.slots.remove(&old);
-                pre.more_readers.remove(&old);
-                pre.bytes -= n;
-            } else if matches!(pre.slots.get(&old), Some(Slot::Ready(_))) {
-                pre.slots.remove(&old);
-                pre.more_readers.remove(&old);
-            }
-        }
-        self.pre_cv.notify_all();
-    }
-
-    /// Takes a prefetched block: `None` if it was not prefetched.
-    fn take_prefetched(&self, h: &Hash) -> Option<Result<Option<Vec<u8>>>> {
-        let mut pre = lock(&self.pre);
-        let mut waited = false;
-        loop {
-            match pre.slots.get(h) {
-                None => {
-                    self.pre_missed.fetch_add(1, Relaxed);
-                    return None;
-                }
-                Some(Slot::Waiting) => {
-                    waited = true;
-                    pre = self.pre_cv.wait(pre).unwrap_or_else(|e| e.into_inner());
-                }
-                Some(Slot::Ready(r)) => {
-                    let c = if waited {
-                        &self.pre_waited
-                    } else {
-                        &self.pre_ready
-                    };
-                    c.fetch_add(1, Relaxed);
-                    let copy = pre.more_readers.contains_key(h).then(|| r.clone());
-                    if let (Some(copy), Some(n)) = (copy, pre.more_readers.get_mut(h)) {
-                        // Others will read this block too: a copy.
-                        *n -= 1;
-                        if *n == 0 {
-                            pre.more_readers.remove(h);
-                        }
-                        return Some(copy.map_err(Error::Store));
-                    }
-                    let Some(Slot::Ready(r)) = pre.slots.remove(h) else {
-                        return None;
-                    };
-                    if let Ok(Some(d)) = &r {
-                        pre.bytes -= d.len();
-                    }
-                    return Some(r.map_err(Error::Store));
-                }
-            }
-        }
+        self.pre.arrived(h, r);
     }
 }
 
@@ -584,7 +477,7 @@ impl Store for StreamStore {
         if let Some(d) = lock(&self.inner.up).unacked.get(hash) {
             return Ok(Some(d.to_vec()));
         }
-        if let Some(r) = self.inner.take_prefetched(hash) {
+        if let Some(r) = self.inner.pre.take(hash, self.endpoint()) {
             return r;
         }
         match self.inner.call(&Request::Get(*hash))? {
@@ -604,29 +497,9 @@ impl Store for StreamStore {
 
     fn prefetch(&self, hashes: &[Hash]) {
         let inner = &self.inner;
-        let asks: Vec<Hash> = {
+        let asks = {
             let up = lock(&inner.up);
-            let mut pre = lock(&inner.pre);
-            let mut asks = Vec::new();
-            for (i, h) in hashes.iter().enumerate() {
-                if pre.waiting >= PREFETCH_REQUESTS || pre.bytes >= PREFETCH_BYTES {
-                    inner
-                        .pre_dropped
-                        .fetch_add((hashes.len() - i) as u64, Relaxed);
-                    break;
-                }
-                if up.unacked.contains_key(h) {
-                    continue;
-                }
-                if pre.slots.contains_key(h) {
-                    *pre.more_readers.entry(*h).or_insert(0) += 1;
-                    continue;
-                }
-                pre.slots.insert(*h, Slot::Waiting);
-                pre.waiting += 1;
-                asks.push(*h);
-            }
-            asks
+            inner.pre.to_ask(hashes, |h| up.unacked.contains_key(h))
         };
         for h in asks {
             let me = self.inner.clone();

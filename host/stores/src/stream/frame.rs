@@ -48,6 +48,16 @@ pub struct Frame {
 impl Frame {
     /// The frame's bytes on the wire, length first.
     pub fn encode(&self) -> Vec<u8> {
+        let head = self.header();
+        let mut out = Vec::with_capacity(head.len() + self.body.len());
+        out.extend_from_slice(&head);
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    /// The frame's bytes before its body (length, tag, flags, channel):
+    /// a writer sends these, then the body as it is, without copying it.
+    pub fn header(&self) -> Vec<u8> {
         let mut head = Vec::with_capacity(3 * MAX_VARINT);
         put_varint(&mut head, self.tag);
         let flags = if self.channel != 0 {
@@ -59,10 +69,9 @@ impl Frame {
         if self.channel != 0 {
             put_varint(&mut head, self.channel);
         }
-        let mut out = Vec::with_capacity(MAX_VARINT + head.len() + self.body.len());
+        let mut out = Vec::with_capacity(MAX_VARINT + head.len());
         put_varint(&mut out, (head.len() + self.body.len()) as u64);
         out.extend_from_slice(&head);
-        out.extend_from_slice(&self.body);
         out
     }
 
@@ -100,6 +109,54 @@ pub fn split_frame(buf: &[u8]) -> Result<Option<(Frame, usize)>> {
     }
     let f = Frame::decode_content(&buf[n..n + len])?;
     Ok(Some((f, n + len)))
+}
+
+/// Bytes read from a stream and not yet taken as frames. Frames are taken
+/// from the front without moving what follows: the bytes left are moved
+/// down only when the taken ones are the larger part, so many small frames
+/// in one read cost no more than one copy of it.
+#[derive(Default)]
+pub struct FrameBuf {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl FrameBuf {
+    /// An empty buffer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The next whole frame, if the buffer holds one (see [`split_frame`]).
+    pub fn next_frame(&mut self) -> Result<Option<Frame>> {
+        match split_frame(&self.buf[self.start..])? {
+            Some((f, n)) => {
+                self.start += n;
+                if self.start == self.buf.len() {
+                    self.buf.clear();
+                    self.start = 0;
+                }
+                Ok(Some(f))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Bytes held that are not yet a whole frame.
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// The vector to read more into (with room for at least `room` bytes
+    /// more), after moving down what is left if that is worth it.
+    pub fn space(&mut self, room: usize) -> &mut Vec<u8> {
+        if self.start > 0 && self.start >= self.pending() {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.reserve(room);
+        &mut self.buf
+    }
 }
 
 /// Checks a frame length read from the wire.
@@ -246,6 +303,29 @@ mod tests {
             for cut in 0..n {
                 prop_assert!(split_frame(&wire[..cut]).unwrap().is_none());
             }
+        }
+
+        #[test]
+        fn a_frame_buffer_splits_what_arrives_in_any_pieces(cuts in proptest::collection::vec(1usize..50, 1..20)) {
+            let frames: Vec<Frame> = (0..20u64)
+                .map(|i| Frame { tag: i, flags: 0, channel: i % 3, body: vec![i as u8; (i * 7) as usize] })
+                .collect();
+            let wire: Vec<u8> = frames.iter().flat_map(|f| f.encode()).collect();
+            let mut fb = FrameBuf::new();
+            let mut got = Vec::new();
+            let (mut pos, mut k) = (0, 0);
+            while pos < wire.len() {
+                let n = cuts[k % cuts.len()].min(wire.len() - pos);
+                k += 1;
+                fb.space(n).extend_from_slice(&wire[pos..pos + n]);
+                pos += n;
+                while let Some(f) = fb.next_frame().unwrap() {
+                    got.push(f);
+                }
+            }
+            prop_assert_eq!(fb.pending(), 0);
+            let want: Vec<Frame> = frames.into_iter().map(|f| { let c = f.channel; Frame { flags: if c != 0 { FLAG_CHANNEL } else { 0 }, ..f } }).collect();
+            prop_assert_eq!(got, want);
         }
 
         #[test]

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, Notify};
 use vt_core::{Error, Result};
 
-use super::frame::{split_frame, FLAG_MORE};
+use super::frame::{split_frame, Frame, FrameBuf, FLAG_MORE};
 use super::protocol::{Hello, Op, RemoteError, Reply, Request, Welcome, MAX_REPLY, VERSION};
 use super::transport::{Endpoint, Transport};
 
@@ -38,8 +38,8 @@ impl Completion {
 
 struct Pending {
     op: Op,
-    /// The frame's bytes, to send again after a reconnection.
-    wire: Arc<Vec<u8>>,
+    /// The frame, to send again after a reconnection.
+    wire: Arc<Frame>,
     /// Parts of a reply sent in several frames.
     parts: Vec<u8>,
     first_flags: Option<u64>,
@@ -72,7 +72,7 @@ impl Default for LinkOptions {
 
 struct State {
     /// Sends frame bytes to the current connection's writer.
-    tx: Option<mpsc::UnboundedSender<Arc<Vec<u8>>>>,
+    tx: Option<mpsc::UnboundedSender<Arc<Frame>>>,
     pending: BTreeMap<u64, Pending>,
     /// Why the link gave up, until a request asks it to try again.
     broken: Option<String>,
@@ -180,7 +180,7 @@ impl Link {
     pub fn send(&self, req: &Request, compress: bool, done: Completion) {
         let tag = self.next_tag.fetch_add(1, Relaxed);
         let wire = match req.to_frame(tag, 0, compress) {
-            Ok(f) => Arc::new(f.encode()),
+            Ok(f) => Arc::new(f),
             Err(e) => return done.complete(Err(e)),
         };
         let mut st = self.lock();
@@ -361,7 +361,7 @@ impl Link {
     /// replies until the connection fails; returns why.
     async fn run(self: &Arc<Self>, t: Transport) -> String {
         let Transport { mut rd, wr, child } = t;
-        let (tx, rx) = mpsc::unbounded_channel::<Arc<Vec<u8>>>();
+        let (tx, rx) = mpsc::unbounded_channel::<Arc<Frame>>();
         {
             let mut st = self.lock();
             st.broken = None;
@@ -372,27 +372,24 @@ impl Link {
         }
         let writer = tokio::spawn(write_frames(wr, rx, self.clone()));
         let mut stop = self.stop.subscribe();
-        let mut buf: Vec<u8> = Vec::new();
+        let mut buf = FrameBuf::new();
         let why = loop {
-            match split_frame(&buf) {
-                Ok(Some((f, n))) => {
-                    buf.drain(..n);
+            match buf.next_frame() {
+                Ok(Some(f)) => {
                     self.deliver(f.tag, f.flags, f.body);
                     continue;
                 }
                 Ok(None) => {}
                 Err(e) => break format!("malformed frame from the server: {e}"),
             }
-            let mut chunk = vec![0u8; 256 << 10];
             let got = tokio::select! {
                 _ = stop.wait_for(|s| *s) => break "the client closed it".to_owned(),
-                r = rd.read(&mut chunk) => r,
+                r = rd.read_buf(buf.space(256 << 10)) => r,
             };
             match got {
                 Ok(0) => break "closed by the server".to_owned(),
                 Ok(n) => {
                     self.received.fetch_add(n as u64, Relaxed);
-                    buf.extend_from_slice(&chunk[..n]);
                 }
                 Err(e) => break e.to_string(),
             }
@@ -472,13 +469,15 @@ impl Link {
 /// Writes frames as they are queued, flushing whenever none is waiting.
 async fn write_frames(
     mut wr: super::transport::WriteHalf,
-    mut rx: mpsc::UnboundedReceiver<Arc<Vec<u8>>>,
+    mut rx: mpsc::UnboundedReceiver<Arc<Frame>>,
     link: Arc<Link>,
 ) {
     let mut out = tokio::io::BufWriter::with_capacity(256 << 10, &mut wr);
-    while let Some(b) = rx.recv().await {
-        link.sent.fetch_add(b.len() as u64, Relaxed);
-        if out.write_all(&b).await.is_err() {
+    while let Some(f) = rx.recv().await {
+        let head = f.header();
+        link.sent
+            .fetch_add((head.len() + f.body.len()) as u64, Relaxed);
+        if out.write_all(&head).await.is_err() || out.write_all(&f.body).await.is_err() {
             return;
         }
         if rx.is_empty() && out.flush().await.is_err() {

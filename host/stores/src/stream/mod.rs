@@ -6,14 +6,18 @@
 //! - [`server`]: `vt serve` on UNIX sockets, TCP (optionally TLS) and stdio;
 //! - [`link`]: a client's connection, pipelined and kept up;
 //! - [`client`]: [`StreamStore`], the `Store` over a link;
-//! - [`transport`]: how a client reaches a server.
+//! - [`prefetch`]: blocks asked for ahead of their readers;
+//! - [`transport`]: how a client reaches a server;
+//! - [`workers`]: the threads that run a server's store work.
 
 pub mod client;
 pub mod frame;
 pub mod link;
+pub mod prefetch;
 pub mod protocol;
 pub mod server;
 pub mod transport;
+pub mod workers;
 
 pub use client::{StreamOptions, StreamStore};
 

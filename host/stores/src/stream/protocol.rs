@@ -220,8 +220,9 @@ pub struct BatchBlock {
     pub class: BlockClass,
     /// Its hash (checked by the server).
     pub hash: Hash,
-    /// Its data.
-    pub data: Vec<u8>,
+    /// Its data (shared: a client keeps it for reads until the server
+    /// has it, and sends it from the same bytes).
+    pub data: bytes::Bytes,
 }
 
 /// A request.
@@ -366,7 +367,7 @@ impl Request {
         }
         let mut body = Vec::with_capacity(p.len() + 16);
         put_varint(&mut body, self.op() as u64);
-        let flags = finish_body(&mut body, json.as_deref(), &p, compress)?;
+        let flags = finish_body(&mut body, json.as_deref(), p, compress)?;
         Ok(Frame {
             tag,
             flags,
@@ -414,7 +415,7 @@ fn decode_request(op: Op, json: Option<&[u8]>, p: &[u8]) -> Result<Request> {
             Request::AddHashed(BatchBlock {
                 class,
                 hash,
-                data: r.rest().to_vec(),
+                data: bytes::Bytes::copy_from_slice(r.rest()),
             })
         }
         Op::Get => Request::Get(read_hash(&mut r)?),
@@ -452,7 +453,7 @@ fn decode_request(op: Op, json: Option<&[u8]>, p: &[u8]) -> Result<Request> {
                 blocks.push(BatchBlock {
                     class,
                     hash,
-                    data: r.bytes(len)?.to_vec(),
+                    data: bytes::Bytes::copy_from_slice(r.bytes(len)?),
                 });
             }
             Request::AddBatch(blocks)
@@ -512,8 +513,8 @@ impl Reply {
             }
             Reply::Channel(c) => put_varint(&mut p, *c),
         }
-        let mut body = Vec::with_capacity(p.len() + 8);
-        let flags = finish_body(&mut body, json.as_deref(), &p, compress)?;
+        let mut body = Vec::new();
+        let flags = finish_body(&mut body, json.as_deref(), p, compress)?;
         Ok(split_parts(tag, channel, flags, body))
     }
 
@@ -637,8 +638,9 @@ impl Frame {
 }
 
 /// Appends `[JSON] PAYLOAD` to `body` (compressing the payload when asked
-/// and worth it) and returns the frame flags that say so.
-fn finish_body(body: &mut Vec<u8>, json: Option<&[u8]>, p: &[u8], compress: bool) -> Result<u64> {
+/// and worth it) and returns the frame flags that say so; an empty `body`
+/// takes the payload itself.
+fn finish_body(body: &mut Vec<u8>, json: Option<&[u8]>, p: Vec<u8>, compress: bool) -> Result<u64> {
     let mut flags = 0;
     if let Some(j) = json {
         flags |= FLAG_JSON;
@@ -646,7 +648,7 @@ fn finish_body(body: &mut Vec<u8>, json: Option<&[u8]>, p: &[u8], compress: bool
         body.extend_from_slice(j);
     }
     if compress && p.len() >= COMPRESS_ABOVE {
-        let z = zstd::bulk::compress(p, 3)
+        let z = zstd::bulk::compress(&p, 3)
             .map_err(|e| Error::Store(format!("compress a stream payload: {e}")))?;
         if z.len() < p.len() {
             flags |= FLAG_ZSTD;
@@ -654,7 +656,12 @@ fn finish_body(body: &mut Vec<u8>, json: Option<&[u8]>, p: &[u8], compress: bool
             return Ok(flags);
         }
     }
-    body.extend_from_slice(p);
+    if body.is_empty() {
+        // Nothing before the payload: it is the body, not copied.
+        *body = p;
+    } else {
+        body.extend_from_slice(&p);
+    }
     Ok(flags)
 }
 
@@ -769,7 +776,7 @@ mod tests {
         let blk = BatchBlock {
             class: BlockClass::Meta,
             hash: h(b"x"),
-            data: b"x".repeat(2000),
+            data: b"x".repeat(2000).into(),
         };
         vec![
             Request::Hello(Hello {

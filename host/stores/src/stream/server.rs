@@ -23,11 +23,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use vt_core::{Error, HashKind, Store};
 
-use super::frame::{check_length, peek_varint, Frame, KNOWN_FLAGS, MAX_FRAME, MAX_VARINT};
+use super::frame::{Frame, FrameBuf, KNOWN_FLAGS, MAX_FRAME};
 use super::protocol::{
     error_frames, BatchBlock, DecodeError, Hello, Op, Reply, Request, Welcome, VERSION,
 };
 use super::transport::{ReadHalf, WriteHalf};
+use super::workers::Workers;
 
 /// One store a server exports, by name.
 #[derive(Clone)]
@@ -98,8 +99,8 @@ pub struct ServerCounters {
 pub struct Server {
     exports: Vec<Export>,
     opts: ServeOptions,
-    /// Limits store work running at once, over all connections.
-    work: Arc<Semaphore>,
+    /// The threads that run store work, for all connections.
+    workers: Workers,
     /// This run's identity (see [`Welcome::instance`]).
     instance: String,
     /// What the server did.
@@ -146,28 +147,19 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 /// stream, an error on a malformed or cut-off frame.
 async fn read_frame(
     rd: &mut (impl AsyncRead + Unpin),
-    buf: &mut Vec<u8>,
+    buf: &mut FrameBuf,
     counters: &ServerCounters,
 ) -> vt_core::Result<Option<Frame>> {
     loop {
-        if let Some((len, n)) = peek_varint(buf)? {
-            let len = check_length(len)?;
-            if buf.len() >= n + len {
-                let f = Frame::decode_content(&buf[n..n + len])?;
-                buf.drain(..n + len);
-                return Ok(Some(f));
-            }
-            buf.reserve((n + len - buf.len()).min(1 << 20));
-        } else if buf.len() >= MAX_VARINT {
-            return Err(Error::decode("stream frame", "bad length"));
+        if let Some(f) = buf.next_frame()? {
+            return Ok(Some(f));
         }
-        let mut chunk = [0u8; 64 << 10];
         let got = rd
-            .read(&mut chunk)
+            .read_buf(buf.space(64 << 10))
             .await
             .map_err(|e| Error::io("read from client", e))?;
         if got == 0 {
-            return if buf.is_empty() {
+            return if buf.pending() == 0 {
                 Ok(None)
             } else {
                 Err(Error::decode(
@@ -177,7 +169,6 @@ async fn read_frame(
             };
         }
         counters.bytes_in.fetch_add(got as u64, Relaxed);
-        buf.extend_from_slice(&chunk[..got]);
     }
 }
 
@@ -231,7 +222,8 @@ impl Server {
         Ok(Server {
             exports,
             opts,
-            work: Arc::new(Semaphore::new((2 * cores).max(4))),
+            workers: Workers::new((2 * cores).clamp(4, 16), "vt-store")
+                .map_err(|e| Error::io("start the server's store threads", e))?,
             instance: uuid::Uuid::new_v4().to_string(),
             counters: ServerCounters::default(),
         })
@@ -421,7 +413,7 @@ impl Server {
             compress: false,
             wrote: vec![false; self.exports.len()],
         };
-        let mut buf = Vec::new();
+        let mut buf = FrameBuf::new();
         'serve: loop {
             // Too many replies waiting for a client that does not read:
             // read no more requests until they are sent.
@@ -583,24 +575,27 @@ impl Server {
             conn.wrote[ex] = true;
         }
         let store = self.exports[ex].store.clone();
-        let work = self.work.clone();
         let tx = tx.clone();
         let backlog = backlog.clone();
         let compress = conn.compress;
-        tokio::spawn(async move {
-            let Ok(_w) = work.acquire_owned().await else {
-                return;
-            };
-            let done = tokio::task::spawn_blocking(move || execute(&*store, req)).await;
+        self.workers.run(Box::new(move || {
+            // A store that panics costs this request, not the server.
+            let done =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| execute(&*store, req)));
             let frames = match done {
                 Ok(Ok(r)) => r
                     .to_frames(tag, channel, compress)
                     .unwrap_or_else(|e| error_frames(tag, channel, "store", &e.to_string())),
                 Ok(Err((kind, msg))) => error_frames(tag, channel, kind, &msg),
-                Err(e) => error_frames(tag, channel, "store", &format!("request failed: {e}")),
+                Err(_) => error_frames(
+                    tag,
+                    channel,
+                    "store",
+                    "the request failed inside the server",
+                ),
             };
             backlog.send(&tx, frames, Some(permit));
-        });
+        }));
         true
     }
 
@@ -697,9 +692,11 @@ async fn write_replies(
         let n: usize = frames.iter().map(|f| f.body.len() + 16).sum();
         if !failed {
             for f in frames {
-                let b = f.encode();
-                srv.counters.bytes_out.fetch_add(b.len() as u64, Relaxed);
-                if out.write_all(&b).await.is_err() {
+                let head = f.header();
+                srv.counters
+                    .bytes_out
+                    .fetch_add((head.len() + f.body.len()) as u64, Relaxed);
+                if out.write_all(&head).await.is_err() || out.write_all(&f.body).await.is_err() {
                     failed = true;
                     break;
                 }
@@ -741,7 +738,7 @@ fn check_hashes(blocks: &[BatchBlock]) -> Result<(), Failure> {
         if of_kind.is_empty() {
             continue;
         }
-        let data: Vec<&[u8]> = of_kind.iter().map(|b| b.data.as_slice()).collect();
+        let data: Vec<&[u8]> = of_kind.iter().map(|b| &b.data[..]).collect();
         for (b, h) in of_kind.iter().zip(kind.digest_many(&data)) {
             if b.hash != h {
                 return Err((

@@ -246,7 +246,7 @@ fn bad_requests_get_error_replies_and_the_server_lives() {
         Request::AddHashed(super::protocol::BatchBlock {
             class: BlockClass::Data,
             hash: HashKind::Sha3_256.digest(b"one thing"),
-            data: b"another".to_vec(),
+            data: b"another".to_vec().into(),
         })
         .to_frame(2, 0, false)
         .unwrap()
