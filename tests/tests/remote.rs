@@ -78,14 +78,14 @@ fn tcp_import_export_log_and_incremental() {
     // (a remote store cannot tell at once).
     std::fs::write(src.join("d0/added"), b"one more file\n").unwrap();
     let second = env.ok(&["-S", &srv.spec, "import", &src.to_string_lossy(), "t"]);
-    assert!(new_blocks(&second) <= 3, "{second}");
     assert!(new1 > 100, "{first}");
+    assert!(new_blocks(&second) < new1 / 10, "{first}\n{second}");
     // Move the tree: every file is read again, and blocks the server has
     // are counted as already stored.
     let moved = env.path("moved");
     std::fs::rename(&src, &moved).unwrap();
     let third = env.ok(&["-S", &srv.spec, "import", &moved.to_string_lossy(), "t"]);
-    assert!(new_blocks(&third) <= 3, "{third}");
+    assert!(new_blocks(&third) < new1 / 10, "{first}\n{third}");
     let out = env.path("out");
     env.ok(&["-S", &srv.spec, "export", "t", &out.to_string_lossy()]);
     assert_same_tree(&moved, &out);

@@ -28,9 +28,14 @@ use vt_core::{Dirent, DirentKind, Hash, Meta, Store};
 use crate::meta::{apply, apply_file};
 use crate::progress::Progress;
 
-/// Files whose first blocks are asked for ahead of the workers writing
-/// files: enough to cover a round trip to a distant store.
+/// Files ahead of the workers writing files whose children (of files of
+/// several blocks) are asked for; the top blocks of twice as many are.
+/// Enough to cover a round trip to a distant store.
 const FILES_AHEAD: usize = 512;
+
+/// Threads reading the top blocks of files of several blocks ahead of the
+/// workers, to ask for their children.
+const READ_AHEADERS: usize = 4;
 
 /// Threads writing files, and reading the directories of one level: many,
 /// since a block may be on its way from a server (one round trip) while
@@ -45,6 +50,12 @@ pub struct Exporter<'a> {
     dirs: Mutex<Vec<(PathBuf, Meta)>>,
     /// Files to write, in the order the walk met them.
     files: Mutex<Vec<(PathBuf, Dirent)>>,
+    /// The threads that read directories and write files: [`WORKERS`],
+    /// more than the cores, since they mostly wait (on a server's reply,
+    /// on the disk), and their own, so that the blocks of one file read
+    /// in parallel (`vt_core::read`) wait in them and not in the two
+    /// threads of the global pool.
+    pool: rayon::ThreadPool,
 }
 
 /// `files` (in walk order: each directory's files together) reordered so
@@ -104,14 +115,19 @@ fn check_name(name: &[u8]) -> Result<&OsStr> {
 
 impl<'a> Exporter<'a> {
     /// An exporter reading from `store`.
-    pub fn new(store: &'a dyn Store, progress: &'a Progress) -> Self {
-        Exporter {
+    pub fn new(store: &'a dyn Store, progress: &'a Progress) -> Result<Self> {
+        Ok(Exporter {
             store,
             progress,
             links: Mutex::default(),
             dirs: Mutex::default(),
             files: Mutex::default(),
-        }
+            pool: rayon::ThreadPoolBuilder::new()
+                .num_threads(WORKERS)
+                .thread_name(|i| format!("vt-export-{i}"))
+                .build()
+                .context("start the export's threads")?,
+        })
     }
 
     /// Writes `top` to `dest`, which must not exist or be an empty directory.
@@ -249,50 +265,70 @@ impl<'a> Exporter<'a> {
         }
     }
 
-    /// Creates the directory tree under `dest` breadth first, a level at a
-    /// time: every directory block of a level is asked for before any is
-    /// read. Other entries are created (symlinks, devices) or listed for
-    /// the later passes (files, hard links).
+    /// Creates the directory tree under `dest` breadth first, by
+    /// [`WORKERS`] threads taking directories from one queue: a directory's
+    /// subdirectories are asked for all at once as soon as it is read, so
+    /// a remote store costs a round trip per level of the tree, not per
+    /// directory. Other entries are created (symlinks, devices) or listed
+    /// for the later passes (files, hard links).
     fn walk(&self, top: &Dirent, dest: &Path) -> Result<()> {
-        let mut level: Vec<(PathBuf, Dirent)> = vec![(dest.to_path_buf(), top.clone())];
-        while !level.is_empty() {
-            let blocks: Vec<Hash> = level
-                .iter()
-                .filter_map(|(_, d)| match &d.kind {
-                    DirentKind::Dir { block, .. } => top_hash(block),
-                    _ => None,
-                })
-                .collect();
-            self.store.prefetch(&blocks);
-            let next = Mutex::new(Vec::new());
-            let at = AtomicUsize::new(0);
-            let failed: Mutex<Option<anyhow::Error>> = Mutex::new(None);
-            std::thread::scope(|s| {
-                for _ in 0..WORKERS.min(level.len()) {
-                    s.spawn(|| {
-                        while let Some((path, d)) = level.get(at.fetch_add(1, Relaxed)) {
-                            match self.dir(d, path) {
-                                Ok(sub) => {
-                                    next.lock().unwrap_or_else(|e| e.into_inner()).extend(sub)
-                                }
-                                Err(e) => {
-                                    failed
-                                        .lock()
-                                        .unwrap_or_else(|e| e.into_inner())
-                                        .get_or_insert(e);
-                                    return;
-                                }
-                            }
-                        }
-                    });
-                }
-            });
-            if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
-                return Err(e);
-            }
-            level = next.into_inner().unwrap_or_else(|e| e.into_inner());
+        struct Queue {
+            dirs: std::collections::VecDeque<(PathBuf, Dirent)>,
+            /// Directories taken and not yet done.
+            busy: usize,
+            failed: Option<anyhow::Error>,
         }
-        Ok(())
+        let q = Mutex::new(Queue {
+            dirs: [(dest.to_path_buf(), top.clone())].into(),
+            busy: 0,
+            failed: None,
+        });
+        let cv = std::sync::Condvar::new();
+        let lock = || q.lock().unwrap_or_else(|e| e.into_inner());
+        self.pool.scope(|s| {
+            for _ in 0..WORKERS {
+                s.spawn(|_| loop {
+                    let (path, d) = {
+                        let mut g = lock();
+                        loop {
+                            if g.failed.is_some() {
+                                return;
+                            }
+                            if let Some(x) = g.dirs.pop_front() {
+                                g.busy += 1;
+                                break x;
+                            }
+                            if g.busy == 0 {
+                                return;
+                            }
+                            g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
+                        }
+                    };
+                    let r = self.dir(&d, &path);
+                    let mut g = lock();
+                    g.busy -= 1;
+                    match r {
+                        Ok(sub) => {
+                            // Their listings are asked for now, all at once.
+                            let blocks: Vec<Hash> = sub
+                                .iter()
+                                .filter_map(|(_, d)| d.block().and_then(top_hash))
+                                .collect();
+                            self.store.prefetch(&blocks);
+                            g.dirs.extend(sub);
+                        }
+                        Err(e) => {
+                            g.failed.get_or_insert(e);
+                        }
+                    }
+                    cv.notify_all();
+                });
+            }
+        });
+        match q.into_inner().unwrap_or_else(|e| e.into_inner()).failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Creates directory `d` at `path` and its entries that are not
@@ -351,24 +387,69 @@ impl<'a> Exporter<'a> {
             self.store.prefetch(&hs);
         };
         let workers = WORKERS.min(files.len()).max(1);
+        let done = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|s| {
-            for _ in 0..workers {
-                s.spawn(|| loop {
-                    if failed.lock().map_or(true, |f| f.is_some()) {
-                        return;
-                    }
-                    let i = next.fetch_add(1, Relaxed);
-                    let Some((path, d)) = files.get(i) else {
-                        return;
-                    };
-                    ask_ahead(i + FILES_AHEAD);
-                    if let Err(e) = self.file(d, path) {
-                        let mut f = failed.lock().unwrap_or_else(|e| e.into_inner());
-                        f.get_or_insert(e);
-                        return;
+            // Files of several blocks: their top (indirect) block is read
+            // here, ahead of the workers, and its children asked for, so
+            // that no worker waits a round trip for them. Several threads,
+            // each taking every READ_AHEADERS-th file, since each waits for
+            // the top blocks it reads.
+            for k in 0..READ_AHEADERS {
+                let (next, done) = (&next, &done);
+                let files = &files;
+                s.spawn(move || {
+                    for (j, (_, d)) in files.iter().enumerate().skip(k).step_by(READ_AHEADERS) {
+                        // Between the workers and the files whose top
+                        // blocks are asked for: their tops have had time
+                        // to come.
+                        while j >= next.load(Relaxed) + FILES_AHEAD {
+                            if done.load(Relaxed) {
+                                return;
+                            }
+                            std::thread::sleep(std::time::Duration::from_millis(1));
+                        }
+                        if done.load(Relaxed) {
+                            return;
+                        }
+                        if j < next.load(Relaxed) {
+                            continue; // a worker has it already
+                        }
+                        if let Some(r @ BlockRef::Indirect { hash, .. }) = d.block() {
+                            // A second reader of the top block: the worker
+                            // that writes the file still finds it.
+                            self.store.prefetch(&[*hash]);
+                            if let Ok(kids) = vt_core::read::children(self.store, r) {
+                                let hs: Vec<Hash> = kids.iter().filter_map(top_hash).collect();
+                                self.store.prefetch(&hs);
+                            }
+                        }
                     }
                 });
             }
+            // The workers run in the export's own pool, so that a file's
+            // blocks fetched in parallel (read.rs) wait in its threads,
+            // not in the two of the global pool.
+            self.pool.scope(|ps| {
+                for _ in 0..workers {
+                    ps.spawn(|_| loop {
+                        if failed.lock().map_or(true, |f| f.is_some()) {
+                            return;
+                        }
+                        let i = next.fetch_add(1, Relaxed);
+                        let Some((path, d)) = files.get(i) else {
+                            return;
+                        };
+                        ask_ahead(i + 2 * FILES_AHEAD);
+                        if let Err(e) = self.file(d, path) {
+                            let mut f = failed.lock().unwrap_or_else(|e| e.into_inner());
+                            f.get_or_insert(e);
+                            return;
+                        }
+                    });
+                }
+            });
+            // The workers are done (or one failed): the read-ahead stops.
+            done.store(true, Relaxed);
         });
         match failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
             Some(e) => Err(e),

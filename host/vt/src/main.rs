@@ -654,7 +654,7 @@ fn export(st: &OpenStore, top: &Dirent, dest: &Path, quiet: bool) -> Result<Exit
     if let Some(p) = &st.progress {
         progress.watch_store("export", p.clone());
     }
-    let ex = export::Exporter::new(&*st.store, &progress);
+    let ex = export::Exporter::new(&*st.store, &progress)?;
     ex.export(top, dest)?;
     progress.finish();
     if !quiet {
