@@ -11,6 +11,8 @@ command -v mount >/dev/null || need_pkgs+=(mount)
 command -v fusermount3 >/dev/null || need_pkgs+=(fuse3)
 command -v rsync >/dev/null || need_pkgs+=(rsync)
 command -v git >/dev/null || need_pkgs+=(git)
+# vt serve's TLS test makes its certificates with openssl.
+command -v openssl >/dev/null || need_pkgs+=(openssl)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need_pkgs[@]}"
 fi
