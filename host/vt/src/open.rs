@@ -224,10 +224,17 @@ fn settings_of(kind: &str) -> Option<&'static [&'static str]> {
     Some(match kind {
         "datadir" => &["path", "hash", "verify", "compression"],
         "memory" => &["hash"],
-        "unix" => &["path", "export", "token_file", "compress"],
-        "tcp" => &["address", "export", "token_file", "compress"],
-        "tls" => &["address", "ca", "export", "token_file", "compress"],
-        "command" => &["command", "export", "token_file", "compress"],
+        "unix" => &["path", "export", "token_file", "compress", "verify"],
+        "tcp" => &["address", "export", "token_file", "compress", "verify"],
+        "tls" => &[
+            "address",
+            "ca",
+            "export",
+            "token_file",
+            "compress",
+            "verify",
+        ],
+        "command" => &["command", "export", "token_file", "compress", "verify"],
         "proxy" => &["read", "save", "read2", "copy2"],
         "cache" => &["store", "limit", "dir", "kind"],
         _ => return None,
@@ -468,6 +475,14 @@ impl Opener<'_> {
                         ..Default::default()
                     },
                     compress: s.bool("compress")?,
+                    verify: match s.str("verify")?.as_deref() {
+                        None | Some("server") => false,
+                        Some("hash") => true,
+                        Some(v) => bail!(
+                            "{} verify = {v:?}: expected \"server\" (rely on the server's checks) or \"hash\" (check every block read)",
+                            s.origin
+                        ),
+                    },
                 };
                 s.finish(kind)?;
                 stream(endpoint, opts, label)?

@@ -50,6 +50,8 @@ struct State {
 /// Prefetched blocks of one store.
 #[derive(Default)]
 pub struct Prefetcher {
+    /// Check blocks against their hashes (else they are ready on arrival).
+    verify: bool,
     state: Mutex<State>,
     cv: Condvar,
     /// Reads that found their block arrived, or on its way.
@@ -66,6 +68,14 @@ fn len(d: &Option<Vec<u8>>) -> usize {
 }
 
 impl Prefetcher {
+    /// A prefetcher whose blocks are checked against their hashes, or not.
+    pub fn new(verify: bool) -> Self {
+        Prefetcher {
+            verify,
+            ..Default::default()
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -99,10 +109,14 @@ impl Prefetcher {
         let mut st = self.lock();
         st.waiting -= 1;
         match r {
-            Ok(d) => {
+            Ok(d) if self.verify => {
                 st.bytes += len(&d);
                 st.slots.insert(h, Slot::Arrived(d));
                 st.unverified.push_back(h);
+            }
+            Ok(d) => {
+                st.bytes += len(&d);
+                st.slots.insert(h, Slot::Ready(Ok(d)));
             }
             Err(e) => {
                 st.slots.insert(h, Slot::Ready(Err(e)));
@@ -127,8 +141,8 @@ impl Prefetcher {
     }
 
     /// Takes block `h` if it was prefetched (waiting for it if it is on
-    /// its way): `None` if it was not. The data returned has been checked
-    /// against `h`.
+    /// its way): `None` if it was not. With `verify`, the data returned has
+    /// been checked against `h`.
     pub fn take(
         &self,
         h: &Hash,

@@ -476,3 +476,57 @@ fn prefetched_blocks_serve_every_reader_announced() {
     assert!(c.get(&h).unwrap().is_some());
     assert_eq!(c.prefetch_counts()[2], 1);
 }
+
+/// A store that returns other data than it was given.
+struct Lying(Arc<dyn Store>);
+
+impl Store for Lying {
+    fn hash_kind(&self) -> HashKind {
+        self.0.hash_kind()
+    }
+    fn add_hashed(&self, hash: &vt_core::Hash, data: &[u8]) -> vt_core::Result<bool> {
+        self.0.add_hashed(hash, data)
+    }
+    fn get(&self, hash: &vt_core::Hash) -> vt_core::Result<Option<Vec<u8>>> {
+        Ok(self.0.get(hash)?.map(|mut d| {
+            d[0] ^= 1;
+            d
+        }))
+    }
+    fn contains(&self, hash: &vt_core::Hash) -> vt_core::Result<bool> {
+        self.0.contains(hash)
+    }
+    fn sync(&self) -> vt_core::Result<()> {
+        self.0.sync()
+    }
+    fn stats(&self) -> vt_core::Result<vt_core::store::StoreStats> {
+        self.0.stats()
+    }
+}
+
+#[test]
+fn a_client_that_verifies_catches_a_server_returning_other_data() {
+    let backing = mem();
+    let r = serve(
+        vec![Export {
+            name: "d".into(),
+            store: Arc::new(Lying(backing.clone())),
+        }],
+        ServeOptions::default(),
+    );
+    let (h, _) = backing.add(b"what was stored").unwrap();
+    let checked = client(
+        &r,
+        StreamOptions {
+            verify: true,
+            ..Default::default()
+        },
+    );
+    let e = checked.get(&h).unwrap_err().to_string();
+    assert!(e.contains("came back with other data"), "{e}");
+    checked.prefetch(&[h]);
+    assert!(checked.get(&h).is_err(), "prefetched reads are checked too");
+    // Without verify the client relies on the server's own checks.
+    let trusting = client(&r, StreamOptions::default());
+    assert_ne!(trusting.get(&h).unwrap().unwrap(), b"what was stored");
+}
