@@ -60,35 +60,6 @@ pub struct Importer<'a> {
     pub files: AtomicU64,
 }
 
-/// Walks the directories under `top` breadth first, a level at a time,
-/// announcing each level's listings twice (once for this walk, once for
-/// the import that reads them again), until done or `stop`.
-fn read_ahead_dirs(store: &dyn vt_core::Store, top: &Dirent, stop: &std::sync::atomic::AtomicBool) {
-    let hash_of = |d: &Dirent| match d.block() {
-        Some(vt_core::BlockRef::Direct { hash, .. })
-        | Some(vt_core::BlockRef::Indirect { hash, .. }) => Some(*hash),
-        _ => None,
-    };
-    let mut level: Vec<Dirent> = vec![top.clone()];
-    while !level.is_empty() && !stop.load(Relaxed) {
-        let hashes: Vec<vt_core::Hash> = level.iter().filter_map(hash_of).collect();
-        store.prefetch(&hashes);
-        store.prefetch(&hashes);
-        let mut next = Vec::new();
-        for d in &level {
-            if stop.load(Relaxed) {
-                return;
-            }
-            if let Some(b) = d.block() {
-                if let Ok(entries) = read_dir(store, b) {
-                    next.extend(entries.into_iter().filter(|e| e.is_dir()));
-                }
-            }
-        }
-        level = next;
-    }
-}
-
 /// The last component of `path` as bytes (a Dirent's name).
 fn name_of(path: &Path) -> &[u8] {
     path.file_name().map(|n| n.as_bytes()).unwrap_or_default()
@@ -161,26 +132,6 @@ impl<'a> Importer<'a> {
         self.unreadable.fetch_add(1, Relaxed);
         self.progress
             .warn(&format!("{}: {what}: {e}; skipped", path.display()));
-    }
-
-    /// Like [`Importer::import_top`], for a store far away (a server):
-    /// while the tree is imported, a thread walks the previous snapshot's
-    /// directories breadth first, asking for each level's listings at
-    /// once, so that the import, which compares every directory with its
-    /// previous listing, finds them arrived instead of waiting a round
-    /// trip for each.
-    pub fn import_top_remote(&self, path: &Path, prev: Option<&Dirent>) -> Result<Dirent> {
-        let stop = std::sync::atomic::AtomicBool::new(false);
-        std::thread::scope(|s| {
-            if let Some(p) = prev.filter(|p| p.is_dir()) {
-                let stop = &stop;
-                let store = self.bf.store();
-                s.spawn(move || read_ahead_dirs(store, p, stop));
-            }
-            let r = self.import_top(path, prev);
-            stop.store(true, Relaxed);
-            r
-        })
     }
 
     /// Imports `path` (a directory, file or symlink) as a snapshot's top
@@ -609,7 +560,23 @@ impl<'a> Importer<'a> {
             return PrevEntries::default();
         };
         match read_dir(self.bf.store(), b) {
-            Ok(v) => PrevEntries::new(v),
+            Ok(v) => {
+                // The walk goes into the subdirectories next: a remote store
+                // fetches all their previous listings at once.
+                let subdirs: Vec<vt_core::Hash> = v
+                    .iter()
+                    .filter(|d| d.is_dir())
+                    .filter_map(|d| match d.block() {
+                        Some(vt_core::BlockRef::Direct { hash, .. })
+                        | Some(vt_core::BlockRef::Indirect { hash, .. }) => Some(*hash),
+                        _ => None,
+                    })
+                    .collect();
+                if !subdirs.is_empty() {
+                    self.bf.store().prefetch(&subdirs);
+                }
+                PrevEntries::new(v)
+            }
             Err(e) => {
                 tracing::warn!(
                     "{}: previous snapshot unreadable ({e}); reading all files",

@@ -597,12 +597,7 @@ fn import(
     if let Some(dd) = &st.datadir {
         importer.exclude(dd.root());
     }
-    let imported = if st.remote.is_some() {
-        importer.import_top_remote(path, prev.as_ref())
-    } else {
-        importer.import_top(path, prev.as_ref())
-    };
-    let top = imported.with_context(|| {
+    let top = importer.import_top(path, prev.as_ref()).with_context(|| {
         format!(
             "import of {} failed; no snapshot was recorded",
             path.display()
