@@ -277,6 +277,10 @@ fi
 
 # ---------------------------------------------------------------- run dirs
 RUN=$BENCH_DIR/remote
+# Restore filesystems a killed earlier run left mounted.
+if [[ -d $RUN ]]; then
+    { findmnt -rn -o TARGET | grep -F "$RUN/" || true; } | sort -r | while read -r m; do umount "$m" || umount -l "$m"; done
+fi
 rm -rf "$RUN"
 mkdir -p "$RUN/logs" "$RUN/restore"
 LOGS=$RUN/logs
