@@ -86,6 +86,17 @@ pub trait Store: Send + Sync {
         self.get_shared(hash)?.ok_or(crate::Error::Missing(*hash))
     }
 
+    /// Block `hash` as one zstd frame (declaring its content size, needing
+    /// no dictionary) when the store keeps it that way: a server sends it
+    /// on as it is and the client decompresses it, instead of the server
+    /// decompressing it and the wire carrying it whole. `None` when the
+    /// store does not have it in that form (the caller reads it with
+    /// [`Store::get_shared`]); the default.
+    fn get_packed(&self, hash: &Hash) -> Result<Option<Bytes>> {
+        let _ = hash;
+        Ok(None)
+    }
+
     /// Whether the store holds block `hash`.
     fn contains(&self, hash: &Hash) -> Result<bool>;
 

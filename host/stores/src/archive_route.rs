@@ -50,6 +50,9 @@ impl Store for ArchiveRoute {
     fn get_shared(&self, hash: &Hash) -> Result<Option<bytes::Bytes>> {
         self.inner.get_shared(hash)
     }
+    fn get_packed(&self, hash: &Hash) -> Result<Option<bytes::Bytes>> {
+        self.inner.get_packed(hash)
+    }
     fn contains(&self, hash: &Hash) -> Result<bool> {
         self.inner.contains(hash)
     }

@@ -1560,6 +1560,28 @@ impl Store for DataDir {
         self.read(hash, true)
     }
 
+    fn get_packed(&self, hash: &Hash) -> Result<Option<bytes::Bytes>> {
+        // Checking the hash needs the data: then the caller reads it.
+        if self.verify == Verify::Hash {
+            return Ok(None);
+        }
+        let Some(Place::Disk(loc)) = self.lookup(hash, false)? else {
+            return Ok(None);
+        };
+        if loc.member.is_some() {
+            return Ok(None);
+        }
+        let (path, f) = self.reader(loc.file)?;
+        let map = self.map_for(&loc, &f, &path, true)?;
+        datafile::read_record_packed(
+            Source::of(map.as_ref(), &f),
+            &path,
+            loc.offset,
+            Some(loc.stored_len),
+            hash,
+        )
+    }
+
     fn contains(&self, hash: &Hash) -> Result<bool> {
         Ok(self.lookup(hash, false)?.is_some())
     }
@@ -1638,6 +1660,31 @@ mod tests {
         assert_eq!(s.blocks, 1);
         assert!(s.stored_bytes < data.len() as u64, "compressed");
         assert!(dd.fsck().unwrap().is_clean());
+    }
+
+    #[test]
+    fn blocks_stored_as_plain_zstd_frames_are_given_packed() {
+        let t = tempfile::tempdir().unwrap();
+        let mut dd = DataDir::open(t.path(), Some(HashKind::Sha3_256)).unwrap();
+        // Large and compressible: one record, a zstd frame of its own.
+        let big = text_block(7).repeat(300);
+        let (hb, _) = dd.add(&big).unwrap();
+        // Small: a member of a group record.
+        let (hs, _) = dd.add(b"a small block, grouped").unwrap();
+        // Large and random: stored as it is.
+        let raw = noise(3, 64 << 10);
+        let (hr, _) = dd.add(&raw).unwrap();
+        dd.sync().unwrap();
+        let frame = dd.get_packed(&hb).unwrap().expect("a plain frame");
+        assert!(frame.len() < big.len() / 4);
+        assert_eq!(zstd::bulk::decompress(&frame, big.len()).unwrap(), big);
+        assert!(dd.get_packed(&hs).unwrap().is_none());
+        assert!(dd.get_packed(&hr).unwrap().is_none());
+        let absent = HashKind::Sha3_256.digest(b"absent");
+        assert!(dd.get_packed(&absent).unwrap().is_none());
+        // A store that checks hashes on reads must see the data.
+        dd.set_verify(Verify::Hash);
+        assert!(dd.get_packed(&hb).unwrap().is_none());
     }
 
     #[test]

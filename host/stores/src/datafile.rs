@@ -595,6 +595,38 @@ pub fn decode_payload(
     Ok(data)
 }
 
+/// The payload of the record of block `expect` at `offset` as it is
+/// stored, when it is one zstd frame that needs no dictionary (see
+/// [`vt_core::Store::get_packed`]), checked like [`read_record`]'s
+/// (checksum, identity) but not decompressed; `None` when the record is
+/// stored plain or needs a dictionary.
+pub fn read_record_packed<'a>(
+    src: impl Into<Source<'a>>,
+    path: &Path,
+    offset: u64,
+    stored_len: Option<u32>,
+    expect: &Hash,
+) -> Result<Option<Bytes>> {
+    let corrupt = |detail: String| Error::Corrupt {
+        hash: *expect,
+        file: path.to_path_buf(),
+        detail,
+    };
+    let (h, payload) = read_checked(src.into(), offset, stored_len).map_err(corrupt)?;
+    if h.hash != *expect || h.is_group() {
+        return Err(corrupt(format!(
+            "record at offset {offset} is for {}{}, not this block",
+            if h.is_group() { "the group " } else { "" },
+            h.hash
+        )));
+    }
+    let plain_frame = h.flags & FLAG_ZSTD != 0
+        && zstd::zstd_safe::get_dict_id_from_frame(&payload).is_none()
+        && matches!(zstd::zstd_safe::get_frame_content_size(&payload),
+            Ok(Some(n)) if n == u64::from(h.raw_len));
+    Ok(plain_frame.then_some(payload))
+}
+
 /// One record found by [`scan`].
 #[derive(Clone, Debug)]
 pub struct Found {

@@ -24,8 +24,8 @@ use vt_core::store::StoreStats;
 use vt_core::{BlockClass, Error, Hash, HashKind, Result, Store};
 
 use super::link::{Completion, Link, LinkOptions};
-use super::prefetch::Prefetcher;
-use super::protocol::{BatchBlock, Reply, Request, Welcome, MAX_BATCH};
+use super::prefetch::{Got, Prefetcher};
+use super::protocol::{unpack, BatchBlock, Reply, Request, Welcome, MAX_BATCH};
 use super::transport::Endpoint;
 
 /// A batch is sent once it holds this many bytes.
@@ -427,7 +427,8 @@ impl Inner {
     /// A prefetched block arrived.
     fn prefetched(&self, h: Hash, r: Result<Reply>) {
         let r = match r {
-            Ok(Reply::Data(d)) => Ok(d),
+            Ok(Reply::Data(d)) => Ok(Got::Plain(d)),
+            Ok(Reply::Packed(b)) => Ok(Got::Packed(b)),
             Ok(_) => Err(self.odd("GET").to_string()),
             Err(e) => Err(e.to_string()),
         };
@@ -491,7 +492,13 @@ impl Store for StreamStore {
         if let Some(r) = self.inner.pre.take(hash, self.endpoint()) {
             return r;
         }
-        match self.inner.call(&Request::Get(*hash))? {
+        let reply = match self.inner.call(&Request::Get(*hash))? {
+            Reply::Packed(b) => Reply::Data(
+                unpack(&b).map_err(|e| Error::Store(format!("{}: {e}", self.endpoint())))?,
+            ),
+            r => r,
+        };
+        match reply {
             Reply::Data(Some(d)) => {
                 if self.inner.verify && hash.kind.digest(&d) != *hash {
                     return Err(Error::Store(format!(

@@ -222,6 +222,7 @@ impl Link {
             export: self.opts.export.clone(),
             token: self.opts.token.clone(),
             compress: self.opts.compress_replies,
+            packed: true,
         });
         let wire = hello.to_frame(0, 0, false)?.encode();
         let io = |e| Error::io(format!("say hello to {}", self.endpoint), e);
@@ -445,7 +446,7 @@ impl Link {
             w.extend_from_slice(&body);
             w
         };
-        let r = Reply::decode(p.op, p.first_flags.unwrap_or(flags), &whole)
+        let r = Reply::decode_owned(p.op, p.first_flags.unwrap_or(flags), whole)
             .map_err(|e| remote(&self.endpoint, e));
         p.done.complete(r);
     }

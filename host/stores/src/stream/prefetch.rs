@@ -19,13 +19,43 @@ const BUDGET_REQUESTS: usize = 2048;
 /// Arrived blocks a reader checks together.
 const VERIFY_BATCH: usize = 8;
 
-type Fetched = std::result::Result<Option<Vec<u8>>, String>;
+/// A block as it came: its data (`None`: the server does not have it),
+/// or still compressed ([`super::protocol::Reply::Packed`]), for the
+/// reader that takes it to decompress.
+#[derive(Clone)]
+pub enum Got {
+    /// The block's data, or `None`.
+    Plain(Option<Vec<u8>>),
+    /// A packed GET reply's body.
+    Packed(Vec<u8>),
+}
+
+impl Got {
+    /// Bytes held.
+    fn len(&self) -> usize {
+        match self {
+            Got::Plain(d) => d.as_ref().map_or(0, Vec::len),
+            Got::Packed(b) => b.len(),
+        }
+    }
+
+    /// The block's data, decompressed if it came packed.
+    fn plain(self) -> std::result::Result<Option<Vec<u8>>, String> {
+        match self {
+            Got::Plain(d) => Ok(d),
+            Got::Packed(b) => super::protocol::unpack(&b).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// What a prefetch brought: the block, or why not.
+pub type Fetched = std::result::Result<Got, String>;
 
 enum Slot {
     /// Asked for.
     Waiting,
     /// Arrived, not yet checked against its hash.
-    Arrived(Option<Vec<u8>>),
+    Arrived(Got),
     /// Being checked by a reader.
     Verifying,
     /// Checked (or failed).
@@ -61,10 +91,6 @@ pub struct Prefetcher {
     missed: AtomicU64,
     /// Hints dropped because the budget was spent.
     dropped: AtomicU64,
-}
-
-fn len(d: &Option<Vec<u8>>) -> usize {
-    d.as_ref().map_or(0, Vec::len)
 }
 
 impl Prefetcher {
@@ -110,12 +136,12 @@ impl Prefetcher {
         st.waiting -= 1;
         match r {
             Ok(d) if self.verify => {
-                st.bytes += len(&d);
+                st.bytes += d.len();
                 st.slots.insert(h, Slot::Arrived(d));
                 st.unverified.push_back(h);
             }
             Ok(d) => {
-                st.bytes += len(&d);
+                st.bytes += d.len();
                 st.slots.insert(h, Slot::Ready(Ok(d)));
             }
             Err(e) => {
@@ -128,7 +154,7 @@ impl Prefetcher {
                 break;
             };
             let n = match st.slots.get(&old) {
-                Some(Slot::Arrived(d)) | Some(Slot::Ready(Ok(d))) => len(d),
+                Some(Slot::Arrived(d)) | Some(Slot::Ready(Ok(d))) => d.len(),
                 Some(Slot::Ready(Err(_))) => 0,
                 // Asked again since, or being checked: not ours to drop.
                 _ => continue,
@@ -173,15 +199,17 @@ impl Prefetcher {
                         if *n == 0 {
                             st.more_readers.remove(h);
                         }
-                        return Some(copy.map_err(Error::Store));
+                        drop(st);
+                        return Some(copy.and_then(Got::plain).map_err(Error::Store));
                     }
                     let Some(Slot::Ready(r)) = st.slots.remove(h) else {
                         return None;
                     };
                     if let Ok(d) = &r {
-                        st.bytes -= len(d);
+                        st.bytes -= d.len();
                     }
-                    return Some(r.map_err(Error::Store));
+                    drop(st);
+                    return Some(r.and_then(Got::plain).map_err(Error::Store));
                 }
             }
         }
@@ -195,8 +223,8 @@ impl Prefetcher {
         h: &Hash,
         endpoint: &dyn std::fmt::Display,
     ) -> MutexGuard<'a, State> {
-        let mut batch: Vec<(Hash, Option<Vec<u8>>)> = Vec::with_capacity(VERIFY_BATCH);
-        let claim = |st: &mut State, k: Hash, batch: &mut Vec<(Hash, Option<Vec<u8>>)>| {
+        let mut batch: Vec<(Hash, Got)> = Vec::with_capacity(VERIFY_BATCH);
+        let claim = |st: &mut State, k: Hash, batch: &mut Vec<(Hash, Got)>| {
             if let Some(Slot::Arrived(d)) = st.slots.insert(k, Slot::Verifying) {
                 batch.push((k, d));
             }
@@ -211,23 +239,38 @@ impl Prefetcher {
             }
         }
         drop(st);
+        // Decompressed first (those that came packed), then hashed.
+        let held: Vec<usize> = batch.iter().map(|(_, g)| g.len()).collect();
+        let batch: Vec<(Hash, Fetched)> = batch
+            .into_iter()
+            .map(|(k, g)| (k, g.plain().map(Got::Plain)))
+            .collect();
+        fn data_of(r: &Fetched) -> Option<&[u8]> {
+            match r {
+                Ok(Got::Plain(Some(d))) => Some(d.as_slice()),
+                _ => None,
+            }
+        }
         let mut good = vec![true; batch.len()];
         for kind in HashKind::ALL {
             let idx: Vec<usize> = (0..batch.len())
-                .filter(|&i| batch[i].0.kind == kind && batch[i].1.is_some())
+                .filter(|&i| batch[i].0.kind == kind && data_of(&batch[i].1).is_some())
                 .collect();
-            let data: Vec<&[u8]> = idx.iter().filter_map(|&i| batch[i].1.as_deref()).collect();
+            let data: Vec<&[u8]> = idx.iter().filter_map(|&i| data_of(&batch[i].1)).collect();
             for (&i, d) in idx.iter().zip(kind.digest_many(&data)) {
                 good[i] = d == batch[i].0;
             }
         }
         let mut st = self.lock();
-        for ((k, d), ok) in batch.into_iter().zip(good) {
-            let r = if ok {
-                Ok(d)
-            } else {
-                st.bytes -= len(&d);
-                Err(format!("{endpoint}: block {k} came back with other data"))
+        for (((k, r), ok), was) in batch.into_iter().zip(good).zip(held) {
+            st.bytes -= was;
+            let r = match r {
+                Ok(d) if ok => {
+                    st.bytes += d.len();
+                    Ok(d)
+                }
+                Ok(_) => Err(format!("{endpoint}: block {k} came back with other data")),
+                Err(e) => Err(format!("{endpoint}: block {k}: {e}")),
             };
             st.slots.insert(k, Slot::Ready(r));
         }

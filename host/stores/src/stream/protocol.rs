@@ -135,6 +135,11 @@ pub struct Hello {
     /// GET replies).
     #[serde(default)]
     pub compress: bool,
+    /// Whether the client takes block data in GET replies as the store
+    /// keeps it, when that is a zstd frame ([`Reply::Packed`]): the server
+    /// then sends it on without decompressing it.
+    #[serde(default)]
+    pub packed: bool,
 }
 
 /// The JSON of a HELLO reply.
@@ -286,6 +291,12 @@ pub enum Reply {
     Flag(bool),
     /// To GET.
     Data(Option<Vec<u8>>),
+    /// To GET, from a client that said [`Hello::packed`]: the body of a
+    /// reply flagged [`FLAG_ZSTD`], zstd frames that decompress to the
+    /// payload of [`Reply::Data`] ([`PRESENT_FRAME`], then the block as
+    /// the store keeps it). Decompressed by [`unpack`] on the reader's
+    /// thread, not the connection's.
+    Packed(Vec<u8>),
     /// To WANT: indices (into the request's hashes) of those not stored.
     Wanted(Vec<u32>),
     /// To SYNC, ARCHIVE-APPEND, ARCHIVE-REPLACE, CHANNEL-CLOSE.
@@ -468,6 +479,14 @@ fn decode_request(op: Op, json: Option<&[u8]>, p: &[u8]) -> Result<Request> {
 impl Reply {
     /// The reply as frames for request `tag`: one, or several with
     /// [`FLAG_MORE`] when long.
+    pub fn into_frames(self, tag: u64, channel: u64, compress: bool) -> Result<Vec<Frame>> {
+        match self {
+            Reply::Packed(body) => Ok(split_parts(tag, channel, FLAG_ZSTD, body)),
+            r => r.to_frames(tag, channel, compress),
+        }
+    }
+
+    /// This reply as frames (see [`Reply::into_frames`]).
     pub fn to_frames(&self, tag: u64, channel: u64, compress: bool) -> Result<Vec<Frame>> {
         let mut json: Option<Vec<u8>> = None;
         let mut p = Vec::new();
@@ -479,6 +498,9 @@ impl Reply {
                 p.push(u8::from(*new));
             }
             Reply::Flag(b) => p.push(u8::from(*b)),
+            Reply::Packed(body) => {
+                return Ok(split_parts(tag, channel, FLAG_ZSTD, body.clone()));
+            }
             Reply::Data(d) | Reply::Text(d) => {
                 if let Some(d) = d {
                     p.reserve(d.len() + 1);
@@ -516,6 +538,20 @@ impl Reply {
         let mut body = Vec::new();
         let flags = finish_body(&mut body, json.as_deref(), p, compress)?;
         Ok(split_parts(tag, channel, flags, body))
+    }
+
+    /// Like [`Reply::decode`], but a GET reply flagged [`FLAG_ZSTD`] is
+    /// kept as it came ([`Reply::Packed`]): the connection's reader, which
+    /// calls this, must not spend its time decompressing.
+    pub fn decode_owned(
+        op: Op,
+        flags: u64,
+        body: Vec<u8>,
+    ) -> std::result::Result<Reply, RemoteError> {
+        if op == Op::Get && flags & (FLAG_ERROR | FLAG_JSON | FLAG_ZSTD) == FLAG_ZSTD {
+            return Ok(Reply::Packed(body));
+        }
+        Reply::decode(op, flags, &body)
     }
 
     /// Decodes the reply to an `op` request from its reassembled body and
@@ -579,6 +615,72 @@ fn decode_reply(op: Op, json: Option<&[u8]>, p: &[u8]) -> Result<Reply> {
         return Err(Error::decode("stream reply", "trailing bytes"));
     }
     Ok(rep)
+}
+
+/// One zstd frame of the byte 1: what a [`Reply::Packed`] starts with (a
+/// GET reply's payload starts with a present byte; zstd frames put one
+/// after the other decompress to their contents one after the other).
+pub fn present_frame() -> &'static [u8] {
+    static FRAME: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    FRAME.get_or_init(|| zstd::bulk::compress(&[1], 1).unwrap_or_default())
+}
+
+/// The body of a [`Reply::Packed`] carrying `frame`, a block as its store
+/// keeps it.
+pub fn packed_body(frame: &[u8]) -> Vec<u8> {
+    let head = present_frame();
+    let mut body = Vec::with_capacity(head.len() + frame.len());
+    body.extend_from_slice(head);
+    body.extend_from_slice(frame);
+    body
+}
+
+/// The block data of a [`Reply::Packed`] body (`None`: not stored),
+/// decompressed: at most [`MAX_PAYLOAD`] bytes, as the frames declare.
+pub fn unpack(body: &[u8]) -> Result<Option<Vec<u8>>> {
+    let bad = |why: String| Error::decode("packed GET reply", why);
+    // The usual case: the present byte's frame, then the block's frame,
+    // decompressed straight into its buffer.
+    if let Some(frame) = body.strip_prefix(present_frame()) {
+        let n = match zstd::zstd_safe::get_frame_content_size(frame) {
+            Ok(Some(n)) if n <= MAX_PAYLOAD as u64 => n as usize,
+            Ok(Some(n)) => return Err(bad(format!("a block of {n} bytes"))),
+            _ => return Err(bad("a frame without its size".into())),
+        };
+        thread_local! {
+            // A context costs its allocation (and page faults) each time:
+            // one per reading thread.
+            static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        let out = DCTX.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.is_none() {
+                let mut d = zstd::bulk::Decompressor::new().map_err(|e| bad(e.to_string()))?;
+                d.window_log_max(WINDOW_LOG_MAX)
+                    .map_err(|e| bad(e.to_string()))?;
+                *c = Some(d);
+            }
+            let d = c.as_mut().expect("made above");
+            d.decompress(frame, n)
+                .map_err(|e| bad(format!("zstd: {e}")))
+        })?;
+        if out.len() != n {
+            return Err(bad(format!("{} bytes, the frame says {n}", out.len())));
+        }
+        return Ok(Some(out));
+    }
+    match decode_reply_packed(body)? {
+        Reply::Data(d) => Ok(d),
+        _ => Err(bad("not a GET reply".into())),
+    }
+}
+
+/// A [`Reply::Packed`] body decompressed and decoded the general way.
+fn decode_reply_packed(body: &[u8]) -> Result<Reply> {
+    let mut r = Reader::new(body);
+    let (_, payload) = split_body(&mut r, FLAG_ZSTD)?;
+    decode_reply(Op::Get, None, &payload)
 }
 
 /// An error reply's frame(s) for request `tag`.
@@ -785,6 +887,7 @@ mod tests {
                 export: Some("e".into()),
                 token: None,
                 compress: true,
+                packed: true,
             }),
             Request::Add {
                 class: BlockClass::Data,

@@ -25,7 +25,7 @@ use vt_core::{Error, HashKind, Store};
 
 use super::frame::{Frame, FrameBuf, KNOWN_FLAGS, MAX_FRAME};
 use super::protocol::{
-    error_frames, BatchBlock, DecodeError, Hello, Op, Reply, Request, Welcome, VERSION,
+    error_frames, packed_body, BatchBlock, DecodeError, Hello, Op, Reply, Request, Welcome, VERSION,
 };
 use super::transport::{ReadHalf, WriteHalf};
 use super::workers::Workers;
@@ -208,6 +208,8 @@ struct Conn {
     channels: HashMap<u64, usize>,
     next_channel: u64,
     compress: bool,
+    /// The client takes blocks as their store keeps them ([`Reply::Packed`]).
+    packed: bool,
     /// Exports this connection added to, synced when it ends.
     wrote: Vec<bool>,
 }
@@ -411,6 +413,7 @@ impl Server {
             channels: HashMap::new(),
             next_channel: 1,
             compress: false,
+            packed: false,
             wrote: vec![false; self.exports.len()],
         };
         let mut buf = FrameBuf::new();
@@ -577,14 +580,15 @@ impl Server {
         let store = self.exports[ex].store.clone();
         let tx = tx.clone();
         let backlog = backlog.clone();
-        let compress = conn.compress;
+        let (compress, packed) = (conn.compress, conn.packed);
         self.workers.run(Box::new(move || {
             // A store that panics costs this request, not the server.
-            let done =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| execute(&*store, req)));
+            let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                execute(&*store, req, packed)
+            }));
             let frames = match done {
                 Ok(Ok(r)) => r
-                    .to_frames(tag, channel, compress)
+                    .into_frames(tag, channel, compress)
                     .unwrap_or_else(|e| error_frames(tag, channel, "store", &e.to_string())),
                 Ok(Err((kind, msg))) => error_frames(tag, channel, kind, &msg),
                 Err(_) => error_frames(
@@ -638,6 +642,7 @@ impl Server {
         };
         conn.channels.insert(0, ex);
         conn.compress = h.compress;
+        conn.packed = h.packed;
         tracing::info!(
             "{}: hello from {:?}, export {}",
             conn.peer,
@@ -755,7 +760,7 @@ fn check_hashes(blocks: &[BatchBlock]) -> Result<(), Failure> {
 }
 
 /// Runs one store request.
-fn execute(store: &dyn Store, req: Request) -> Result<Reply, Failure> {
+fn execute(store: &dyn Store, req: Request, packed: bool) -> Result<Reply, Failure> {
     Ok(match req {
         Request::Add { class, data } => {
             let (h, new) = store.add_as(&data, class).map_err(store_err)?;
@@ -782,6 +787,11 @@ fn execute(store: &dyn Store, req: Request) -> Result<Reply, Failure> {
             Reply::NewFlags(flags)
         }
         Request::Get(h) => {
+            if packed {
+                if let Some(frame) = store.get_packed(&h).map_err(store_err)? {
+                    return Ok(Reply::Packed(packed_body(&frame)));
+                }
+            }
             Reply::Data(store.get_shared(&h).map_err(store_err)?.map(|b| b.to_vec()))
         }
         Request::Contains(h) => Reply::Flag(store.contains(&h).map_err(store_err)?),

@@ -530,3 +530,154 @@ fn a_client_that_verifies_catches_a_server_returning_other_data() {
     let trusting = client(&r, StreamOptions::default());
     assert_ne!(trusting.get(&h).unwrap().unwrap(), b"what was stored");
 }
+
+/// A store that keeps its blocks as zstd frames (as a DataDir keeps most
+/// of its data), counting how they were read; `corrupt` flips a byte of
+/// the block inside each frame.
+struct Packing {
+    inner: Arc<dyn Store>,
+    corrupt: bool,
+    packed: std::sync::atomic::AtomicU64,
+    plain: std::sync::atomic::AtomicU64,
+}
+
+impl Packing {
+    fn new(inner: Arc<dyn Store>, corrupt: bool) -> Self {
+        Packing {
+            inner,
+            corrupt,
+            packed: Default::default(),
+            plain: Default::default(),
+        }
+    }
+}
+
+impl Store for Packing {
+    fn hash_kind(&self) -> HashKind {
+        self.inner.hash_kind()
+    }
+    fn add_hashed(&self, hash: &vt_core::Hash, data: &[u8]) -> vt_core::Result<bool> {
+        self.inner.add_hashed(hash, data)
+    }
+    fn get(&self, hash: &vt_core::Hash) -> vt_core::Result<Option<Vec<u8>>> {
+        self.plain
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.get(hash)
+    }
+    fn get_packed(&self, hash: &vt_core::Hash) -> vt_core::Result<Option<bytes::Bytes>> {
+        self.packed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(self.inner.get(hash)?.map(|mut d| {
+            if self.corrupt {
+                d[0] ^= 1;
+            }
+            zstd::bulk::compress(&d, 3).unwrap().into()
+        }))
+    }
+    fn contains(&self, hash: &vt_core::Hash) -> vt_core::Result<bool> {
+        self.inner.contains(hash)
+    }
+    fn sync(&self) -> vt_core::Result<()> {
+        self.inner.sync()
+    }
+    fn stats(&self) -> vt_core::Result<vt_core::store::StoreStats> {
+        self.inner.stats()
+    }
+}
+
+#[test]
+fn blocks_kept_compressed_travel_compressed() {
+    let backing = mem();
+    let packing = Arc::new(Packing::new(backing.clone(), false));
+    let r = serve(
+        vec![Export {
+            name: "d".into(),
+            store: packing.clone(),
+        }],
+        ServeOptions::default(),
+    );
+    let blocks: Vec<(vt_core::Hash, Vec<u8>)> = (0..200)
+        .map(|i| {
+            let d = if i % 2 == 0 {
+                data(i, 1000 + i as usize * 300)
+            } else {
+                format!("{i} compresses well ")
+                    .repeat(i as usize + 1)
+                    .into_bytes()
+            };
+            (backing.add(&d).unwrap().0, d)
+        })
+        .collect();
+    for verify in [false, true] {
+        let c = client(
+            &r,
+            StreamOptions {
+                verify,
+                ..Default::default()
+            },
+        );
+        let (b0, p0) = (
+            packing.plain.load(std::sync::atomic::Ordering::Relaxed),
+            packing.packed.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        // Read one by one, and prefetched.
+        for (h, d) in &blocks[..100] {
+            assert_eq!(&c.get(h).unwrap().unwrap(), d);
+        }
+        c.prefetch(&blocks[100..].iter().map(|b| b.0).collect::<Vec<_>>());
+        for (h, d) in &blocks[100..] {
+            assert_eq!(&c.get(h).unwrap().unwrap(), d);
+        }
+        let absent = HashKind::Sha3_256.digest(b"never stored");
+        assert!(c.get(&absent).unwrap().is_none());
+        // Every block went out as the store keeps it; only the absent one
+        // was asked for plainly.
+        assert_eq!(
+            packing.packed.load(std::sync::atomic::Ordering::Relaxed) - p0,
+            201
+        );
+        assert_eq!(
+            packing.plain.load(std::sync::atomic::Ordering::Relaxed) - b0,
+            1
+        );
+    }
+}
+
+#[test]
+fn packed_blocks_are_checked_and_bounded() {
+    let backing = mem();
+    let r = serve(
+        vec![Export {
+            name: "d".into(),
+            store: Arc::new(Packing::new(backing.clone(), true)),
+        }],
+        ServeOptions::default(),
+    );
+    let (h, _) = backing.add(b"what was stored, packed").unwrap();
+    let checked = client(
+        &r,
+        StreamOptions {
+            verify: true,
+            ..Default::default()
+        },
+    );
+    let e = checked.get(&h).unwrap_err().to_string();
+    assert!(e.contains("came back with other data"), "{e}");
+    checked.prefetch(&[h]);
+    let e = checked.get(&h).unwrap_err().to_string();
+    assert!(e.contains("came back with other data"), "{e}");
+    // A frame that claims more than any block holds is refused before
+    // anything is allocated for it.
+    let big = vec![0u8; 40 << 20];
+    let body = super::protocol::packed_body(&zstd::bulk::compress(&big, 1).unwrap());
+    let e = super::protocol::unpack(&body).unwrap_err().to_string();
+    assert!(e.contains("a block of 41943040 bytes"), "{e}");
+    // Damaged frames are errors, not data.
+    let mut body = super::protocol::packed_body(
+        &zstd::bulk::compress(b"x".repeat(5000).as_slice(), 3).unwrap(),
+    );
+    let n = body.len();
+    body[n - 3] ^= 0xff;
+    body.truncate(n - 1);
+    assert!(super::protocol::unpack(&body).is_err());
+}
