@@ -14,6 +14,9 @@ pub struct StoreStats {
     pub raw_bytes: u64,
     /// Bytes they occupy on the medium (compressed, with record headers).
     pub stored_bytes: u64,
+    /// Bytes of the store's index (derived data, beside `stored_bytes`);
+    /// 0 for stores without one.
+    pub index_bytes: u64,
 }
 
 /// What a block holds, so a store can place blocks by how they are read.

@@ -3,7 +3,7 @@
 //! ```text
 //! DIR/vt-datadir        format marker: "vt-datadir 1" and the hash name
 //! DIR/data/UUID.vtd     append-only datafiles (vtd.5)
-//! DIR/index/            LMDB environment: hash -> (file, offset, lengths)
+//! DIR/index/            hash -> (file, offset, lengths): sorted runs (index.rs)
 //! DIR/archives/NAME.vt  named archives kept with the store
 //! ```
 //!
@@ -18,8 +18,9 @@
 //! beyond what the index covers (a crashed writer's) is scanned and
 //! indexed, and a damaged tail is cut off; `reindex` rebuilds it all.
 //!
-//! The index is LMDB (through `heed`): memory-mapped, so memory does not
-//! grow with the store, safe for several processes, readers never block.
+//! The index is a set of sorted, immutable, memory-mapped runs (`index.rs`):
+//! about 59 bytes a block on disk however the store grew, memory that does
+//! not grow with the store, several processes at once.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -30,8 +31,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::ThreadId;
 
-use heed::types::Bytes;
-use heed::{Database, Env, EnvFlags, EnvOpenOptions, WithoutTls};
 use vt_core::archive::ArchiveDir;
 use vt_core::store::StoreStats;
 use vt_core::{BlockClass, Error, Hash, HashKind, Result, Store};
@@ -42,19 +41,15 @@ use crate::datafile::{
 };
 use crate::dict::Dictionaries;
 use crate::effort::{Compression, Effort, BASE_LEVEL};
+use crate::index::{InGroup, Index, Loc};
 use crate::mapping;
 
 /// A datafile is not appended to once it reaches this size.
 const MAX_DATAFILE: u64 = 1 << 30;
-/// Blocks written before the index is brought up to date, while the index
-/// is small. LMDB copies every page a transaction touches, so large
-/// batches keep a small index compact (every batch rewrites most of it)...
-const FLUSH_EVERY_SMALL: usize = 262_144;
-/// ...and small batches bound memory in a large index, where each insert
-/// touches a page of its own (dirty copy plus mapped original: 8 KiB).
-const FLUSH_EVERY_LARGE: usize = 16_384;
-/// An index with more entries than this is large.
-const LARGE_INDEX: u64 = 1 << 20;
+/// Blocks written before the index is brought up to date: each flush
+/// writes a run (merged with the newest ones when they add up), and
+/// pending entries take memory (about 100 bytes each).
+const FLUSH_EVERY: usize = 131_072;
 /// Name of the format marker file.
 const MARKER: &str = "vt-datadir";
 /// The layout version this code reads and writes.
@@ -82,66 +77,6 @@ const GROUP_CACHE: usize = 64;
 /// Group-member index entries fsck sorts by place before reading them, so
 /// each group is decompressed about once per batch.
 const FSCK_BATCH: usize = 1 << 18;
-
-/// Where a block's record lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Loc {
-    file: u32,
-    offset: u64,
-    /// Payload length of the record (of the group, for a member).
-    stored_len: u32,
-    /// Length of the block.
-    raw_len: u32,
-    /// Set when the block is a member of a group record.
-    member: Option<InGroup>,
-}
-
-/// A block's place in a group record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct InGroup {
-    /// Its position in the member table.
-    index: u32,
-    /// Where its data starts in the group's decompressed data.
-    offset: u32,
-}
-
-impl Loc {
-    /// 20 bytes for a whole record (as before groups existed), 28 for a
-    /// group member.
-    fn to_bytes(self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(28);
-        b.extend_from_slice(&self.file.to_le_bytes());
-        b.extend_from_slice(&self.offset.to_le_bytes());
-        b.extend_from_slice(&self.stored_len.to_le_bytes());
-        b.extend_from_slice(&self.raw_len.to_le_bytes());
-        if let Some(m) = self.member {
-            b.extend_from_slice(&m.index.to_le_bytes());
-            b.extend_from_slice(&m.offset.to_le_bytes());
-        }
-        b
-    }
-    fn from_bytes(b: &[u8]) -> Result<Self> {
-        if b.len() != 20 && b.len() != 28 {
-            return Err(Error::Store(format!(
-                "index entry of {} bytes, expected 20 or 28: run `vt fsck --reindex`",
-                b.len()
-            )));
-        }
-        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        let mut o = [0u8; 8];
-        o.copy_from_slice(&b[4..12]);
-        Ok(Loc {
-            file: u32_at(0),
-            offset: u64::from_le_bytes(o),
-            stored_len: u32_at(12),
-            raw_len: u32_at(16),
-            member: (b.len() == 28).then(|| InGroup {
-                index: u32_at(20),
-                offset: u32_at(24),
-            }),
-        })
-    }
-}
 
 /// Small blocks gathered for one group record.
 #[derive(Default)]
@@ -364,9 +299,8 @@ pub struct DataDir {
     kind: HashKind,
     /// What reads check.
     verify: Verify,
-    env: Env<WithoutTls>,
-    blocks: Database<Bytes, Bytes>,
-    files: Database<Bytes, Bytes>,
+    /// Where each block is, and the datafiles' numbers.
+    index: Index,
     state: Mutex<State>,
     /// Signalled whenever a sealed group is written (or lost).
     written: Condvar,
@@ -378,21 +312,13 @@ pub struct DataDir {
     maps: RwLock<HashMap<u32, bytes::Bytes>>,
     /// Bytes read through maps since their pages were last released.
     mapped_reads: AtomicU64,
-    /// Index look-ups since the index's pages were last released.
-    lookups: AtomicU64,
     /// Compression dictionaries.
     dicts: Dictionaries,
     /// How hard new data blocks are compressed.
     effort: Effort,
-    /// Entries in the index, as of the last flush.
-    indexed: AtomicU64,
     /// Flushes so far: a block not found before a flush may be in the
     /// index after it, instead of in `pending`.
     flushes: AtomicU64,
-}
-
-fn db_err(what: &str) -> impl Fn(heed::Error) -> Error + '_ {
-    move |e| Error::Store(format!("DataDir index: {what}: {e}"))
 }
 
 /// Opens a datafile for reading and writing.
@@ -442,54 +368,41 @@ impl DataDir {
             std::fs::create_dir_all(root.join(sub))
                 .map_err(|e| Error::io(format!("create {}/{sub}", root.display()), e))?;
         }
-        // SAFETY: the LMDB environment is opened once per process (the vt
-        // binary opens one store per DataDir) and its files are not
-        // modified by other means.
-        let env = unsafe {
-            let mut o = EnvOpenOptions::new().read_txn_without_tls();
-            o.map_size(1 << 40).max_dbs(4).max_readers(1022);
-            o.flags(EnvFlags::NO_READ_AHEAD);
-            o.open(root.join("index"))
+        let index_dir = root.join("index");
+        if index_dir.join("data.mdb").exists() {
+            // Written by an earlier vt (LMDB): rebuilt from the datafiles,
+            // as after `vt fsck --reindex`.
+            tracing::warn!(
+                "{}: converting the index to the current format (reading every datafile once)",
+                root.display()
+            );
+            for f in ["data.mdb", "lock.mdb"] {
+                let p = index_dir.join(f);
+                std::fs::remove_file(&p)
+                    .or_else(|e| match e.kind() {
+                        std::io::ErrorKind::NotFound => Ok(()),
+                        _ => Err(e),
+                    })
+                    .map_err(|e| Error::io(format!("remove {}", p.display()), e))?;
+            }
         }
-        .map_err(db_err("open"))?;
-        // LMDB is told not to read ahead (a large index is read a page here
-        // and there); a small one is cheaper read whole, once.
-        if let Ok(f) = File::open(root.join("index/data.mdb")) {
-            prefetch_whole(&f);
-        }
-        let mut wtxn = env.write_txn().map_err(db_err("begin"))?;
-        let blocks = env
-            .create_database(&mut wtxn, Some("blocks"))
-            .map_err(db_err("create blocks table"))?;
-        let files = env
-            .create_database(&mut wtxn, Some("files"))
-            .map_err(db_err("create files table"))?;
-        wtxn.commit().map_err(db_err("commit"))?;
+        let index = Index::open(&index_dir)?;
         let dd = DataDir {
             root: root.to_path_buf(),
             kind,
             verify: Verify::default(),
-            env,
-            blocks,
-            files,
+            index,
             state: Mutex::default(),
             written: Condvar::new(),
             group_cache: Mutex::default(),
             readers: RwLock::default(),
             maps: RwLock::default(),
             mapped_reads: AtomicU64::new(0),
-            lookups: AtomicU64::new(0),
             dicts: Dictionaries::open(&root.join("dicts"))?,
             effort: Effort::default(),
-            indexed: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
         };
         dd.recover()?;
-        {
-            let rtxn = dd.env.read_txn().map_err(db_err("begin"))?;
-            let n = dd.blocks.len(&rtxn).map_err(db_err("count"))?;
-            dd.indexed.store(n, Relaxed);
-        }
         Ok(dd)
     }
 
@@ -531,46 +444,21 @@ impl DataDir {
 
     /// Registered datafiles: number -> (name, indexed end).
     fn registered(&self) -> Result<Vec<(u32, String, u64)>> {
-        let rtxn = self.env.read_txn().map_err(db_err("begin"))?;
-        let mut out = Vec::new();
-        for item in self.files.iter(&rtxn).map_err(db_err("list files"))? {
-            let (k, v) = item.map_err(db_err("list files"))?;
-            if k.len() != 4 || v.len() < 8 {
-                return Err(Error::Store(
-                    "malformed files table in the index: run `vt fsck --reindex`".into(),
-                ));
-            }
-            let num = u32::from_be_bytes([k[0], k[1], k[2], k[3]]);
-            let mut e = [0u8; 8];
-            e.copy_from_slice(&v[..8]);
-            out.push((
-                num,
-                String::from_utf8_lossy(&v[8..]).into_owned(),
-                u64::from_le_bytes(e),
-            ));
-        }
-        Ok(out)
+        let ends = self.index.ends();
+        Ok(self
+            .index
+            .datafiles()?
+            .into_iter()
+            .map(|(n, name)| {
+                let end = ends.get(&n).copied().unwrap_or(0);
+                (n, name, end)
+            })
+            .collect())
     }
 
     /// The number of datafile `name`, registering it if new.
     fn register(&self, name: &str) -> Result<u32> {
-        let mut wtxn = self.env.write_txn().map_err(db_err("begin"))?;
-        let mut next = 0u32;
-        for item in self.files.iter(&wtxn).map_err(db_err("list files"))? {
-            let (k, v) = item.map_err(db_err("list files"))?;
-            let num = u32::from_be_bytes(k.try_into().unwrap_or([0; 4]));
-            if v.get(8..) == Some(name.as_bytes()) {
-                return Ok(num);
-            }
-            next = next.max(num + 1);
-        }
-        let mut v = 0u64.to_le_bytes().to_vec();
-        v.extend_from_slice(name.as_bytes());
-        self.files
-            .put(&mut wtxn, &next.to_be_bytes(), &v)
-            .map_err(db_err("register datafile"))?;
-        wtxn.commit().map_err(db_err("commit"))?;
-        Ok(next)
+        self.index.register(name)
     }
 
     /// Names of the datafiles in `data/`.
@@ -673,12 +561,7 @@ impl DataDir {
                 );
             }
         }
-        let mut wtxn = self.env.write_txn().map_err(db_err("begin"))?;
-        for f in &res.records {
-            for (hash, loc) in locs_of(num, f) {
-                self.insert_if_absent(&mut wtxn, &hash.to_bytes(), &loc)?;
-            }
-        }
+        let entries: Vec<(Hash, Loc)> = res.records.iter().flat_map(|f| locs_of(num, f)).collect();
         let mut good_end = res.good_end;
         if !res.damaged.is_empty() {
             let tail_only = res.damaged.iter().all(|&(o, _)| o >= res.good_end);
@@ -699,37 +582,8 @@ impl DataDir {
                 good_end = size;
             }
         }
-        self.set_end(&mut wtxn, num, path, good_end)?;
-        wtxn.commit().map_err(db_err("commit"))?;
+        self.index.add_run(entries, &[(num, good_end)])?;
         Ok(good_end)
-    }
-
-    /// Enters a block in the index unless it is there already (another
-    /// copy, or another process's, came first; either serves).
-    fn insert_if_absent(&self, wtxn: &mut heed::RwTxn<'_>, key: &[u8], loc: &Loc) -> Result<()> {
-        if self
-            .blocks
-            .get(wtxn, key)
-            .map_err(db_err("lookup"))?
-            .is_none()
-        {
-            self.blocks
-                .put(wtxn, key, &loc.to_bytes())
-                .map_err(db_err("insert"))?;
-        }
-        Ok(())
-    }
-
-    fn set_end(&self, wtxn: &mut heed::RwTxn<'_>, num: u32, path: &Path, end: u64) -> Result<()> {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let mut v = end.to_le_bytes().to_vec();
-        v.extend_from_slice(name.as_bytes());
-        self.files
-            .put(wtxn, &num.to_be_bytes(), &v)
-            .map_err(db_err("update datafile end"))
     }
 
     /// Takes (or creates) a datafile of `lane` to append to, skipping
@@ -819,33 +673,19 @@ impl DataDir {
                 .sync_data()
                 .map_err(|e| Error::io(format!("sync datafile {}", w.path.display()), e))?;
         }
-        let mut wtxn = self.env.write_txn().map_err(db_err("begin"))?;
-        // In key order: each index page is then touched once per batch.
-        let mut batch: Vec<([u8; Hash::ENCODED_LEN], &Loc)> =
-            st.pending.iter().map(|(h, l)| (h.to_bytes(), l)).collect();
-        batch.sort_unstable_by_key(|e| e.0);
-        let mdb = self.root.join("index/data.mdb");
-        for (i, (key, loc)) in batch.into_iter().enumerate() {
-            if i % RELEASE_EVERY as usize == RELEASE_EVERY as usize - 1 {
-                // A large batch touches a page per insert; the kernel maps
-                // more around each. LMDB's write transaction copies pages
-                // before changing them, so the mapping stays clean.
-                release_index_pages(&mdb);
-            }
-            self.insert_if_absent(&mut wtxn, &key, loc)?;
-        }
-        for w in st.writers.iter().flatten() {
-            self.set_end(&mut wtxn, w.num, &w.path, w.pos)?;
-        }
-        let entries = self.blocks.len(&wtxn).map_err(db_err("count"))?;
-        wtxn.commit().map_err(db_err("commit"))?;
-        self.indexed.store(entries, Relaxed);
+        let entries: Vec<(Hash, Loc)> = st.pending.iter().map(|(h, l)| (*h, *l)).collect();
+        let ends: Vec<(u32, u64)> = st
+            .writers
+            .iter()
+            .flatten()
+            .map(|w| (w.num, w.pos))
+            .collect();
+        self.index.add_run(entries, &ends)?;
         for w in st.writers.iter_mut().flatten() {
             w.indexed = w.pos;
         }
         st.pending.clear();
         self.flushes.fetch_add(1, Relaxed);
-        release_index_pages(&mdb);
         Ok(())
     }
 
@@ -931,18 +771,17 @@ impl DataDir {
                 )));
             }
         }
-        if self.lookups.fetch_add(1, Relaxed) % RELEASE_EVERY == RELEASE_EVERY - 1 {
-            release_index_pages(&self.root.join("index/data.mdb"));
+        Ok(self.indexed(hash)?.map(Place::Disk))
+    }
+
+    /// Block `hash`'s index entry; on a miss, the index is looked at again
+    /// if another process changed it since (one `fstat`).
+    fn indexed(&self, hash: &Hash) -> Result<Option<Loc>> {
+        if let Some(loc) = self.index.get(hash)? {
+            return Ok(Some(loc));
         }
-        let rtxn = self.env.read_txn().map_err(db_err("begin"))?;
-        match self
-            .blocks
-            .get(&rtxn, &hash.to_bytes())
-            .map_err(db_err("lookup"))?
-        {
-            Some(v) => Ok(Some(Place::Disk(Loc::from_bytes(v)?))),
-            None => Ok(None),
-        }
+        self.index.refresh()?;
+        self.index.get(hash)
     }
 
     /// Reads block `hash` at `loc`, checking what `verify` says; `mapped`
@@ -1055,12 +894,7 @@ impl DataDir {
         if self.flushes.load(Relaxed) == flushes {
             return Ok(false);
         }
-        let rtxn = self.env.read_txn().map_err(db_err("begin"))?;
-        Ok(self
-            .blocks
-            .get(&rtxn, &hash.to_bytes())
-            .map_err(db_err("lookup"))?
-            .is_some())
+        self.index.contains(hash)
     }
 
     /// Refuses to write once blocks were lost.
@@ -1115,12 +949,7 @@ impl DataDir {
 
     /// Flushes when a batch is full.
     fn maybe_flush(&self, st: &mut State) -> Result<()> {
-        let batch = if self.indexed.load(Relaxed) > LARGE_INDEX {
-            FLUSH_EVERY_LARGE
-        } else {
-            FLUSH_EVERY_SMALL
-        };
-        if st.pending.len() >= batch {
+        if st.pending.len() >= FLUSH_EVERY {
             self.flush_locked(st)?;
         }
         Ok(())
@@ -1252,7 +1081,8 @@ impl DataDir {
     pub fn fsck(&self) -> Result<FsckReport> {
         self.sync()?;
         let mut rep = FsckReport::default();
-        let rtxn = self.env.read_txn().map_err(db_err("begin"))?;
+        self.index.refresh()?;
+        rep.problems.extend(self.index.check());
         for (num, name, _) in self.registered()? {
             let path = self.data_path(&name);
             let file = match File::open(&path) {
@@ -1272,12 +1102,7 @@ impl DataDir {
             for f in &res.records {
                 rep.records += 1;
                 for (hash, loc) in locs_of(num, f) {
-                    if self
-                        .blocks
-                        .get(&rtxn, &hash.to_bytes())
-                        .map_err(db_err("lookup"))?
-                        .is_none()
-                    {
+                    if !self.index.contains(&hash)? {
                         let what = match loc.member {
                             Some(m) => format!("member #{} of the group record", m.index),
                             None => "the record".into(),
@@ -1294,16 +1119,14 @@ impl DataDir {
         // Group members are checked in batches sorted by place, so that
         // the group cache serves a group's members with one decompression.
         let mut members = Vec::new();
-        for item in self.blocks.iter(&rtxn).map_err(db_err("list blocks"))? {
-            let (k, v) = item.map_err(db_err("list blocks"))?;
-            let hash = match Hash::from_bytes(k) {
-                Ok(h) => h,
+        for item in self.index.entries() {
+            let (hash, loc) = match item {
+                Ok(e) => e,
                 Err(e) => {
-                    rep.problems.push(format!("index: bad key: {e}"));
+                    rep.problems.push(format!("index: {e}"));
                     continue;
                 }
             };
-            let loc = Loc::from_bytes(v)?;
             if loc.member.is_some() {
                 members.push((hash, loc));
                 if members.len() >= FSCK_BATCH {
@@ -1342,10 +1165,7 @@ impl DataDir {
         if let Ok(mut c) = self.group_cache.lock() {
             c.clear();
         }
-        let mut wtxn = self.env.write_txn().map_err(db_err("begin"))?;
-        self.blocks.clear(&mut wtxn).map_err(db_err("clear"))?;
-        self.files.clear(&mut wtxn).map_err(db_err("clear"))?;
-        wtxn.commit().map_err(db_err("commit"))?;
+        self.index.clear()?;
         if let Ok(mut r) = self.readers.write() {
             r.clear();
         }
@@ -1364,7 +1184,8 @@ impl DataDir {
                 flock(&file, libc::LOCK_UN);
             }
         }
-        Ok(())
+        // One run per datafile so far: merged into one.
+        self.index.compact()
     }
 }
 
@@ -1413,45 +1234,10 @@ fn prefetch_whole(file: &File) {
     }
 }
 
-/// Index look-ups between releases of the index's mapped pages.
-const RELEASE_EVERY: u64 = 1024;
-
 /// Bytes read through datafile maps between releases of their pages: few,
 /// so that a finished read does not leave its pages mapped (which would
 /// also keep them through `drop_caches`, flattering a cold benchmark).
 const RELEASE_MAPPED: u64 = 8 << 20;
-
-/// Drops this process's page table entries for the memory-mapped index
-/// file, so resident memory does not grow with the index: the pages stay
-/// in the page cache and a later access maps them again (a minor fault).
-/// LMDB maps the file read-only and shared, so this never changes data.
-fn release_index_pages(file: &Path) {
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
-        return;
-    };
-    let Some(want) = std::fs::canonicalize(file)
-        .ok()
-        .map(|p| p.to_string_lossy().into_owned())
-    else {
-        return;
-    };
-    for line in maps.lines().filter(|l| l.ends_with(want.as_str())) {
-        let Some((range, _)) = line.split_once(' ') else {
-            continue;
-        };
-        let Some((a, b)) = range.split_once('-') else {
-            continue;
-        };
-        let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else {
-            continue;
-        };
-        // SAFETY: the range is a whole mapping of this process, read-only
-        // and file-backed; MADV_DONTNEED only drops its page table entries.
-        unsafe {
-            libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_DONTNEED);
-        }
-    }
-}
 
 fn parse_marker(text: &str, path: &Path) -> Result<HashKind> {
     let mut version = None;
@@ -1608,10 +1394,8 @@ impl Store for DataDir {
 
     fn stats(&self) -> Result<StoreStats> {
         let mut s = StoreStats::default();
-        let rtxn = self.env.read_txn().map_err(db_err("begin"))?;
-        for item in self.blocks.iter(&rtxn).map_err(db_err("list blocks"))? {
-            let (_, v) = item.map_err(db_err("list blocks"))?;
-            let loc = Loc::from_bytes(v)?;
+        for item in self.index.entries() {
+            let (_, loc) = item?;
             // Per block, also for group members.
             s.blocks += 1;
             s.raw_bytes += u64::from(loc.raw_len);
@@ -1619,6 +1403,7 @@ impl Store for DataDir {
         for (_, name, _) in self.registered()? {
             s.stored_bytes += std::fs::metadata(self.data_path(&name)).map_or(0, |m| m.len());
         }
+        s.index_bytes = self.index.disk_bytes();
         Ok(s)
     }
 }

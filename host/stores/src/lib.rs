@@ -2,7 +2,8 @@
 //!
 //! - [`MemoryStore`]: blocks in memory, optionally a bounded lossy cache.
 //! - [`DataDir`]: the embedded default: append-only `.vtd` datafiles of
-//!   compressed records plus an LMDB index that can be rebuilt from them.
+//!   compressed records plus an index of sorted runs that can be rebuilt
+//!   from them.
 //! - [`stream`]: `vt serve` and [`StreamStore`], a store on a server.
 
 pub mod archive_route;
@@ -11,6 +12,7 @@ pub mod datafile;
 pub mod dict;
 pub mod effort;
 pub mod file_cache;
+pub(crate) mod index;
 pub mod mapping;
 pub mod mem_cache;
 pub mod memory;

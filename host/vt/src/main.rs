@@ -413,6 +413,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     s.raw_bytes as f64 / s.stored_bytes as f64
                 );
             }
+            if s.index_bytes > 0 {
+                println!(
+                    "index:          {} ({} bytes, {:.1} a block)",
+                    human(s.index_bytes),
+                    s.index_bytes,
+                    s.index_bytes as f64 / s.blocks.max(1) as f64
+                );
+            }
             if let Some(sp) = special {
                 let top = sp.top()?;
                 let (files, bytes) = tree_size(&*st.store, &top)?;

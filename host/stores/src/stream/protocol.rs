@@ -187,6 +187,9 @@ pub struct Stats {
     pub raw_bytes: u64,
     /// Bytes they occupy on the server's medium.
     pub stored_bytes: u64,
+    /// Bytes of the server store's index.
+    #[serde(default)]
+    pub index_bytes: u64,
 }
 
 impl From<StoreStats> for Stats {
@@ -195,6 +198,7 @@ impl From<StoreStats> for Stats {
             blocks: s.blocks,
             raw_bytes: s.raw_bytes,
             stored_bytes: s.stored_bytes,
+            index_bytes: s.index_bytes,
         }
     }
 }
@@ -205,6 +209,7 @@ impl From<Stats> for StoreStats {
             blocks: s.blocks,
             raw_bytes: s.raw_bytes,
             stored_bytes: s.stored_bytes,
+            index_bytes: s.index_bytes,
         }
     }
 }
