@@ -52,7 +52,8 @@ vt_series() {
         XDG_CONFIG_HOME=$home/cfg XDG_DATA_HOME=$home/data XDG_CACHE_HOME=$home/cache \
             "$VT" -q import "$home/in" mbox
         local now
-        now=$(bytes "$home/data/vt/store/data")
+        # The whole store: datafiles, index, archives, dictionaries.
+        now=$(bytes "$home/data/vt/store")
         out+=($((now - prev)))
         prev=$now
     done
@@ -92,6 +93,8 @@ restic_stat() {
     esac
 }
 echo "## mbox dedup: bytes added to the store by each version ($N messages in v1)"
+echo
+echo "vt: the whole DataDir (datafiles, index, archives, dictionaries); restic: the whole repository."
 echo
 echo "restic $(restic version | cut -d' ' -f2): median, and minimum to maximum, of $RUNS repositories."
 echo
