@@ -1169,6 +1169,9 @@ impl DataDir {
         if let Ok(mut r) = self.readers.write() {
             r.clear();
         }
+        if let Ok(mut m) = self.maps.write() {
+            m.clear();
+        }
         drop(st);
         // Every file is scanned from the start; files held by a live writer
         // are indexed as far as they go, without repair.
