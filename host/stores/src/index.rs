@@ -327,6 +327,7 @@ fn sync_dir(dir: &Path) -> Result<()> {
 /// it a chunk at a time and releases each chunk's pages, so checking a
 /// large run does not leave it resident.
 fn checksum_ok(map: &Bytes) -> bool {
+    mapping::will_need(map);
     let body = map.len() - CRC_LEN;
     let mut h = crc32fast::Hasher::new();
     let mut at = 0;
@@ -397,6 +398,10 @@ impl Run {
             Ok(None) => return Err(OpenError::Damaged("empty".into())),
             Err(e) => return Err(failed("map index run", e)),
         };
+        // Looked up at random: without this, each page a look-up touches
+        // maps its neighbours too, and a process doing many look-ups in a
+        // large index holds hundreds of MB of it between releases.
+        mapping::advise_random(&map);
         if map[..7] != MAGIC[..7] {
             return Err(OpenError::Damaged("not an index run (bad magic)".into()));
         }
@@ -663,6 +668,8 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn new(run: &'a Run) -> Self {
+        // Read in order: ahead of the merge (the map is advised random).
+        mapping::will_need(&run.map);
         let crc = (!run.verified.load(Relaxed)).then(|| (crc32fast::Hasher::new(), 0));
         Cursor { run, next: 0, crc }
     }
@@ -740,6 +747,10 @@ impl Iterator for Entries {
         loop {
             let r = self.runs.get(self.run)?;
             if self.next < r.count {
+                if self.next == 0 {
+                    // Read in order (the map is advised random).
+                    mapping::will_need(&r.map);
+                }
                 let i = self.next;
                 self.next += 1;
                 self.since_release += 1;

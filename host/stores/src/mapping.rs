@@ -91,6 +91,36 @@ pub fn release(map: &Bytes) {
     }
 }
 
+/// Tells the kernel that `map` is read at random places (look-ups): no
+/// read-ahead, and no mapping of the neighbouring pages of each page
+/// touched ("fault-around", 64 KiB a fault), which would make a process
+/// that looks up many keys hold far more of the file than it read.
+pub fn advise_random(map: &Bytes) {
+    // SAFETY: as in `release`; MADV_RANDOM only changes how the kernel
+    // pages this mapping in.
+    unsafe {
+        libc::madvise(
+            map.as_ptr() as *mut libc::c_void,
+            map.len(),
+            libc::MADV_RANDOM,
+        );
+    }
+}
+
+/// Asks the kernel to read `map` into the page cache ahead of a reader
+/// that goes through it in order (a map advised random is not read
+/// ahead); it does not map the pages.
+pub fn will_need(map: &Bytes) {
+    // SAFETY: as in `release`; MADV_WILLNEED only starts reads.
+    unsafe {
+        libc::madvise(
+            map.as_ptr() as *mut libc::c_void,
+            map.len(),
+            libc::MADV_WILLNEED,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
