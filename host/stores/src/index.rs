@@ -139,8 +139,10 @@ const NO_MEMBER: u32 = u32::MAX;
 /// The greatest record offset an entry holds (48 bits; datafiles stop
 /// growing at 1 GiB).
 const MAX_OFFSET: u64 = (1 << 48) - 1;
-/// Look-ups between releases of the maps' pages (as the LMDB index did).
-const RELEASE_EVERY: u64 = 1024;
+/// Look-ups between releases of the maps' pages: a look-up touches a few
+/// pages of every run, so this bounds what a process holds mapped at a few
+/// MB a run (a release costs one madvise per run).
+const RELEASE_EVERY: u64 = 256;
 /// Entries read in a row (merging, listing) between releases of pages.
 const RELEASE_SEQUENTIAL: usize = 1 << 16;
 /// Runs up to this size have their checksum checked when a process opens
