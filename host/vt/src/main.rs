@@ -492,7 +492,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Fsck { reindex } => {
             let st = cfg.open_store(store_spec, false)?;
             let Some(dd) = &st.datadir else {
-                println!("store {} is not a DataDir: nothing to check", st.name);
+                println!(
+                    "store {} is not a DataDir: nothing to check here (a store served by `vt serve` is checked where its DataDir is: `vt -S DIR fsck` on the server)",
+                    st.name
+                );
                 return Ok(ExitCode::SUCCESS);
             };
             if reindex {
