@@ -304,7 +304,20 @@ impl<'a> Exporter<'a> {
                             g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
                         }
                     };
-                    let r = self.dir(&d, &path);
+                    // A panic must not leave `busy` counted (the other
+                    // workers would wait for it for ever): it fails the
+                    // export with its message.
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        self.dir(&d, &path)
+                    }))
+                    .unwrap_or_else(|p| {
+                        let why = p
+                            .downcast_ref::<String>()
+                            .map(String::as_str)
+                            .or_else(|| p.downcast_ref::<&str>().copied())
+                            .unwrap_or("a panic");
+                        Err(anyhow!("{}: internal error: {why}", path.display()))
+                    });
                     let mut g = lock();
                     g.busy -= 1;
                     match r {
