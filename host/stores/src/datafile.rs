@@ -506,6 +506,25 @@ fn read_whole(
     Some((h, payload))
 }
 
+/// The checked header and payload of the record at `offset`, which must
+/// be block `expect`'s own record (not another block's, not a group).
+fn read_own_record(
+    src: Source<'_>,
+    offset: u64,
+    stored_len: Option<u32>,
+    expect: &Hash,
+) -> std::result::Result<(RecordHeader, Bytes), String> {
+    let (h, payload) = read_checked(src, offset, stored_len)?;
+    if h.hash != *expect || h.is_group() {
+        return Err(format!(
+            "record at offset {offset} is for {}{}, not this block",
+            if h.is_group() { "the group " } else { "" },
+            h.hash
+        ));
+    }
+    Ok((h, payload))
+}
+
 /// Reads and verifies the record at `offset` (checksum, identity, length,
 /// and with [`Verify::Hash`] the hash of the decompressed data). Returns the
 /// block data (from a map, a slice of it unless it was compressed).
@@ -523,14 +542,7 @@ pub fn read_record<'a>(
         file: path.to_path_buf(),
         detail,
     };
-    let (h, payload) = read_checked(src.into(), offset, stored_len).map_err(corrupt)?;
-    if h.hash != *expect || h.is_group() {
-        return Err(corrupt(format!(
-            "record at offset {offset} is for {}{}, not this block",
-            if h.is_group() { "the group " } else { "" },
-            h.hash
-        )));
-    }
+    let (h, payload) = read_own_record(src.into(), offset, stored_len, expect).map_err(corrupt)?;
     let data = decode_payload(&h, payload, dicts).map_err(corrupt)?;
     if verify == Verify::Hash && expect.kind.digest(&data) != *expect {
         return Err(corrupt(format!(
@@ -612,14 +624,7 @@ pub fn read_record_packed<'a>(
         file: path.to_path_buf(),
         detail,
     };
-    let (h, payload) = read_checked(src.into(), offset, stored_len).map_err(corrupt)?;
-    if h.hash != *expect || h.is_group() {
-        return Err(corrupt(format!(
-            "record at offset {offset} is for {}{}, not this block",
-            if h.is_group() { "the group " } else { "" },
-            h.hash
-        )));
-    }
+    let (h, payload) = read_own_record(src.into(), offset, stored_len, expect).map_err(corrupt)?;
     let plain_frame = h.flags & FLAG_ZSTD != 0
         && zstd::zstd_safe::get_dict_id_from_frame(&payload).is_none()
         && matches!(zstd::zstd_safe::get_frame_content_size(&payload),
