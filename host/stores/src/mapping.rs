@@ -79,16 +79,7 @@ pub fn map(file: &File, len: u64) -> std::io::Result<Option<Bytes>> {
 /// maps them again (a minor fault). The data never changes (read-only,
 /// file-backed), so slices of the map in use stay good.
 pub fn release(map: &Bytes) {
-    // SAFETY: `map` starts at a mapping's page-aligned start and covers it
-    // (what `map` returns); MADV_DONTNEED on a read-only shared file
-    // mapping only drops page table entries.
-    unsafe {
-        libc::madvise(
-            map.as_ptr() as *mut libc::c_void,
-            map.len(),
-            libc::MADV_DONTNEED,
-        );
-    }
+    advise(map, libc::MADV_DONTNEED);
 }
 
 /// Tells the kernel that `map` is read at random places (look-ups): no
@@ -96,28 +87,23 @@ pub fn release(map: &Bytes) {
 /// touched ("fault-around", 64 KiB a fault), which would make a process
 /// that looks up many keys hold far more of the file than it read.
 pub fn advise_random(map: &Bytes) {
-    // SAFETY: as in `release`; MADV_RANDOM only changes how the kernel
-    // pages this mapping in.
-    unsafe {
-        libc::madvise(
-            map.as_ptr() as *mut libc::c_void,
-            map.len(),
-            libc::MADV_RANDOM,
-        );
-    }
+    advise(map, libc::MADV_RANDOM);
 }
 
 /// Asks the kernel to read `map` into the page cache ahead of a reader
 /// that goes through it in order (a map advised random is not read
 /// ahead); it does not map the pages.
 pub fn will_need(map: &Bytes) {
-    // SAFETY: as in `release`; MADV_WILLNEED only starts reads.
+    advise(map, libc::MADV_WILLNEED);
+}
+
+/// `madvise(advice)` over the whole of `map`.
+fn advise(map: &Bytes, advice: libc::c_int) {
+    // SAFETY: `map` starts at a mapping's page-aligned start and covers it
+    // (what `map` returns); the callers' advice (DONTNEED on a read-only
+    // shared file mapping, RANDOM, WILLNEED) never changes its data.
     unsafe {
-        libc::madvise(
-            map.as_ptr() as *mut libc::c_void,
-            map.len(),
-            libc::MADV_WILLNEED,
-        );
+        libc::madvise(map.as_ptr() as *mut libc::c_void, map.len(), advice);
     }
 }
 
