@@ -17,6 +17,15 @@ pub struct StoreStats {
     /// Bytes of the store's index (derived data, beside `stored_bytes`);
     /// 0 for stores without one.
     pub index_bytes: u64,
+    /// Bytes of hints that find similar blocks (derived data, beside
+    /// `index_bytes`).
+    pub hint_bytes: u64,
+    /// Blocks stored as deltas against other blocks.
+    pub delta_blocks: u64,
+    /// Their uncompressed size.
+    pub delta_raw_bytes: u64,
+    /// Bytes their records occupy (part of `stored_bytes`).
+    pub delta_stored_bytes: u64,
 }
 
 /// What a block holds, so a store can place blocks by how they are read.

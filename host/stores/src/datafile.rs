@@ -2,10 +2,11 @@
 //!
 //! ```text
 //! file   := header record*
-//! header := "vtd" 0x00  version:u32le(=1, 2 or 3)               (8 bytes)
+//! header := "vtd" 0x00  version:u32le(=1, 2, 3 or 4)            (8 bytes)
 //! record := "vtr1" flags:u8 hashid:u8 0:u16 digest:[32]
 //!           stored_len:u32le raw_len:u32le crc:u32le payload     (52 + stored_len)
 //! group payload := count:u32le len:uvarint*count [prefix:[4]*count] data
+//! delta payload := base:[33] frame
 //! ```
 //!
 //! `flags` bit 0 set means the payload (of a group: its data) is
@@ -21,9 +22,14 @@
 //! fsck) decompresses it and hashes each member, as git does for packs.
 //! All members are hashed with the header's hash function, and the
 //! header's digest is the hash of their digests concatenated, so that
-//! check catches data that is not what its writer hashed. `crc` is CRC-32
-//! (IEEE) over the first 48 header bytes and the payload. Version 3 files
-//! may hold groups with hash prefixes, version 2 files groups without,
+//! check catches data that is not what its writer hashed. Bit 4 (with bit
+//! 0) makes the record a *delta*: its payload is the hashcode of another
+//! block (its base: kind id, then digest) and a zstd frame compressed with
+//! the base's data as reference prefix (`delta.rs`); a base is never a
+//! delta. `crc` is CRC-32
+//! (IEEE) over the first 48 header bytes and the payload. Version 4 files
+//! may hold deltas, version 3 files groups with hash prefixes, version 2
+//! files groups without,
 //! version 1 files no groups; readers that know only older versions refuse
 //! a newer file, instead of taking its records for damage and cutting them
 //! off. A datafile is only ever appended to, by one writer at a time (it
@@ -37,10 +43,13 @@ use bytes::Bytes;
 
 use vt_core::{Error, Hash, HashKind, Result};
 
+use crate::delta;
 use crate::dict::Dictionaries;
 
-/// The header of the files this code writes (version 3).
-pub const FILE_HEADER: [u8; 8] = *b"vtd\0\x03\0\0\0";
+/// The header of the files this code writes (version 4).
+pub const FILE_HEADER: [u8; 8] = *b"vtd\0\x04\0\0\0";
+/// The header of version 3 files (no delta records), still read.
+pub const FILE_HEADER_V3: [u8; 8] = *b"vtd\0\x03\0\0\0";
 /// The header of version 2 files (groups without hash prefixes), still
 /// read.
 pub const FILE_HEADER_V2: [u8; 8] = *b"vtd\0\x02\0\0\0";
@@ -60,14 +69,19 @@ pub const FLAG_GROUP: u8 = 4;
 /// Flag (with `FLAG_GROUP` only): the member table holds a hash prefix
 /// of each member after the lengths.
 pub const FLAG_PREFIXES: u8 = 8;
+/// Flag (with `FLAG_ZSTD` only): the record is a delta against another
+/// block (payload: the base's hashcode, then the frame).
+pub const FLAG_DELTA: u8 = 16;
 /// Bytes of a member's hashcode kept in a prefixed member table.
 pub const PREFIX_LEN: usize = 4;
 /// No record payload or block is larger than this.
 pub const MAX_RECORD: u32 = 16 << 20;
 
-/// The version of a datafile with header `head` (1, 2 or 3), if it is one.
+/// The version of a datafile with header `head` (1 to 4), if it is one.
 pub fn file_version(head: &[u8]) -> Option<u32> {
     if head == FILE_HEADER {
+        Some(4)
+    } else if head == FILE_HEADER_V3 {
         Some(3)
     } else if head == FILE_HEADER_V2 {
         Some(2)
@@ -117,6 +131,11 @@ impl RecordHeader {
     /// True for a group record.
     pub fn is_group(&self) -> bool {
         self.flags & FLAG_GROUP != 0
+    }
+
+    /// True for a delta record.
+    pub fn is_delta(&self) -> bool {
+        self.flags & FLAG_DELTA != 0
     }
 
     /// Length of the whole record (header and payload).
@@ -172,8 +191,11 @@ pub fn encode_record(hash: &Hash, flags: u8, payload: &[u8], raw_len: u32) -> Ve
 
 /// Parses a record header; `None` if it is not a plausible header.
 pub fn parse_header(b: &[u8; RECORD_HEADER]) -> Option<RecordHeader> {
-    let known = FLAG_ZSTD | FLAG_DICT | FLAG_GROUP | FLAG_PREFIXES;
+    let known = FLAG_ZSTD | FLAG_DICT | FLAG_GROUP | FLAG_PREFIXES | FLAG_DELTA;
     if b[..4] != RECORD_MAGIC || b[4] & !known != 0 {
+        return None;
+    }
+    if b[4] & FLAG_DELTA != 0 && b[4] != FLAG_DELTA | FLAG_ZSTD {
         return None;
     }
     if b[4] & FLAG_PREFIXES != 0 && b[4] & FLAG_GROUP == 0 {
@@ -525,9 +547,26 @@ fn read_own_record(
     Ok((h, payload))
 }
 
+/// A block's own record as read.
+#[derive(Debug)]
+pub enum Stored {
+    /// The block's data.
+    Block(Bytes),
+    /// A delta: [`resolve_delta`] with the base's data gives the block.
+    Delta {
+        /// The base's hashcode.
+        base: Hash,
+        /// The record's payload (checksummed).
+        payload: Bytes,
+        /// The block's length.
+        raw_len: u32,
+    },
+}
+
 /// Reads and verifies the record at `offset` (checksum, identity, length,
 /// and with [`Verify::Hash`] the hash of the decompressed data). Returns the
-/// block data (from a map, a slice of it unless it was compressed).
+/// block data (from a map, a slice of it unless it was compressed), or of
+/// a delta record what it needs to be resolved.
 pub fn read_record<'a>(
     src: impl Into<Source<'a>>,
     path: &Path,
@@ -536,20 +575,54 @@ pub fn read_record<'a>(
     expect: &Hash,
     dicts: &Dictionaries,
     verify: Verify,
-) -> Result<Bytes> {
+) -> Result<Stored> {
     let corrupt = |detail: String| Error::Corrupt {
         hash: *expect,
         file: path.to_path_buf(),
         detail,
     };
     let (h, payload) = read_own_record(src.into(), offset, stored_len, expect).map_err(corrupt)?;
+    if h.is_delta() {
+        let (base, _) = delta::parse_payload(&payload).map_err(corrupt)?;
+        return Ok(Stored::Delta {
+            base,
+            payload,
+            raw_len: h.raw_len,
+        });
+    }
     let data = decode_payload(&h, payload, dicts).map_err(corrupt)?;
     if verify == Verify::Hash && expect.kind.digest(&data) != *expect {
         return Err(corrupt(format!(
             "data at offset {offset} does not match its hash"
         )));
     }
-    Ok(data)
+    Ok(Stored::Block(data))
+}
+
+/// Block `expect`'s data from its delta record's `payload` and its base's
+/// data: the frame's checksum and length are always checked (they catch a
+/// wrong or damaged base), the block's hash with [`Verify::Hash`].
+pub fn resolve_delta(
+    path: &Path,
+    expect: &Hash,
+    base: &[u8],
+    payload: &[u8],
+    raw_len: u32,
+    verify: Verify,
+) -> Result<Bytes> {
+    let corrupt = |detail: String| Error::Corrupt {
+        hash: *expect,
+        file: path.to_path_buf(),
+        detail,
+    };
+    let (_, frame) = delta::parse_payload(payload).map_err(corrupt)?;
+    let data = delta::decompress(base, frame, raw_len as usize).map_err(corrupt)?;
+    if verify == Verify::Hash && expect.kind.digest(&data) != *expect {
+        return Err(corrupt(
+            "delta does not resolve to data matching its hash".into(),
+        ));
+    }
+    Ok(Bytes::from(data))
 }
 
 /// Reads the group record at `offset`: checks its header, checksum and
@@ -626,6 +699,7 @@ pub fn read_record_packed<'a>(
     };
     let (h, payload) = read_own_record(src.into(), offset, stored_len, expect).map_err(corrupt)?;
     let plain_frame = h.flags & FLAG_ZSTD != 0
+        && !h.is_delta()
         && zstd::zstd_safe::get_dict_id_from_frame(&payload).is_none()
         && matches!(zstd::zstd_safe::get_frame_content_size(&payload),
             Ok(Some(n)) if n == u64::from(h.raw_len));
@@ -747,6 +821,14 @@ fn check_record(file: &File, off: u64, len: u64, dicts: &Dictionaries, full: boo
     if !h.is_group() && !full {
         return Checked::Good(h, Vec::new());
     }
+    if h.is_delta() {
+        // Its data needs its base, which may be in another datafile: the
+        // DataDir's fsck resolves every delta through the index.
+        return match delta::parse_payload(&payload) {
+            Ok(_) => Checked::Good(h, Vec::new()),
+            Err(why) => Checked::Bad(h, why),
+        };
+    }
     if h.is_group() {
         let table_len = match parse_table(&h, &payload) {
             Ok((_, n)) => n,
@@ -838,7 +920,7 @@ pub(crate) mod tests {
     fn the_man_page_group_example() {
         let a = HashKind::Sha3_256.digest(b"hello\n");
         let b = HashKind::Sha3_256.digest(b"world\n");
-        let mut file = FILE_HEADER.to_vec();
+        let mut file = FILE_HEADER_V3.to_vec();
         file.extend(encode_group(
             HashKind::Sha3_256,
             &[(a, 6), (b, 6)],

@@ -90,6 +90,20 @@ impl Effort {
         self.earned.fetch_add(len as u64 * EARN, Relaxed);
     }
 
+    /// Whether `len` new bytes would now be compressed above the base
+    /// level (nothing is charged): then a DataDir also gives its groups
+    /// more data, hence more history to compress against.
+    pub fn above_base(&self, len: usize) -> bool {
+        match self.mode {
+            Compression::Auto => {}
+            Compression::Fast => return false,
+            Compression::Max => return true,
+        }
+        let (earned, spent) = (self.earned.load(Relaxed), self.spent.load(Relaxed));
+        let cheapest = LEVELS.iter().map(|&(_, c)| c).min().unwrap_or(BASE_COST);
+        spent + len as u64 * cheapest <= earned
+    }
+
     /// The level to compress `len` new bytes at, charged to the budget:
     /// the best the budget can pay for, else the base level. Adding
     /// threads race, so it may be overdrawn by one input per thread.

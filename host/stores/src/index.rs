@@ -48,7 +48,8 @@
 //! fanout and interpolation search use digest bytes, which are uniform.
 //! The place (26 bytes): datafile number u32, record offset u48, stored
 //! length u32, raw length u32, member index u32 (`0xffffffff` for a block
-//! stored as a record of its own), member offset u32 (0 then).
+//! stored as a record of its own), member offset u32 (for a record of its
+//! own: 1 if it is a delta record, else 0).
 //!
 //! A run covers byte range [start, end) of a datafile when every record
 //! starting there is in this run or an older one. The index covers a
@@ -106,6 +107,8 @@ pub(crate) struct Loc {
     pub raw_len: u32,
     /// Set when the block is a member of a group record.
     pub member: Option<InGroup>,
+    /// Set when the record is a delta (`delta.rs`); never with `member`.
+    pub delta: bool,
 }
 
 /// A block's place in a group record.
@@ -201,6 +204,11 @@ fn hash_of(k: &[u8]) -> Result<Hash> {
 }
 
 impl Loc {
+    /// Bytes of the whole record (header and payload) in its datafile.
+    pub fn record_len(&self) -> u64 {
+        crate::datafile::RECORD_HEADER as u64 + u64::from(self.stored_len)
+    }
+
     /// The 26-byte form kept in run entries.
     fn encode(&self) -> Result<[u8; LOC_LEN]> {
         if self.offset > MAX_OFFSET {
@@ -215,8 +223,11 @@ impl Loc {
                     "group member index {NO_MEMBER} does not fit in an index entry"
                 )))
             }
+            Some(_) if self.delta => {
+                return Err(Error::Store("a group member cannot be a delta".into()))
+            }
             Some(m) => (m.index, m.offset),
-            None => (NO_MEMBER, 0),
+            None => (NO_MEMBER, u32::from(self.delta)),
         };
         let mut b = [0u8; LOC_LEN];
         b[0..4].copy_from_slice(&self.file.to_le_bytes());
@@ -242,6 +253,7 @@ impl Loc {
                 index,
                 offset: u32_at(b, 22),
             }),
+            delta: index == NO_MEMBER && u32_at(b, 22) == 1,
         }
     }
 }
@@ -536,6 +548,25 @@ impl Run {
             }
         }
         None
+    }
+}
+
+impl Run {
+    /// The first entry whose key starts with `p`, if any (binary search
+    /// within the fanout's range).
+    fn first_with(&self, p: &[u8; 4]) -> Option<usize> {
+        let b = usize::from(p[0]);
+        let mut lo = if b == 0 { 0 } else { self.fanout(b - 1) };
+        let mut hi = self.fanout(b);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.key(mid)[..4] < p[..] {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        (lo < self.count && self.key(lo)[..4] == p[..]).then_some(lo)
     }
 }
 
@@ -844,6 +875,20 @@ impl Index {
             .runs
             .iter()
             .find_map(|r| r.find(&key).map(|i| r.loc(i))))
+    }
+
+    /// A block whose digest starts with `prefix` (little-endian, as
+    /// [`crate::similar::prefix_of`] makes it), and where it is, if any
+    /// run has one (as [`Index::get`]; of several, any).
+    pub(crate) fn find_prefix(&self, prefix: u32) -> Result<Option<(Hash, Loc)>> {
+        self.note_lookup();
+        let p = prefix.to_le_bytes();
+        for r in self.view().runs.iter() {
+            if let Some(i) = r.first_with(&p) {
+                return Ok(Some((hash_of(r.key(i))?, r.loc(i))));
+            }
+        }
+        Ok(None)
     }
 
     /// Whether block `hash` is in a run (as [`Index::get`]).

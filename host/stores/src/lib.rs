@@ -9,6 +9,7 @@
 pub mod archive_route;
 pub mod datadir;
 pub mod datafile;
+pub mod delta;
 pub mod dict;
 pub mod effort;
 pub mod file_cache;
@@ -18,6 +19,7 @@ pub mod mem_cache;
 pub mod memory;
 pub mod progress;
 pub mod proxy;
+pub mod similar;
 pub mod spec;
 pub mod stream;
 pub mod vtd_scanner;

@@ -92,7 +92,7 @@ impl Store for MemoryStore {
             blocks: g.blocks.len() as u64,
             raw_bytes: g.bytes,
             stored_bytes: g.bytes,
-            index_bytes: 0,
+            ..StoreStats::default()
         })
     }
 

@@ -421,6 +421,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     s.index_bytes as f64 / s.blocks.max(1) as f64
                 );
             }
+            if s.hint_bytes > 0 {
+                println!(
+                    "hints:          {} ({} bytes of similarity hints)",
+                    human(s.hint_bytes),
+                    s.hint_bytes
+                );
+            }
+            if s.delta_blocks > 0 {
+                println!(
+                    "deltas:         {} blocks, {} ({} bytes) stored in {} ({} bytes)",
+                    s.delta_blocks,
+                    human(s.delta_raw_bytes),
+                    s.delta_raw_bytes,
+                    human(s.delta_stored_bytes),
+                    s.delta_stored_bytes
+                );
+            }
             if let Some(sp) = special {
                 let top = sp.top()?;
                 let (files, bytes) = tree_size(&*st.store, &top)?;

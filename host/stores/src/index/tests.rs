@@ -44,6 +44,7 @@ impl Rng {
                 index: (self.next() % 5000) as u32,
                 offset: self.next() as u32,
             }),
+            delta: x % 6 == 3,
         }
     }
 
@@ -82,8 +83,22 @@ fn locs_round_trip_through_their_26_bytes() {
         stored_len: u32::MAX,
         raw_len: 0,
         member: None,
+        delta: false,
     };
     assert_eq!(Loc::decode(&whole.encode().unwrap()), whole);
+    let delta = Loc {
+        delta: true,
+        ..whole
+    };
+    assert_eq!(Loc::decode(&delta.encode().unwrap()), delta);
+    let bad = Loc {
+        member: Some(InGroup {
+            index: 0,
+            offset: 0,
+        }),
+        ..delta
+    };
+    assert!(bad.encode().is_err());
     let far = Loc {
         offset: MAX_OFFSET + 1,
         ..whole
@@ -110,6 +125,13 @@ fn round_trip_of_200k_entries_in_20_runs() {
         members > 100_000 && members < 200_000,
         "both kinds of place"
     );
+    // A prefix finds a block with it (of the few that share it, any).
+    for (h, _) in all.iter().step_by(97) {
+        let p = crate::similar::prefix_of(h);
+        let (found, loc) = ix.find_prefix(p).unwrap().unwrap();
+        assert_eq!(crate::similar::prefix_of(&found), p);
+        assert_eq!(ix.get(&found).unwrap(), Some(loc));
+    }
     for _ in 0..10_000 {
         let h = rng.hash();
         assert_eq!(ix.get(&h).unwrap(), None);

@@ -190,6 +190,18 @@ pub struct Stats {
     /// Bytes of the server store's index.
     #[serde(default)]
     pub index_bytes: u64,
+    /// Bytes of its similarity hints.
+    #[serde(default)]
+    pub hint_bytes: u64,
+    /// Blocks it stores as deltas.
+    #[serde(default)]
+    pub delta_blocks: u64,
+    /// Their uncompressed size.
+    #[serde(default)]
+    pub delta_raw_bytes: u64,
+    /// Bytes their records occupy.
+    #[serde(default)]
+    pub delta_stored_bytes: u64,
 }
 
 impl From<StoreStats> for Stats {
@@ -199,6 +211,10 @@ impl From<StoreStats> for Stats {
             raw_bytes: s.raw_bytes,
             stored_bytes: s.stored_bytes,
             index_bytes: s.index_bytes,
+            hint_bytes: s.hint_bytes,
+            delta_blocks: s.delta_blocks,
+            delta_raw_bytes: s.delta_raw_bytes,
+            delta_stored_bytes: s.delta_stored_bytes,
         }
     }
 }
@@ -210,6 +226,10 @@ impl From<Stats> for StoreStats {
             raw_bytes: s.raw_bytes,
             stored_bytes: s.stored_bytes,
             index_bytes: s.index_bytes,
+            hint_bytes: s.hint_bytes,
+            delta_blocks: s.delta_blocks,
+            delta_raw_bytes: s.delta_raw_bytes,
+            delta_stored_bytes: s.delta_stored_bytes,
         }
     }
 }
