@@ -72,6 +72,81 @@ fn kill_9_during_import_damages_nothing() {
     assert!(env.ok(&["fsck"]).contains(" 0 problems"));
 }
 
+/// Issue 17, acceptance 5: `kill -9` during an import that stores deltas
+/// (every file of a first snapshot edited in place, so each changed block
+/// is a near copy of a stored one) leaves a store that fsck finds clean,
+/// and the import run again completes with deltas, exactly.
+#[test]
+fn kill_9_during_an_import_that_writes_deltas() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir(&src).unwrap();
+    let mut rng = Rng(17);
+    for i in 0..48 {
+        std::fs::write(src.join(format!("f{i:02}")), rng.bytes(2 << 20)).unwrap();
+    }
+    env.ok(&["import", src.to_str().unwrap(), "t"]);
+    let first = env.path("first-out");
+    env.ok(&["export", "t", first.to_str().unwrap()]);
+    // Eight bytes changed in every 64 KiB: every block changes a little.
+    for i in 0..48 {
+        let p = src.join(format!("f{i:02}"));
+        let mut b = std::fs::read(&p).unwrap();
+        for at in (1000..b.len()).step_by(64 << 10) {
+            b[at..at + 8].copy_from_slice(&rng.next().to_le_bytes());
+        }
+        std::fs::write(&p, b).unwrap();
+    }
+    let data = env.store().join("data");
+    let before = du(&data);
+    let mut child = env
+        .cmd()
+        .args(["-q", "import", src.to_str().unwrap(), "t"])
+        .spawn()
+        .unwrap();
+    // Kill it once it has written some deltas (about 200 bytes each).
+    let t0 = Instant::now();
+    while du(&data) < before + (40 << 10) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "import made no progress"
+        );
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let killed = child.try_wait().unwrap().is_none();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        killed,
+        "the import finished before it could be killed; make the tree bigger"
+    );
+    let fsck = env.ok(&["fsck"]);
+    assert!(fsck.contains(" 0 problems"), "{fsck}");
+    let again = env.path("first-again");
+    env.ok(&["export", "t", again.to_str().unwrap()]);
+    assert_same_tree(&first, &again);
+
+    env.ok(&["import", src.to_str().unwrap(), "t"]);
+    let stats = env.ok(&["stats"]);
+    let deltas: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("deltas:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no deltas in {stats}"));
+    assert!(deltas >= 1000, "{stats}");
+    // The second snapshot took a few percent of the first.
+    assert!(du(&data) < before + (before / 10), "{stats}");
+    let out = env.path("out");
+    env.ok(&["export", "t", out.to_str().unwrap()]);
+    assert_same_tree(&src, &out);
+    let fsck = env.ok(&["fsck"]);
+    assert!(fsck.contains(" 0 problems"), "{fsck}");
+}
+
 #[test]
 fn a_corrupted_byte_is_reported_never_returned() {
     let env = Env::new();
