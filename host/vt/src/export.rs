@@ -285,9 +285,15 @@ impl<'a> Exporter<'a> {
         });
         let cv = std::sync::Condvar::new();
         let lock = || q.lock().unwrap_or_else(|e| e.into_inner());
-        self.pool.scope(|s| {
+        // Threads of their own, not jobs of the pool: reading a large
+        // directory fetches its blocks in parallel in the pool (read.rs),
+        // and a pool thread waiting for that runs other queued jobs
+        // meanwhile; had the walkers been such jobs, it would have run one,
+        // which waits on `cv` for the directory below it on its own stack
+        // to finish: a deadlock (seen with a directory of 50,000 files).
+        std::thread::scope(|s| {
             for _ in 0..WORKERS {
-                s.spawn(|_| loop {
+                s.spawn(|| loop {
                     let (path, d) = {
                         let mut g = lock();
                         loop {
@@ -308,7 +314,7 @@ impl<'a> Exporter<'a> {
                     // workers would wait for it for ever): it fails the
                     // export with its message.
                     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        self.dir(&d, &path)
+                        self.pool.install(|| self.dir(&d, &path))
                     }))
                     .unwrap_or_else(|p| {
                         let why = p
