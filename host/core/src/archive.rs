@@ -170,14 +170,19 @@ impl Archive {
     }
 
     /// Every snapshot, oldest first. A missing archive has none. A line
-    /// that does not parse is an error naming the archive and line number,
-    /// except a final line with no newline: that is an interrupted append,
-    /// skipped.
+    /// that does not parse is skipped with a warning naming the archive
+    /// and line number (see [`parse_text`]).
     pub fn entries(&self) -> Result<Vec<ArchiveEntry>> {
         match self.text()? {
             Some(t) => parse_text(&t, &self.describe()),
             None => Ok(Vec::new()),
         }
+    }
+
+    /// Every snapshot line and damaged line, in order (see
+    /// [`parse_lines`]); a missing archive has none.
+    pub fn lines(&self) -> Result<Vec<Line>> {
+        Ok(self.text()?.map(|t| parse_lines(&t)).unwrap_or_default())
     }
 
     /// The newest snapshot, if any.
@@ -214,10 +219,29 @@ impl Archive {
     }
 }
 
-/// Parses an archive's text; `source` names it in messages. Blank lines and
-/// lines starting with `#` are skipped, and so is an unparsable last line
-/// without a newline (an interrupted append).
-pub fn parse_text(text: &[u8], source: &str) -> Result<Vec<ArchiveEntry>> {
+/// A line of an archive that does not parse: damaged (a bit flip, an
+/// editor), or torn (the last line of an interrupted append).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadLine {
+    /// Its number, from 1.
+    pub line: usize,
+    /// What is wrong with it.
+    pub why: String,
+}
+
+/// One line of an archive, as [`parse_lines`] found it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Line {
+    /// A snapshot.
+    Entry(Box<ArchiveEntry>),
+    /// A line that does not parse.
+    Bad(BadLine),
+}
+
+/// Every snapshot line and every damaged line of an archive's text, in
+/// order; blank lines and lines starting with `#` are left out. A damaged
+/// line costs only itself: the lines after it are read as usual.
+pub fn parse_lines(text: &[u8]) -> Vec<Line> {
     let mut out = Vec::new();
     let mut lines = text.split_inclusive(|&b| b == b'\n').peekable();
     let mut n = 0;
@@ -235,17 +259,93 @@ pub fn parse_text(text: &[u8], source: &str) -> Result<Vec<ArchiveEntry>> {
                 }
             });
         match parsed {
-            Ok(Some(e)) => out.push(e),
+            Ok(Some(e)) => out.push(Line::Entry(Box::new(e))),
             Ok(None) => {}
-            Err(_) if !complete && lines.peek().is_none() => {
-                tracing::warn!("{source}: ignoring incomplete last line {n}");
-            }
-            Err(e) => {
-                return Err(Error::decode("archive", format!("{source} line {n}: {e}")));
-            }
+            Err(e) => out.push(Line::Bad(BadLine {
+                line: n,
+                why: if complete || lines.peek().is_some() {
+                    e.to_string()
+                } else {
+                    format!("incomplete last line (an interrupted append?): {e}")
+                },
+            })),
+        }
+    }
+    out
+}
+
+/// The snapshots in an archive's text, oldest first; `source` names it in
+/// messages. Damaged lines are skipped, each with a warning naming the
+/// archive and the line (see [`parse_lines`]); `vt fsck --repair`
+/// rewrites an archive without them.
+pub fn parse_text(text: &[u8], source: &str) -> Result<Vec<ArchiveEntry>> {
+    let mut out = Vec::new();
+    for l in parse_lines(text) {
+        match l {
+            Line::Entry(e) => out.push(*e),
+            Line::Bad(b) => tracing::warn!("{}", bad_line_message(source, &b)),
         }
     }
     Ok(out)
+}
+
+/// The warning for damaged line `b` of archive `source`.
+pub fn bad_line_message(source: &str, b: &BadLine) -> String {
+    format!(
+        "{source}: line {} is damaged and skipped: {} (`vt fsck --repair` rewrites the archive without it)",
+        b.line, b.why
+    )
+}
+
+/// Rewrites the archive file at `path` without its damaged lines (see
+/// [`parse_lines`]), after copying it whole, synced, to a file beside it
+/// named `NAME.vt.damaged-SECONDS` (not an archive name, so never listed
+/// as one). Returns the damaged lines and the copy's path; nothing is done
+/// (and no copy made) when no line is damaged. Other processes must not
+/// append to the archive meanwhile (a line appended between the read and
+/// the rewrite would be lost, as with `vt forget`).
+pub fn repair_file(path: &Path) -> Result<(Vec<BadLine>, Option<PathBuf>)> {
+    let Some(text) = read_file(path)? else {
+        return Ok((Vec::new(), None));
+    };
+    let bad: Vec<BadLine> = parse_lines(&text)
+        .into_iter()
+        .filter_map(|l| match l {
+            Line::Bad(b) => Some(b),
+            Line::Entry(_) => None,
+        })
+        .collect();
+    if bad.is_empty() {
+        return Ok((bad, None));
+    }
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut copy = path.as_os_str().to_owned();
+    copy.push(format!(".damaged-{secs}"));
+    let copy = PathBuf::from(copy);
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&copy)
+            .map_err(|e| Error::io(format!("create {}", copy.display()), e))?;
+        f.write_all(&text)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| Error::io(format!("write {}", copy.display()), e))?;
+    }
+    let drop: std::collections::HashSet<usize> = bad.iter().map(|b| b.line).collect();
+    let mut kept = Vec::with_capacity(text.len());
+    for (i, raw) in text.split_inclusive(|&b| b == b'\n').enumerate() {
+        if !drop.contains(&(i + 1)) {
+            kept.extend_from_slice(raw);
+        }
+    }
+    if !kept.is_empty() && !kept.ends_with(b"\n") {
+        kept.push(b'\n');
+    }
+    replace_file(path, &kept)?;
+    Ok((bad, Some(copy)))
 }
 
 /// Checks that `lines` is whole archive lines, each ending in a newline:
@@ -450,6 +550,43 @@ mod tests {
         assert_eq!(a.entries().unwrap(), vec![e1, e2.clone()]);
         a.replace(std::slice::from_ref(&e2)).unwrap();
         assert_eq!(a.entries().unwrap(), vec![e2]);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_line_costs_only_itself_and_repair_drops_it() {
+        let d = tempfile_dir();
+        let p = d.join("a.vt");
+        let a = Archive::new(&p);
+        let e1 = a.append(&dirent("one")).unwrap();
+        let e3 = ArchiveEntry::now(&dirent("three"));
+        let mut text = e1.to_line();
+        text.push_str("2024-01-01T00:00:00Z D{cut\n");
+        text.push_str(&e3.to_line());
+        text.push_str("2024-01-01T00:00:00Z D{"); // torn
+        std::fs::write(&p, &text).unwrap();
+        assert_eq!(a.entries().unwrap(), vec![e1.clone(), e3.clone()]);
+        let lines = a.lines().unwrap();
+        let bad: Vec<usize> = lines
+            .iter()
+            .filter_map(|l| match l {
+                Line::Bad(b) => Some(b.line),
+                Line::Entry(_) => None,
+            })
+            .collect();
+        assert_eq!(bad, vec![2, 4]);
+        assert_eq!(lines.len(), 4);
+        let (fixed, copy) = repair_file(&p).unwrap();
+        assert_eq!(fixed.len(), 2);
+        let copy = copy.unwrap();
+        assert_eq!(std::fs::read_to_string(&copy).unwrap(), text);
+        assert!(a
+            .lines()
+            .unwrap()
+            .iter()
+            .all(|l| matches!(l, Line::Entry(_))));
+        assert_eq!(a.entries().unwrap(), vec![e1, e3]);
+        assert_eq!(repair_file(&p).unwrap(), (Vec::new(), None));
         std::fs::remove_dir_all(&d).unwrap();
     }
 

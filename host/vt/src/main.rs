@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{ArgAction, Parser, Subcommand};
-use vt_core::archive::Archive;
+use vt_core::archive::{self, Archive};
 use vt_core::blockify::{AddStats, Blockifier};
 use vt_core::dir::read_dir;
 use vt_core::{ChunkParams, Dirent, DirentKind, Store};
@@ -117,11 +117,17 @@ enum Cmd {
         /// The mountpoint.
         mountpoint: PathBuf,
     },
-    /// Check every block and index entry of the store.
+    /// Check every block and index entry of the store, and its archives.
     Fsck {
         /// Rebuild the index from the datafiles first.
         #[arg(long)]
         reindex: bool,
+        /// Rewrite archives with damaged lines without them (keeping each
+        /// original beside it as NAME.vt.damaged-SECONDS).
+        #[arg(long)]
+        repair: bool,
+        /// Archive files to check as well (such as `vt pack` writes).
+        archives: Vec<PathBuf>,
     },
     /// Remove snapshots from an archive (rewrites it).
     Forget {
@@ -377,12 +383,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let Special::Archive(a) = special else {
                 bail!("{archive:?} is a Dirent, not an archive");
             };
-            let entries = a.entries()?;
-            if entries.is_empty() && !a.exists()? {
+            let lines = a.lines()?;
+            if lines.is_empty() && !a.exists()? {
                 bail!("no archive {}", a.describe());
             }
-            for (i, e) in entries.iter().enumerate() {
-                println!("{}\t{}\t{}", i + 1, e.when(), e.dirent.to_text());
+            // Snapshots are numbered as `vt forget` takes them; a damaged
+            // line is marked where it is, and warned about.
+            let mut n = 0;
+            for l in &lines {
+                match l {
+                    archive::Line::Entry(e) => {
+                        n += 1;
+                        println!("{n}\t{}\t{}", e.when(), e.dirent.to_text());
+                    }
+                    archive::Line::Bad(b) => {
+                        println!("#\tline {} damaged, skipped: {}", b.line, b.why);
+                        tracing::warn!("{}", archive::bad_line_message(&a.describe(), b));
+                    }
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -506,32 +524,46 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Umount { mountpoint } => mount::umount(&mountpoint),
-        Cmd::Fsck { reindex } => {
+        Cmd::Fsck {
+            reindex,
+            repair,
+            archives,
+        } => {
             let st = cfg.open_store(store_spec, false)?;
-            let Some(dd) = &st.datadir else {
-                println!(
+            let mut files: Vec<PathBuf> = Vec::new();
+            let mut problems = 0usize;
+            match &st.datadir {
+                None => println!(
                     "store {} is not a DataDir: nothing to check here (a store served by `vt serve` is checked where its DataDir is: `vt -S DIR fsck` on the server)",
                     st.name
-                );
-                return Ok(ExitCode::SUCCESS);
-            };
-            if reindex {
-                dd.reindex().context("reindex")?;
-                if !quiet {
-                    println!("index rebuilt from the datafiles");
+                ),
+                Some(dd) => {
+                    if reindex {
+                        dd.reindex().context("reindex")?;
+                        if !quiet {
+                            println!("index rebuilt from the datafiles");
+                        }
+                    }
+                    let rep = dd.fsck()?;
+                    for p in &rep.problems {
+                        println!("{p}");
+                    }
+                    println!(
+                        "{} datafiles, {} records, {} problems",
+                        rep.datafiles,
+                        rep.records,
+                        rep.problems.len()
+                    );
+                    problems += rep.problems.len();
+                    let dir = dd.archives();
+                    for name in dir.names()? {
+                        files.push(dir.path(&name)?);
+                    }
                 }
             }
-            let rep = dd.fsck()?;
-            for p in &rep.problems {
-                println!("{p}");
-            }
-            println!(
-                "{} datafiles, {} records, {} problems",
-                rep.datafiles,
-                rep.records,
-                rep.problems.len()
-            );
-            Ok(if rep.is_clean() {
+            files.extend(archives);
+            problems += fsck_archives(&files, repair)?;
+            Ok(if problems == 0 {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
@@ -756,4 +788,53 @@ fn tree_size(store: &dyn Store, top: &Dirent) -> Result<(u64, u64)> {
     let mut acc = (0, 0);
     walk(store, top, &mut acc)?;
     Ok(acc)
+}
+
+/// Checks the archive files `files` for damaged lines, printing each;
+/// with `repair`, rewrites each damaged archive without them (see
+/// [`archive::repair_file`]). Returns the damaged lines left unrepaired.
+fn fsck_archives(files: &[PathBuf], repair: bool) -> Result<usize> {
+    let mut left = 0;
+    for path in files {
+        let bad: Vec<archive::BadLine> = archive::Archive::new(path)
+            .lines()
+            .with_context(|| format!("read archive {}", path.display()))?
+            .into_iter()
+            .filter_map(|l| match l {
+                archive::Line::Bad(b) => Some(b),
+                archive::Line::Entry(_) => None,
+            })
+            .collect();
+        for b in &bad {
+            println!(
+                "archive {}: line {} is damaged: {}",
+                path.display(),
+                b.line,
+                b.why
+            );
+        }
+        if bad.is_empty() {
+            continue;
+        }
+        if !repair {
+            left += bad.len();
+            continue;
+        }
+        let (fixed, copy) = archive::repair_file(path)
+            .with_context(|| format!("repair archive {}", path.display()))?;
+        if let Some(copy) = copy {
+            println!(
+                "archive {}: rewritten without {} damaged line(s); the original is kept as {}",
+                path.display(),
+                fixed.len(),
+                copy.display()
+            );
+        }
+    }
+    println!(
+        "{} archives checked, {left} damaged lines{}",
+        files.len(),
+        if repair { " left" } else { "" }
+    );
+    Ok(left)
 }
