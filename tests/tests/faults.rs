@@ -147,6 +147,81 @@ fn kill_9_during_an_import_that_writes_deltas() {
     assert!(fsck.contains(" 0 problems"), "{fsck}");
 }
 
+/// Issue 18, acceptance 2: with a datafile deleted, `vt fsck` names the
+/// snapshots that lost data (and the files in them), and the others still
+/// export exactly.
+#[test]
+fn fsck_names_the_snapshots_a_deleted_datafile_cost() {
+    use std::os::fd::AsRawFd;
+    let env = Env::new();
+    let keep = env.path("keep");
+    std::fs::create_dir_all(keep.join("sub")).unwrap();
+    std::fs::write(keep.join("sub/k.bin"), Rng(1).bytes(300_000)).unwrap();
+    std::fs::write(keep.join("small.txt"), "kept\n").unwrap();
+    env.ok(&["import", keep.to_str().unwrap(), "keep"]);
+    // Lock the datafiles written so far, as a running writer would: the
+    // next import writes datafiles of its own.
+    let data = env.store().join("data");
+    let held: Vec<std::fs::File> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| std::fs::File::open(e.unwrap().path()).unwrap())
+        .collect();
+    for f in &held {
+        // SAFETY: flock on a valid descriptor.
+        assert_eq!(
+            unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+            0
+        );
+    }
+    let before: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let lose = env.path("lose");
+    std::fs::create_dir_all(lose.join("deep/er")).unwrap();
+    std::fs::write(lose.join("deep/er/gone.bin"), Rng(2).bytes(300_000)).unwrap();
+    std::fs::write(lose.join("also.bin"), Rng(3).bytes(100_000)).unwrap();
+    env.ok(&["import", lose.to_str().unwrap(), "lose"]);
+    drop(held);
+    let new: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !before.contains(p) && !p.to_string_lossy().contains("meta-"))
+        .collect();
+    assert_eq!(new.len(), 1, "{new:?}");
+    std::fs::remove_file(&new[0]).unwrap();
+
+    let f = env.run(&["fsck"]);
+    assert!(!f.status.success());
+    let report = String::from_utf8_lossy(&f.stdout);
+    let lost: Vec<&str> = report
+        .lines()
+        .filter(|l| l.starts_with("snapshot "))
+        .collect();
+    assert_eq!(lost.len(), 1, "{report}");
+    assert!(
+        lost[0].contains("lose.vt #1")
+            && lost[0].contains("/deep/er/gone.bin")
+            && lost[0].contains("/also.bin"),
+        "{report}"
+    );
+    assert!(
+        report.contains("2 snapshots checked, 1 lost data"),
+        "{report}"
+    );
+    // The same after the index is rebuilt without the datafile: the
+    // blocks are then missing rather than damaged.
+    let f = env.run(&["fsck", "--reindex"]);
+    let report = String::from_utf8_lossy(&f.stdout);
+    assert!(
+        report.contains("2 snapshots checked, 1 lost data"),
+        "{report}"
+    );
+    let out = env.path("keep-out");
+    env.ok(&["export", "keep", out.to_str().unwrap()]);
+    assert_same_tree(&keep, &out);
+}
+
 #[test]
 fn a_corrupted_byte_is_reported_never_returned() {
     let env = Env::new();

@@ -306,6 +306,10 @@ pub struct FsckReport {
     pub records: u64,
     /// Problems found, one line each.
     pub problems: Vec<String>,
+    /// Blocks whose index entry leads to no good data (damaged, their
+    /// datafile gone, or a delta whose base is), so that the caller can
+    /// say what they cost.
+    pub bad_blocks: Vec<Hash>,
 }
 
 impl FsckReport {
@@ -1393,10 +1397,11 @@ impl DataDir {
         entries.sort_unstable_by_key(|(_, l)| (l.file, l.offset, l.member.map(|m| m.index)));
         for (hash, loc) in entries.drain(..) {
             match self.read_at(&hash, &loc, Verify::Hash, false) {
-                Ok(_) => {}
+                Ok(_) => continue,
                 Err(e @ Error::Corrupt { .. }) => rep.problems.push(format!("index entry: {e}")),
                 Err(e) => rep.problems.push(format!("index entry for {hash}: {e}")),
             }
+            rep.bad_blocks.push(hash);
         }
     }
 

@@ -3,6 +3,7 @@
 mod config;
 mod copy;
 mod export;
+mod fsck;
 mod import;
 mod meta;
 mod mount;
@@ -532,6 +533,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let st = cfg.open_store(store_spec, false)?;
             let mut files: Vec<PathBuf> = Vec::new();
             let mut problems = 0usize;
+            let mut bad_blocks = Vec::new();
             match &st.datadir {
                 None => println!(
                     "store {} is not a DataDir: nothing to check here (a store served by `vt serve` is checked where its DataDir is: `vt -S DIR fsck` on the server)",
@@ -555,6 +557,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         rep.problems.len()
                     );
                     problems += rep.problems.len();
+                    bad_blocks = rep.bad_blocks;
                     let dir = dd.archives();
                     for name in dir.names()? {
                         files.push(dir.path(&name)?);
@@ -563,6 +566,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             files.extend(archives);
             problems += fsck_archives(&files, repair)?;
+            problems += lost_snapshots(&*st.store, &files, bad_blocks)?;
             Ok(if problems == 0 {
                 ExitCode::SUCCESS
             } else {
@@ -837,4 +841,35 @@ fn fsck_archives(files: &[PathBuf], repair: bool) -> Result<usize> {
         if repair { " left" } else { "" }
     );
     Ok(left)
+}
+
+/// Walks every snapshot of the archive files `files` and prints those
+/// that refer to blocks in `bad` or missing from `store`, with what they
+/// lost (see `fsck.rs`). Returns how many did.
+fn lost_snapshots(store: &dyn Store, files: &[PathBuf], bad: Vec<vt_core::Hash>) -> Result<usize> {
+    let mut walker = fsck::LostData::new(store, bad);
+    let (mut snapshots, mut lost) = (0, 0);
+    for path in files {
+        let entries = Archive::new(path)
+            .entries()
+            .with_context(|| format!("read archive {}", path.display()))?;
+        snapshots += entries.len();
+        for l in walker.check(&path.display().to_string(), &entries) {
+            lost += 1;
+            let more = if l.more > 0 {
+                format!(" and {} more", l.more)
+            } else {
+                String::new()
+            };
+            println!(
+                "snapshot {} #{} ({}) lost data: {}{more}",
+                l.archive,
+                l.number,
+                l.when,
+                l.paths.join(", ")
+            );
+        }
+    }
+    println!("{snapshots} snapshots checked, {lost} lost data");
+    Ok(lost)
 }
