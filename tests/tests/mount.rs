@@ -40,6 +40,12 @@ impl Mount {
     }
 
     fn start_at(env: &Env, args: &[&str], dir: Option<&Path>) -> Mount {
+        Self::start_in(env, args, dir, None)
+    }
+
+    /// As [`Mount::start_at`], with the mount's backing files under
+    /// `tmpdir` (its `TMPDIR`) if given.
+    fn start_in(env: &Env, args: &[&str], dir: Option<&Path>, tmpdir: Option<&Path>) -> Mount {
         let dir = dir.map(Path::to_path_buf).unwrap_or_else(|| {
             // The mountpoint is the argument after SPECIAL (the last
             // positional before an optional SUBPATH).
@@ -54,8 +60,11 @@ impl Mount {
             }
             PathBuf::from(pos.get(1).expect("mountpoint argument"))
         });
-        let child = env
-            .cmd()
+        let mut cmd = env.cmd();
+        if let Some(t) = tmpdir {
+            cmd.env("TMPDIR", t);
+        }
+        let child = cmd
             .arg("mount")
             .args(args)
             .stdout(Stdio::piped())
@@ -928,4 +937,196 @@ fn mount_of_a_remote_store_reads_and_writes() {
     assert_same_tree(&src, &out);
     let f = env.ok(&["-S", &server_dir.to_string_lossy(), "fsck"]);
     assert!(f.contains(" 0 problems"), "{f}");
+}
+
+/// fsyncs `p` (a file or directory in a mount): the mount records a
+/// snapshot.
+fn fsync(p: &Path) {
+    std::fs::File::open(p).unwrap().sync_all().unwrap();
+}
+
+/// Issue 18, acceptance 5: writes whose backing files fill the disk get
+/// ENOSPC, not EIO; once space is freed the next sync succeeds, and what
+/// was synced before is all there.
+#[test]
+fn a_full_disk_under_the_backing_files_gives_enospc_and_loses_nothing_synced() {
+    let env = Env::new();
+    let tmp = env.path("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&tmp)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "mounting a tmpfs needs root");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(tmp.clone());
+    let empty = env.path("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let archive = import(&env, &empty, "full");
+    let mnt = env.path("mnt");
+    let m = Mount::start_in(&env, &[&archive, &mnt.to_string_lossy()], None, Some(&tmp));
+    // 2 MB synced (its backing file goes once it is stored).
+    let kept = Rng(1).bytes(2_000_000);
+    std::fs::write(mnt.join("kept.bin"), &kept).unwrap();
+    fsync(&mnt.join("kept.bin"));
+    let before = snapshots(&env, &archive);
+    // 8 MiB into a 4 MiB disk: ENOSPC, twice (the second file spills its
+    // first MiB from memory into a backing file that cannot take it).
+    for name in ["big1.bin", "big2.bin"] {
+        let mut f = std::fs::File::create(mnt.join(name)).unwrap();
+        let chunk = vec![7u8; 1 << 20];
+        let err = (0..8)
+            .find_map(|_| f.write_all(&chunk).err())
+            .unwrap_or_else(|| panic!("{name}: 8 MiB fit in 4"));
+        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{name}: {err}");
+    }
+    // Space freed: the next sync works. (A closed file's backing file goes
+    // when the kernel delivers its release, which close does not wait for.)
+    std::fs::remove_file(mnt.join("big1.bin")).unwrap();
+    std::fs::remove_file(mnt.join("big2.bin")).unwrap();
+    let free = || {
+        let c = std::ffi::CString::new(tmp.to_str().unwrap()).unwrap();
+        // SAFETY: statvfs fills the struct it is given.
+        let mut v: libc::statvfs = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut v) }, 0);
+        v.f_bavail as u64 * v.f_frsize as u64
+    };
+    let t0 = Instant::now();
+    while free() < 3 << 20 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "backing space not freed: {} bytes free",
+            free()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after = Rng(2).bytes(1_500_000);
+    std::fs::write(mnt.join("after.bin"), &after).unwrap();
+    fsync(&mnt.join("after.bin"));
+    assert!(snapshots(&env, &archive) > before);
+    m.umount(&env);
+    let out = env.path("out");
+    export(&env, &archive, &out);
+    assert_eq!(std::fs::read(out.join("kept.bin")).unwrap(), kept);
+    assert_eq!(std::fs::read(out.join("after.bin")).unwrap(), after);
+    assert!(!out.join("big1.bin").exists() && !out.join("big2.bin").exists());
+}
+
+/// Issue 18, acceptance 4: `kill -9` of `vt mount` at a random moment
+/// while threads write and sync, twenty times: each time the archive's
+/// last line is a whole snapshot, `vt fsck` is clean, and a new mount
+/// shows exactly that snapshot.
+#[test]
+fn kill_9_of_the_mount_during_writes_twenty_times() {
+    let env = Env::new();
+    let empty = env.path("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let archive = import(&env, &empty, "k");
+    let tmp = env.path("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let mnt = env.path("mnt");
+    let mut rng = Rng(9);
+    for round in 0..20u64 {
+        let mut m = Mount::start_in(&env, &[&archive, &mnt.to_string_lossy()], None, Some(&tmp));
+        // The mount shows the last recorded snapshot exactly.
+        let expect = env.path(&format!("expect{round}"));
+        export(&env, &archive, &expect);
+        assert_same_tree(&expect, &mnt);
+        std::fs::remove_dir_all(&expect).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let wait = Duration::from_millis(100 + rng.below(900));
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let (mnt, stop) = (&mnt, &stop);
+                s.spawn(move || {
+                    let mut r = Rng(round * 100 + t);
+                    for i in 0.. {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                        let dir = mnt.join(format!("r{round}-t{t}"));
+                        let len = if i % 7 == 3 { (1 << 20) + 5000 } else { 3000 };
+                        let w = std::fs::create_dir_all(&dir)
+                            .and_then(|_| std::fs::write(dir.join(format!("f{i}")), r.bytes(len)));
+                        if w.is_err() {
+                            break; // the mount is gone
+                        }
+                        if i % 5 == 4 {
+                            let _ = std::fs::File::open(&dir).and_then(|f| f.sync_all());
+                        }
+                        if i % 11 == 10 {
+                            let _ = std::fs::remove_file(dir.join(format!("f{}", i - 3)));
+                        }
+                    }
+                });
+            }
+            std::thread::sleep(wait);
+            // SAFETY: signalling our own child process.
+            unsafe { libc::kill(m.pid(), libc::SIGKILL) };
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg("-z")
+                .arg(&mnt)
+                .status();
+        });
+        if let Some(mut c) = m.child.take() {
+            let _ = c.wait();
+        }
+        drop(m);
+        // Only whole lines, and a clean store.
+        let text = std::fs::read_to_string(&archive).unwrap();
+        assert!(text.ends_with('\n'), "round {round}: torn archive line");
+        let fsck = env.ok(&["fsck", &archive]);
+        assert!(
+            fsck.contains(" 0 problems")
+                && fsck.contains("0 damaged lines")
+                && fsck.contains(", 0 lost data"),
+            "round {round}: {fsck}"
+        );
+    }
+    // The backing files of the killed mounts are reported, not removed.
+    let left = std::fs::read_dir(&tmp)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("vt-mount-")
+        })
+        .count();
+    assert!(left >= 1, "no backing directories left behind");
+    let o = env
+        .cmd()
+        .env("TMPDIR", &tmp)
+        .args(["mount", &archive, &mnt.to_string_lossy()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let m = Mount {
+        child: Some(o),
+        dir: mnt.clone(),
+    };
+    let start = Instant::now();
+    while !is_mounted(&mnt) {
+        assert!(start.elapsed() < Duration::from_secs(20), "mount timed out");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut m = m;
+    let d = mnt.to_string_lossy().into_owned();
+    env.ok(&["umount", &d]);
+    let out = m.child.take().unwrap().wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("died before recording its last writes"),
+        "{err}"
+    );
 }

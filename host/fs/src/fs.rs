@@ -177,6 +177,16 @@ fn eio(e: impl std::fmt::Display) -> Errno {
     Errno::EIO
 }
 
+/// The errno for a failed backing-file operation: a full or over-quota
+/// disk, or a file too large for it, is passed on as such (a writer must
+/// know it can free space and retry), anything else is EIO.
+fn io_errno(e: std::io::Error) -> Errno {
+    match e.raw_os_error() {
+        Some(n @ (libc::ENOSPC | libc::EDQUOT | libc::EFBIG)) => Errno::from_i32(n),
+        _ => eio(e),
+    }
+}
+
 type R<T> = std::result::Result<T, Errno>;
 
 /// Directory `dir`'s entries, if it is a directory and they are loaded.
@@ -789,7 +799,7 @@ impl Inner {
             let new = if block.span() <= MEM_MAX {
                 Content::Mem(read_all(&*self.store, &block).map_err(eio)?)
             } else {
-                let b = self.backing.create().map_err(eio)?;
+                let b = self.backing.create().map_err(io_errno)?;
                 write_sparse(&*self.store, &block, &b.file).map_err(eio)?;
                 b.len.store(block.span(), SeqCst);
                 Content::Backing(Arc::new(b))
@@ -806,8 +816,8 @@ impl Inner {
     }
 
     fn spill(&self, v: &[u8]) -> R<Arc<Backing>> {
-        let b = self.backing.create().map_err(eio)?;
-        b.write_at(v, 0).map_err(eio)?;
+        let b = self.backing.create().map_err(io_errno)?;
+        b.write_at(v, 0).map_err(io_errno)?;
         Ok(Arc::new(b))
     }
 
@@ -841,10 +851,10 @@ impl Inner {
                 Content::Mem(v) if size <= MEM_MAX => v.resize(size as usize, 0),
                 Content::Mem(v) => {
                     let b = self.spill(v)?;
-                    b.set_len(size).map_err(eio)?;
+                    b.set_len(size).map_err(io_errno)?;
                     *c = Content::Backing(b);
                 }
-                Content::Backing(b) => b.set_len(size).map_err(eio)?,
+                Content::Backing(b) => b.set_len(size).map_err(io_errno)?,
                 Content::Stored { .. } => return Err(Errno::EAGAIN),
             }
         }
@@ -905,7 +915,7 @@ impl Inner {
                 if let Some(n) = st.get_mut(ino) {
                     n.writing -= 1;
                 }
-                r.map_err(eio)?;
+                r.map_err(io_errno)?;
                 Self::after_write(&mut st, ino);
             } else {
                 Self::after_write(&mut st, ino);

@@ -211,6 +211,7 @@ pub fn mount(
     }
     let mountpoint = std::fs::canonicalize(&mountpoint)
         .with_context(|| format!("resolve {}", mountpoint.display()))?;
+    report_orphaned_backing();
     let backing = std::env::temp_dir().join(format!(
         "vt-mount-{}-{}",
         std::process::id(),
@@ -315,4 +316,45 @@ pub fn umount(mountpoint: &Path) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Warns about backing directories (`$TMPDIR/vt-mount-PID-NANOS`) left by
+/// mount processes that died without cleaning up (`kill -9`, a crash):
+/// they hold the content of files written since that mount's last
+/// snapshot, larger than 1 MiB, which the archive does not have. They are
+/// left for the user to look at or remove, never deleted here.
+fn report_orphaned_backing() {
+    let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for ent in rd.flatten() {
+        let name = ent.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("vt-mount-"))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: signal 0 only checks that the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH);
+        if alive {
+            continue;
+        }
+        let (mut files, mut bytes) = (0u64, 0u64);
+        if let Ok(rd) = std::fs::read_dir(ent.path()) {
+            for f in rd.flatten() {
+                if let Ok(m) = f.metadata() {
+                    files += 1;
+                    bytes += m.len();
+                }
+            }
+        }
+        tracing::warn!(
+            "{}: left by a vt mount (pid {pid}) that died before recording its last writes: {files} backing files, {bytes} bytes of content written after its last snapshot (kept; remove the directory when done with it)",
+            ent.path().display()
+        );
+    }
 }
