@@ -1130,3 +1130,167 @@ fn kill_9_of_the_mount_during_writes_twenty_times() {
         "{err}"
     );
 }
+
+/// Issue 18, acceptance 6: a soak of the mount. 16 threads, each in a
+/// directory of its own, create, overwrite, append to, truncate, rename
+/// (over existing names too), link and unlink files and rename
+/// directories for `VT_SOAK_SECS` seconds (120 here; `bench/soak.sh` runs
+/// 1800), fsyncing now and then, each keeping a model of what its
+/// directory holds; after an unmount the last snapshot must equal the
+/// models exactly.
+#[test]
+fn soak_16_writers_against_a_model() {
+    use std::collections::BTreeMap;
+    let secs: u64 = std::env::var("VT_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
+    let env = Env::new();
+    let empty = env.path("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let archive = import(&env, &empty, "soak");
+    let mnt = env.path("mnt");
+    let m = Mount::start(&env, &[&archive, &mnt.to_string_lossy()]);
+    let until = Instant::now() + Duration::from_secs(secs);
+    let models: Vec<(BTreeMap<String, Vec<u8>>, u64)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..16u64)
+            .map(|t| {
+                let mnt = &mnt;
+                s.spawn(move || {
+                    let mut r = Rng(1000 + t);
+                    // Relative path (under the thread's directory) -> content.
+                    let mut model: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+                    let mut sub = String::from("d0");
+                    let root = mnt.join(format!("t{t}"));
+                    std::fs::create_dir_all(root.join(&sub)).unwrap();
+                    let mut ops = 0u64;
+                    while Instant::now() < until {
+                        ops += 1;
+                        let name = format!("{sub}/f{}", r.below(12));
+                        let p = root.join(&name);
+                        match r.below(10) {
+                            0..=2 => {
+                                let len = match r.below(20) {
+                                    0 => (1 << 20) + r.below(300_000) as usize,
+                                    1..=5 => r.below(70_000) as usize,
+                                    _ => r.below(3000) as usize,
+                                };
+                                let data = if r.below(2) == 0 {
+                                    r.bytes(len)
+                                } else {
+                                    r.text(len)
+                                };
+                                std::fs::write(&p, &data).unwrap();
+                                model.insert(name, data);
+                            }
+                            3 => {
+                                if let Some(v) = model.get_mut(&name) {
+                                    let n = r.below(5000) as usize;
+                                    let more = r.text(n);
+                                    let mut f =
+                                        std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+                                    f.write_all(&more).unwrap();
+                                    v.extend_from_slice(&more);
+                                }
+                            }
+                            4 => {
+                                if let Some(v) = model.get_mut(&name) {
+                                    let len = r.below(v.len() as u64 + 1) as usize;
+                                    std::fs::OpenOptions::new()
+                                        .write(true)
+                                        .open(&p)
+                                        .unwrap()
+                                        .set_len(len as u64)
+                                        .unwrap();
+                                    v.truncate(len);
+                                }
+                            }
+                            5 => {
+                                if let Some(v) = model.remove(&name) {
+                                    let to = format!("{sub}/f{}", r.below(12));
+                                    std::fs::rename(&p, root.join(&to)).unwrap();
+                                    model.insert(to, v);
+                                }
+                            }
+                            6 => {
+                                if model.remove(&name).is_some() {
+                                    std::fs::remove_file(&p).unwrap();
+                                }
+                            }
+                            7 => {
+                                // Overwrite in the middle.
+                                if let Some(v) = model.get_mut(&name) {
+                                    if !v.is_empty() {
+                                        let at = r.below(v.len() as u64) as usize;
+                                        let n = r.below(4000) as usize + 1;
+                                        let patch = r.bytes(n);
+                                        let f = std::fs::OpenOptions::new()
+                                            .write(true)
+                                            .open(&p)
+                                            .unwrap();
+                                        f.write_all_at(&patch, at as u64).unwrap();
+                                        if v.len() < at + patch.len() {
+                                            v.resize(at + patch.len(), 0);
+                                        }
+                                        v[at..at + patch.len()].copy_from_slice(&patch);
+                                    }
+                                }
+                            }
+                            8 => {
+                                // Move the whole working directory.
+                                let next = format!("d{ops}");
+                                std::fs::rename(root.join(&sub), root.join(&next)).unwrap();
+                                model = std::mem::take(&mut model)
+                                    .into_iter()
+                                    .map(|(k, v)| (format!("{next}/{}", &k[sub.len() + 1..]), v))
+                                    .collect();
+                                sub = next;
+                            }
+                            _ => {
+                                let _ =
+                                    std::fs::File::open(root.join(&sub)).and_then(|f| f.sync_all());
+                            }
+                        }
+                    }
+                    (model, ops)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    m.umount(&env);
+    let out = env.path("out");
+    export(&env, &archive, &out);
+    let mut ops = 0;
+    for (t, (model, n)) in models.iter().enumerate() {
+        ops += n;
+        let root = out.join(format!("t{t}"));
+        let mut found = BTreeMap::new();
+        for d in std::fs::read_dir(&root).unwrap() {
+            let d = d.unwrap();
+            for f in std::fs::read_dir(d.path()).unwrap() {
+                let f = f.unwrap();
+                let rel = format!(
+                    "{}/{}",
+                    d.file_name().to_string_lossy(),
+                    f.file_name().to_string_lossy()
+                );
+                found.insert(rel, std::fs::read(f.path()).unwrap());
+            }
+        }
+        assert_eq!(
+            found.keys().collect::<Vec<_>>(),
+            model.keys().collect::<Vec<_>>(),
+            "thread {t}: names differ"
+        );
+        for (k, v) in model {
+            assert!(found[k] == *v, "thread {t}: {k} differs");
+        }
+    }
+    eprintln!("soak: {secs} s, {ops} operations by 16 threads, snapshot equal to the model");
+    let fsck = env.ok(&["fsck", &archive]);
+    assert!(
+        fsck.contains(" 0 problems") && fsck.contains(", 0 lost data"),
+        "{fsck}"
+    );
+}
