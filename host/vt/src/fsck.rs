@@ -40,6 +40,10 @@ pub struct LostData<'a> {
     /// Indirect blocks already checked, and whether their tree lost data
     /// (snapshots share most of their files).
     trees: HashMap<Hash, bool>,
+    /// Directories (by their block's hash) found whole, with everything
+    /// below them: snapshots share most of their directories, and a store
+    /// written through a mount may hold tens of thousands of snapshots.
+    whole_dirs: HashSet<Hash>,
 }
 
 impl<'a> LostData<'a> {
@@ -50,6 +54,7 @@ impl<'a> LostData<'a> {
             store,
             bad: bad.into_iter().collect(),
             trees: HashMap::new(),
+            whole_dirs: HashSet::new(),
         }
     }
 
@@ -90,22 +95,47 @@ impl<'a> LostData<'a> {
                 more += 1;
             }
         };
-        // Depth first with a stack of its own: trees may be deep.
-        let mut stack: Vec<(String, Dirent)> = vec![(String::new(), top.clone())];
-        while let Some((path, d)) = stack.pop() {
+        // Depth first with a stack of its own (trees may be deep); a
+        // directory's exit is seen after everything below it, and if
+        // nothing was noted meanwhile, it is whole.
+        enum Step {
+            Enter(String, Box<Dirent>),
+            Exit(Hash, usize),
+        }
+        let mut noted = 0usize;
+        let mut stack = vec![Step::Enter(String::new(), Box::new(top.clone()))];
+        while let Some(step) = stack.pop() {
+            let (path, d) = match step {
+                Step::Enter(p, d) => (p, d),
+                Step::Exit(h, before) => {
+                    if noted == before {
+                        self.whole_dirs.insert(h);
+                    }
+                    continue;
+                }
+            };
             match &d.kind {
                 DirentKind::File { block } => {
                     if self.tree_lost(block) {
+                        noted += 1;
                         note(path);
                     }
                 }
                 DirentKind::Dir { block, hardlinks } => {
+                    let key = dir_key(block, hardlinks.as_ref());
+                    if key.is_some_and(|k| self.whole_dirs.contains(&k)) {
+                        continue;
+                    }
+                    if let Some(k) = key {
+                        stack.push(Step::Exit(k, noted));
+                    }
                     let shown = if path.is_empty() { "/" } else { &path };
                     if let Some(h) = hardlinks {
                         match read_dir(self.store, h) {
                             Ok(files) => {
                                 for f in files {
                                     if f.block().is_some_and(|b| self.tree_lost(b)) {
+                                        noted += 1;
                                         note(format!(
                                             "{shown} (hard-linked file {})",
                                             f.name_lossy()
@@ -113,17 +143,23 @@ impl<'a> LostData<'a> {
                                     }
                                 }
                             }
-                            Err(_) => note(format!("{shown} (its hard link table)")),
+                            Err(_) => {
+                                noted += 1;
+                                note(format!("{shown} (its hard link table)"));
+                            }
                         }
                     }
                     match read_dir(self.store, block) {
                         Ok(entries) => {
                             for e in entries.into_iter().rev() {
                                 let p = format!("{path}/{}", e.name_lossy());
-                                stack.push((p, e));
+                                stack.push(Step::Enter(p, Box::new(e)));
                             }
                         }
-                        Err(_) => note(format!("{shown} (the directory itself)")),
+                        Err(_) => {
+                            noted += 1;
+                            note(format!("{shown} (the directory itself)"));
+                        }
                     }
                 }
                 DirentKind::Symlink { .. }
@@ -151,5 +187,25 @@ impl<'a> LostData<'a> {
             }
         }
         out
+    }
+}
+
+/// The key a directory is remembered by once found whole: its block's
+/// hash, mixed with its hard link table's at a snapshot's top; `None` for
+/// a directory stored inline (cheap to look at again).
+fn dir_key(block: &BlockRef, hardlinks: Option<&BlockRef>) -> Option<Hash> {
+    let top = |r: &BlockRef| match r {
+        BlockRef::Direct { hash, .. } | BlockRef::Indirect { hash, .. } => Some(*hash),
+        _ => None,
+    };
+    let h = top(block)?;
+    match hardlinks.map(top) {
+        None => Some(h),
+        Some(None) => None,
+        Some(Some(l)) => {
+            let mut both = h.bytes.to_vec();
+            both.extend_from_slice(&l.bytes);
+            Some(h.kind.digest(&both))
+        }
     }
 }
