@@ -547,6 +547,15 @@ fn read_own_record(
     Ok((h, payload))
 }
 
+/// Makes the error for damage to block `expect` in datafile `path`.
+fn corrupt_in<'a>(path: &'a Path, expect: &'a Hash) -> impl Fn(String) -> Error + Copy + 'a {
+    move |detail| Error::Corrupt {
+        hash: *expect,
+        file: path.to_path_buf(),
+        detail,
+    }
+}
+
 /// A block's own record as read.
 #[derive(Debug)]
 pub enum Stored {
@@ -576,11 +585,7 @@ pub fn read_record<'a>(
     dicts: &Dictionaries,
     verify: Verify,
 ) -> Result<Stored> {
-    let corrupt = |detail: String| Error::Corrupt {
-        hash: *expect,
-        file: path.to_path_buf(),
-        detail,
-    };
+    let corrupt = corrupt_in(path, expect);
     let (h, payload) = read_own_record(src.into(), offset, stored_len, expect).map_err(corrupt)?;
     if h.is_delta() {
         let (base, _) = delta::parse_payload(&payload).map_err(corrupt)?;
@@ -610,11 +615,7 @@ pub fn resolve_delta(
     raw_len: u32,
     verify: Verify,
 ) -> Result<Bytes> {
-    let corrupt = |detail: String| Error::Corrupt {
-        hash: *expect,
-        file: path.to_path_buf(),
-        detail,
-    };
+    let corrupt = corrupt_in(path, expect);
     let (_, frame) = delta::parse_payload(payload).map_err(corrupt)?;
     let data = delta::decompress(base, frame, raw_len as usize).map_err(corrupt)?;
     if verify == Verify::Hash && expect.kind.digest(&data) != *expect {
@@ -692,11 +693,7 @@ pub fn read_record_packed<'a>(
     stored_len: Option<u32>,
     expect: &Hash,
 ) -> Result<Option<Bytes>> {
-    let corrupt = |detail: String| Error::Corrupt {
-        hash: *expect,
-        file: path.to_path_buf(),
-        detail,
-    };
+    let corrupt = corrupt_in(path, expect);
     let (h, payload) = read_own_record(src.into(), offset, stored_len, expect).map_err(corrupt)?;
     let plain_frame = h.flags & FLAG_ZSTD != 0
         && !h.is_delta()
