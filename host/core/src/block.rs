@@ -53,6 +53,9 @@ pub enum BlockRef {
     },
 }
 
+/// How deeply sub-blocks may nest (`SubB` in `SubB`…), in both forms.
+const MAX_SUB_DEPTH: u32 = 8;
+
 const T_DIRECT: u8 = 1;
 const T_INDIRECT: u8 = 2;
 const T_LITERAL: u8 = 3;
@@ -144,7 +147,7 @@ impl BlockRef {
     }
 
     fn decode_depth(r: &mut Reader<'_>, depth: u32) -> Result<Self> {
-        if depth > 8 {
+        if depth > MAX_SUB_DEPTH {
             return Err(Error::decode("block ref", "sub-blocks nested too deeply"));
         }
         Ok(match r.u8()? {
@@ -218,6 +221,15 @@ impl BlockRef {
 
     /// Converts a parsed transcription.
     pub fn from_value(v: &Value) -> Result<Self> {
+        Self::from_value_depth(v, 0)
+    }
+
+    fn from_value_depth(v: &Value, depth: u32) -> Result<Self> {
+        // As deep as the binary form may nest, so that what is read from
+        // text can be stored.
+        if depth > MAX_SUB_DEPTH {
+            return Err(Error::decode("block ref", "sub-blocks nested too deeply"));
+        }
         let Value::Tagged(tag, fields) = v else {
             return Err(Error::decode(
                 "block ref",
@@ -244,7 +256,7 @@ impl BlockRef {
                     .map_err(|_| Error::decode("block ref", "RLE octet above 255"))?,
             },
             "SubB" => Self::sub(
-                Self::from_value(f.req("block")?)?,
+                Self::from_value_depth(f.req("block")?, depth + 1)?,
                 f.u64("offset")?,
                 f.u64("span")?,
             )?,
@@ -312,6 +324,31 @@ pub fn decode_indirect(data: &[u8]) -> Result<Vec<BlockRef>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn nested_sub(levels: usize) -> String {
+        let mut t = "LB{hex:00}".to_string();
+        for _ in 0..levels {
+            t = format!("SubB{{block:{t},offset:0,span:1}}");
+        }
+        t
+    }
+
+    /// Found by the fuzz target block_ref: text nested deeper than the
+    /// binary form may be parsed to a reference whose encoding did not
+    /// decode.
+    #[test]
+    fn text_sub_blocks_nest_no_deeper_than_binary_ones() {
+        let ok = BlockRef::parse(&nested_sub(8)).unwrap();
+        assert_eq!(BlockRef::from_bytes(&ok.to_bytes()).unwrap(), ok);
+        assert!(BlockRef::parse(&nested_sub(9)).is_err());
+        let mut bin = Vec::new();
+        for _ in 0..9 {
+            bin.extend([T_SUB, 0, 1]);
+        }
+        bin.extend([T_LITERAL, 1, 0]);
+        assert!(BlockRef::from_bytes(&bin).is_err());
+        assert!(BlockRef::from_bytes(&bin[3..]).is_ok());
+    }
     use proptest::prelude::*;
 
     fn arb_hash() -> impl Strategy<Value = Hash> {
