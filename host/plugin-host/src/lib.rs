@@ -13,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod install;
 pub mod registry;
+pub mod returns;
 pub mod sandbox;
 pub mod wasm;
 

@@ -11,6 +11,8 @@ use wasmtime::Store;
 use crate::bindings::exports::vt::plugin::scanner::Info;
 use crate::bindings::{ScannerPlugin, ScannerPluginPre};
 use crate::engine::{sha256_hex, Compiled};
+pub use crate::returns::valid_name;
+use crate::returns::{confidence, Offsets};
 use crate::sandbox::Sandbox;
 use crate::{Error, PluginEngine, Result, WIT_VERSION};
 
@@ -166,7 +168,7 @@ impl WasmPlugin {
                         v.push((store, inst));
                     }
                 }
-                c.min(100)
+                confidence(c)
             }
             Err(e) => self.sniff_failed(path, &trap_text(&e)),
         }
@@ -189,7 +191,7 @@ impl WasmPlugin {
             name: self.info.name.clone(),
             path: path.display().to_string(),
             state: None,
-            last: 0,
+            offsets: Offsets::new(),
             warn: self.warn.clone(),
         };
         match self.instance() {
@@ -215,7 +217,7 @@ pub struct WasmScan {
     name: String,
     path: String,
     state: Option<(Store<Sandbox>, ScannerPlugin, ResourceAny)>,
-    last: u64,
+    offsets: Offsets,
     warn: WarnFn,
 }
 
@@ -231,14 +233,9 @@ impl WasmScan {
     fn accept(&mut self, got: wasmtime::Result<Vec<u64>>, end: u64) -> Vec<u64> {
         let checked = got
             .map_err(|e| trap_text(&e))
-            .and_then(|offs| check_offsets(&offs, self.last, end).map(|()| offs));
+            .and_then(|offs| self.offsets.accept(&offs, end).map(|()| offs));
         match checked {
-            Ok(offs) => {
-                if let Some(&l) = offs.last() {
-                    self.last = l;
-                }
-                offs
-            }
+            Ok(offs) => offs,
             Err(e) => {
                 self.fail(&e);
                 Vec::new()
@@ -285,24 +282,6 @@ impl vt_core::Scanner for WasmScan {
         // beyond it.
         self.accept(got, u64::MAX)
     }
-}
-
-/// Offsets must rise strictly, follow `last` and lie within `(0, end]`.
-fn check_offsets(offs: &[u64], mut last: u64, end: u64) -> std::result::Result<(), String> {
-    for &o in offs {
-        if o > end {
-            return Err(format!(
-                "it proposed offset {o}, beyond the {end} bytes fed so far"
-            ));
-        }
-        if o <= last {
-            return Err(format!(
-                "it proposed offset {o} after {last} (offsets must rise)"
-            ));
-        }
-        last = o;
-    }
-    Ok(())
 }
 
 /// Refuses components that are not a `vt:plugin` scanner of this major
@@ -365,12 +344,4 @@ fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
-}
-
-/// Plugin names: `[a-z0-9-]+`, at most 64 bytes.
-pub fn valid_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 64
-        && n.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
