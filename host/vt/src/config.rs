@@ -1,11 +1,12 @@
 //! The vtrc configuration file (TOML, `vtrc.5`): built-in defaults plus
 //! what the file says, and `vt config`, which prints the result.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use serde::Deserialize;
+
+use crate::vtrc::{parse, VtrcError};
+pub use crate::vtrc::{Config, Defaults, PluginsConfig, ServeConfig};
 
 /// The commented configuration `vt init` writes.
 pub const DEFAULT_VTRC: &str = r#"# vt configuration (see vtrc(5)).
@@ -78,65 +79,6 @@ type = "memory"
 #"*.mbx" = "mbox"
 #"*.log" = "none"
 "#;
-
-/// The parsed configuration.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    /// The `[default]` table.
-    #[serde(default)]
-    pub default: Defaults,
-    /// The `[stores.NAME]` tables, checked when opened (each type takes
-    /// its own settings).
-    #[serde(default)]
-    pub stores: BTreeMap<String, toml::Table>,
-    /// The `[serve]` table.
-    #[serde(default)]
-    pub serve: ServeConfig,
-    /// The `[plugins]` table.
-    #[serde(default)]
-    pub plugins: PluginsConfig,
-    /// The `[scanners]` table: file-name glob -> scanner name (or "none").
-    #[serde(default)]
-    pub scanners: BTreeMap<String, String>,
-    /// The file it came from, if any.
-    #[serde(skip)]
-    pub source: Option<PathBuf>,
-}
-
-/// The `[plugins]` table.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PluginsConfig {
-    /// Where installed plugins live [default: $XDG_DATA_HOME/vt/plugins].
-    pub dir: Option<String>,
-    /// Where compiled plugins are cached [default: $XDG_CACHE_HOME/vt/plugins].
-    pub cache: Option<String>,
-}
-
-/// The `[default]` table.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Defaults {
-    /// Name (or spec) of the store used without `-S`.
-    pub store: Option<String>,
-}
-
-/// The `[serve]` table: defaults for `vt serve`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServeConfig {
-    /// `NAME[:STORESPEC]`, comma-separated, or a list of them.
-    pub export: Option<toml::Value>,
-    /// Addresses to listen on (`--listen`).
-    pub listen: Option<Vec<String>>,
-    /// The file holding the token clients must present.
-    pub token_file: Option<String>,
-    /// TLS certificate chain (PEM).
-    pub tls_cert: Option<String>,
-    /// TLS private key (PEM).
-    pub tls_key: Option<String>,
-}
 
 pub(crate) fn home() -> PathBuf {
     std::env::var_os("HOME").map_or_else(|| PathBuf::from("/"), PathBuf::from)
@@ -229,21 +171,20 @@ impl Config {
     /// Loads `path`; a missing file gives the built-in defaults.
     pub fn load(path: &Path) -> Result<Config> {
         match std::fs::read_to_string(path) {
-            Ok(text) => {
-                let mut c: Config = toml::from_str(&text)
-                    .with_context(|| format!("configuration {} is invalid", path.display()))?;
-                for (name, t) in &c.stores {
-                    if !t.contains_key("type") {
-                        bail!(
-                            "configuration {}: [stores.{name}] has no type (known: {})",
-                            path.display(),
-                            crate::open::TYPES.join(", ")
-                        );
-                    }
+            Ok(text) => match parse(&text) {
+                Ok(mut c) => {
+                    c.source = Some(path.to_path_buf());
+                    Ok(c)
                 }
-                c.source = Some(path.to_path_buf());
-                Ok(c)
-            }
+                Err(VtrcError::Toml(e)) => {
+                    Err(e).with_context(|| format!("configuration {} is invalid", path.display()))
+                }
+                Err(VtrcError::NoType(name)) => bail!(
+                    "configuration {}: [stores.{name}] has no type (known: {})",
+                    path.display(),
+                    crate::open::TYPES.join(", ")
+                ),
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
         }

@@ -14,6 +14,7 @@ mod scaffold;
 mod serve;
 mod signals;
 mod snapshot;
+mod vtrc;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
