@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::vtrc::{parse, VtrcError};
-pub use crate::vtrc::{Config, Defaults, PluginsConfig, ServeConfig};
+pub use crate::vtrc::Config;
 
 /// The commented configuration `vt init` writes.
 pub const DEFAULT_VTRC: &str = r#"# vt configuration (see vtrc(5)).
