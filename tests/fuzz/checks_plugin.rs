@@ -34,10 +34,7 @@ impl Plugin<'_> {
         for _ in 0..n % 16 {
             let mut v = 0u64;
             let mut shift = 0;
-            loop {
-                let Some((&b, r)) = rest.split_first() else {
-                    break;
-                };
+            while let Some((&b, r)) = rest.split_first() {
                 rest = r;
                 if shift < 64 {
                     v |= u64::from(b & 0x7f) << shift;

@@ -144,7 +144,6 @@ fn write_seeds() {
         ino: Some(42),
         xattrs: vec![(b"user.x".to_vec(), b"\0\xff".to_vec())],
         mime: Some("text/plain".into()),
-        ..Meta::default()
     };
     let kinds = vec![
         DirentKind::File {

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::vtrc::{parse, VtrcError};
 pub use crate::vtrc::Config;
+use crate::vtrc::{parse, VtrcError};
 
 /// The commented configuration `vt init` writes.
 pub const DEFAULT_VTRC: &str = r#"# vt configuration (see vtrc(5)).
