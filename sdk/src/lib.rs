@@ -47,7 +47,7 @@ use std::cell::RefCell;
 use bindings::exports::vt::plugin::scanner as wit;
 
 /// The `vt:plugin` WIT package version this SDK builds plugins against.
-pub const WIT_VERSION: &str = "1.0.0";
+pub const WIT_VERSION: &str = "1.1.0";
 
 /// What a scanner is and which files it handles.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -130,6 +130,14 @@ pub trait Scanner: Default + 'static {
 
     /// The file has ended; push any last proposals.
     fn finish(&mut self, _out: &mut Vec<u64>) {}
+
+    /// The least length of a block ended at one of this scanner's
+    /// proposals; 0 (the default) leaves it to the host (4 KiB). Worth
+    /// setting only for formats whose seams are closer than that and whose
+    /// bytes do not compress (the host keeps it within 1 KiB to 16 KiB).
+    fn min_block() -> u32 {
+        0
+    }
 }
 
 /// Adapts a [`Scanner`] to the generated WIT resource. Used by
@@ -191,6 +199,13 @@ macro_rules! export_scanner {
 
             fn sniff(filename: String, head: Vec<u8>) -> u8 {
                 <$t as $crate::Scanner>::sniff(&filename, &head).min(100)
+            }
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        impl $crate::bindings::exports::vt::plugin::seams::Guest for VtSdkExport {
+            fn min_block() -> u32 {
+                <$t as $crate::Scanner>::min_block()
             }
         }
 

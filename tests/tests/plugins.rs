@@ -20,9 +20,9 @@ fn plugin_target() -> PathBuf {
     repo().join("target/test-plugins")
 }
 
-/// Builds tests/plugins (hostile, wit2) for wasm32-wasip2, once.
-fn test_plugins() -> &'static (PathBuf, PathBuf) {
-    static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+/// Builds tests/plugins (hostile, wit1, wit2) for wasm32-wasip2, once.
+fn test_plugins() -> &'static (PathBuf, PathBuf, PathBuf) {
+    static BUILT: OnceLock<(PathBuf, PathBuf, PathBuf)> = OnceLock::new();
     BUILT.get_or_init(|| {
         let st = Command::new(env!("CARGO"))
             .args([
@@ -43,7 +43,11 @@ fn test_plugins() -> &'static (PathBuf, PathBuf) {
             "building tests/plugins for wasm32-wasip2 failed"
         );
         let dir = plugin_target().join("wasm32-wasip2/release");
-        (dir.join("hostile.wasm"), dir.join("wit2.wasm"))
+        (
+            dir.join("hostile.wasm"),
+            dir.join("wit1.wasm"),
+            dir.join("wit2.wasm"),
+        )
     })
 }
 
@@ -53,7 +57,7 @@ fn stderr(o: &std::process::Output) -> String {
 
 #[test]
 fn hostile_plugins_warn_and_the_data_is_identical() {
-    let (hostile, _) = test_plugins();
+    let (hostile, _, _) = test_plugins();
     let env = Env::new();
     let out = env.ok(&["plugin", "install", hostile.to_str().unwrap()]);
     assert!(out.contains("installed scanner hostile 0.1.0"), "{out}");
@@ -132,13 +136,13 @@ fn hostile_plugins_warn_and_the_data_is_identical() {
 
 #[test]
 fn incompatible_or_broken_plugins_are_refused_clearly() {
-    let (_, wit2) = test_plugins();
+    let (_, _, wit2) = test_plugins();
     let env = Env::new();
     let o = env.run(&["plugin", "install", wit2.to_str().unwrap()]);
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(
-        err.contains("built against vt:plugin@2.0.0, but this vt speaks vt:plugin@1.0.0"),
+        err.contains("built against vt:plugin@2.0.0, but this vt speaks vt:plugin@1.1.0"),
         "{err}"
     );
 
@@ -169,7 +173,7 @@ fn incompatible_or_broken_plugins_are_refused_clearly() {
 
 #[test]
 fn tampered_installed_plugin_is_not_loaded() {
-    let (hostile, _) = test_plugins();
+    let (hostile, _, _) = test_plugins();
     let env = Env::new();
     env.ok(&["plugin", "install", hostile.to_str().unwrap()]);
     let installed = env.path("xdg-data/vt/plugins/hostile.wasm");
@@ -297,4 +301,31 @@ fn bundled_mbox_component_proposes_what_the_native_scanner_does() {
         .map(|l| l.trim().parse().unwrap())
         .collect();
     assert_eq!(listed, native, "wasm and native offsets differ");
+}
+
+#[test]
+fn a_plugin_built_against_wit_1_0_loads_with_the_default_seams() {
+    let (_, wit1, _) = test_plugins();
+    let env = Env::new();
+    env.ok(&["plugin", "install", wit1.to_str().unwrap()]);
+    let f = env.path("every.one");
+    std::fs::write(&f, Rng(5).text(20_000)).unwrap();
+    let out = env.ok(&["scan", f.to_str().unwrap()]);
+    assert!(
+        out.contains("scanner: wit1 1.0.0 (extension .one)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("seams:   honoured from 4096 bytes into a block (the default)"),
+        "{out}"
+    );
+    // Proposals every 1000 bytes, honoured from 4096: blocks end at 5000,
+    // 10000, 15000 and 20000 (the last proposal is the end of the file).
+    assert!(
+        out.contains("offsets: 20 proposed, 4 used as block ends"),
+        "{out}"
+    );
+    assert!(out.contains("blocks:  4\n"), "{out}");
+    let info = env.ok(&["plugin", "info", "wit1"]);
+    assert!(!info.contains("min block"), "{info}");
 }

@@ -244,7 +244,14 @@ impl<'a> Blockifier<'a> {
             None => BUFFER,
         };
         let max = self.chunker.params().max;
-        let scan_min = self.chunker.params().scan_min.max(1) as u64;
+        // A scanner may ask for shorter blocks at its seams.
+        let params = self.chunker.params().for_scanner(scanner.as_deref());
+        let chunker = if params == self.chunker.params() {
+            self.chunker.clone()
+        } else {
+            Chunker::new(params)
+        };
+        let scan_min = params.scan_min.max(1) as u64;
         let mut buf: Vec<u8> = Vec::with_capacity(bufsize);
         let mut spare: Vec<u8> = Vec::new();
         let mut buf_offset: u64 = 0; // absolute offset of buf[0]
@@ -275,7 +282,7 @@ impl<'a> Blockifier<'a> {
                     proposals.pop_front();
                 }
                 let prop = proposals.front().map(|&p| (p - start_abs) as usize);
-                match self.chunker.cut(&buf[pos..], prop, eof) {
+                match chunker.cut(&buf[pos..], prop, eof) {
                     Some(n) => {
                         cuts.push((pos, pos + n));
                         pos += n;

@@ -37,6 +37,21 @@ impl Default for ChunkParams {
     }
 }
 
+impl ChunkParams {
+    /// These parameters with `scan_min` set to what a scanner asks for
+    /// ([`Scanner::min_block`]), kept within
+    /// [`crate::scanner::MIN_BLOCK_FLOOR`] and `min`.
+    pub fn for_scanner(self, scanner: Option<&dyn Scanner>) -> ChunkParams {
+        match scanner.and_then(|s| s.min_block()) {
+            Some(m) => ChunkParams {
+                scan_min: m.clamp(crate::scanner::MIN_BLOCK_FLOOR, self.min.max(1)),
+                ..self
+            },
+            None => self,
+        }
+    }
+}
+
 const fn gear_table() -> [u64; 256] {
     // splitmix64 from a fixed seed: the table is part of the format, since
     // changing it moves every boundary.

@@ -27,7 +27,19 @@ pub trait Scanner: Send {
     fn finish(&mut self) -> Vec<u64> {
         Vec::new()
     }
+
+    /// The least length of a block ended at one of this scanner's
+    /// proposals, if not the chunker's `scan_min`; the chunker keeps it
+    /// within [`MIN_BLOCK_FLOOR`] and its `min` (see
+    /// [`crate::chunker::ChunkParams::for_scanner`]).
+    fn min_block(&self) -> Option<usize> {
+        None
+    }
 }
+
+/// No scanner gets blocks shorter than this ended at its proposals: below
+/// it, a block's reference and index entry cost more than it can save.
+pub const MIN_BLOCK_FLOOR: usize = 1024;
 
 /// Picks the scanner for a file, if any.
 pub trait ScannerSource: Send + Sync {

@@ -24,12 +24,14 @@ pub use registry::{Registry, ScannerEntry, Source};
 pub use wasm::WasmPlugin;
 
 /// The `vt:plugin` WIT package version this host speaks.
-pub const WIT_VERSION: &str = "1.0.0";
+pub const WIT_VERSION: &str = "1.1.0";
 
-/// Host-side bindings generated from `wit/`.
+/// Host-side bindings generated from `wit/`: the `scanner-core` world,
+/// which plugins built against any 1.x export (`seams`, added in 1.1, is
+/// looked up on its own: see [`wasm`]).
 mod bindings {
     wasmtime::component::bindgen!({
         path: "../../wit",
-        world: "scanner-plugin",
+        world: "scanner-core",
     });
 }

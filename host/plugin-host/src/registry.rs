@@ -104,6 +104,7 @@ impl Registry {
                     extensions: b.extensions.iter().map(|s| s.to_string()).collect(),
                     mime_types: b.mime_types.iter().map(|s| s.to_string()).collect(),
                     magic: Vec::new(),
+                    min_block: 0,
                 },
                 source: Source::Builtin,
                 digest: None,

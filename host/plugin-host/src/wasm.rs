@@ -9,7 +9,7 @@ use wasmtime::component::{Component, ResourceAny};
 use wasmtime::Store;
 
 use crate::bindings::exports::vt::plugin::scanner::Info;
-use crate::bindings::{ScannerPlugin, ScannerPluginPre};
+use crate::bindings::{ScannerCore as ScannerPlugin, ScannerCorePre as ScannerPluginPre};
 use crate::engine::{sha256_hex, Compiled};
 pub use crate::returns::valid_name;
 use crate::returns::{confidence, Offsets};
@@ -31,6 +31,11 @@ pub struct PluginInfo {
     /// any is asked to sniff only files that start with one of them.
     #[serde(default)]
     pub magic: Vec<Vec<u8>>,
+    /// The least length of a block ended at one of its proposals (its
+    /// `seams` interface, WIT 1.1); 0 for the host's default, and for
+    /// plugins built against WIT 1.0.
+    #[serde(default)]
+    pub min_block: u32,
 }
 
 impl From<Info> for PluginInfo {
@@ -41,9 +46,13 @@ impl From<Info> for PluginInfo {
             extensions: i.extensions,
             mime_types: i.mime_types,
             magic: i.magic,
+            min_block: 0,
         }
     }
 }
+
+/// The export that holds `min-block` (any 1.x from 1.1 matches).
+const SEAMS: &str = "vt:plugin/seams@1.1.0";
 
 /// Where warnings about misbehaving plugins go.
 pub type WarnFn = Arc<dyn Fn(String) + Send + Sync>;
@@ -91,18 +100,28 @@ impl WasmPlugin {
             sniff_broken: AtomicBool::new(false),
             warn,
         };
-        let (mut store, inst) = plugin.instance().map_err(|d| Error::Failed {
+        let failed = |detail: String| Error::Failed {
             plugin: label.into(),
-            detail: d,
-        })?;
+            detail,
+        };
+        let mut store = Sandbox::store(engine);
+        let raw = plugin
+            .pre
+            .instance_pre()
+            .instantiate(&mut store)
+            .map_err(|e| failed(format!("instantiate: {}", trap_text(&e))))?;
+        let inst = ScannerPlugin::new(&mut store, &raw)
+            .map_err(|e| failed(format!("instantiate: {}", trap_text(&e))))?;
         let info = inst
             .vt_plugin_scanner()
             .call_describe(&mut store)
-            .map_err(|e| Error::Failed {
-                plugin: label.into(),
-                detail: format!("describe: {}", trap_text(&e)),
-            })?;
-        let info = PluginInfo::from(info);
+            .map_err(|e| failed(format!("describe: {}", trap_text(&e))))?;
+        let min_block = min_block(&component, &raw, &mut store)
+            .map_err(|e| failed(format!("min-block: {}", trap_text(&e))))?;
+        let info = PluginInfo {
+            min_block,
+            ..PluginInfo::from(info)
+        };
         if !valid_name(&info.name) {
             return Err(Error::Invalid {
                 plugin: label.into(),
@@ -193,6 +212,7 @@ impl WasmPlugin {
             state: None,
             offsets: Offsets::new(),
             warn: self.warn.clone(),
+            min_block: self.info.min_block,
         };
         match self.instance() {
             Ok((mut store, inst)) => {
@@ -219,6 +239,7 @@ pub struct WasmScan {
     state: Option<(Store<Sandbox>, ScannerPlugin, ResourceAny)>,
     offsets: Offsets,
     warn: WarnFn,
+    min_block: u32,
 }
 
 impl WasmScan {
@@ -257,6 +278,10 @@ impl vt_core::Scanner for WasmScan {
         &self.name
     }
 
+    fn min_block(&self) -> Option<usize> {
+        (self.min_block > 0).then_some(self.min_block as usize)
+    }
+
     fn scan(&mut self, offset: u64, buf: &[u8]) -> Vec<u64> {
         let Some((store, inst, res)) = self.state.as_mut() else {
             return Vec::new();
@@ -282,6 +307,24 @@ impl vt_core::Scanner for WasmScan {
         // beyond it.
         self.accept(got, u64::MAX)
     }
+}
+
+/// The plugin's `min-block` if it exports the `seams` interface (WIT 1.1
+/// and later), else 0.
+fn min_block(
+    component: &Component,
+    raw: &wasmtime::component::Instance,
+    store: &mut Store<Sandbox>,
+) -> wasmtime::Result<u32> {
+    let Some(seams) = component.get_export_index(None, SEAMS) else {
+        return Ok(0);
+    };
+    let Some(func) = component.get_export_index(Some(&seams), "min-block") else {
+        return Ok(0);
+    };
+    let f = raw.get_typed_func::<(), (u32,)>(&mut *store, func)?;
+    let (v,) = f.call(&mut *store, ())?;
+    Ok(v)
 }
 
 /// Refuses components that are not a `vt:plugin` scanner of this major

@@ -159,9 +159,19 @@ pub fn info(cfg: &Config, name: &str) -> Result<()> {
             .info
             .magic
             .iter()
-            .map(|m| String::from_utf8_lossy(m).escape_debug().to_string())
+            .map(|m| {
+                // Printable ASCII as text ("From "), else hex (1f8b08).
+                if m.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+                    format!("{:?}", String::from_utf8_lossy(m))
+                } else {
+                    m.iter().map(|b| format!("{b:02x}")).collect()
+                }
+            })
             .collect();
         println!("magic:       {}", magic.join(" "));
+    }
+    if e.info.min_block > 0 {
+        println!("min block:   {} bytes (at its proposals)", e.info.min_block);
     }
     if let Some(w) = e.wasm() {
         println!("wit:         vt:plugin@{}", vt_plugin_host::WIT_VERSION);
@@ -236,7 +246,19 @@ pub fn scan(cfg: &Config, file: &Path, scanner: Option<&str>, list_offsets: bool
             }
         }
     }
-    let chunker = Chunker::new(ChunkParams::default());
+    let params = ChunkParams::default().for_scanner(sc.as_deref());
+    if sc.is_some() {
+        let whose = if sc.as_deref().and_then(|s| s.min_block()).is_some() {
+            "the scanner's"
+        } else {
+            "the default"
+        };
+        println!(
+            "seams:   honoured from {} bytes into a block ({whose})",
+            params.scan_min
+        );
+    }
+    let chunker = Chunker::new(params);
     let blocks = cut_all(&chunker, &data, &proposals);
     let honoured = blocks
         .iter()
