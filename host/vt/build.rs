@@ -10,7 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The bundled plugins: (crate, file it is built to).
-const PLUGINS: &[(&str, &str)] = &[("vt-plugin-mbox", "vt_plugin_mbox.wasm")];
+const PLUGINS: &[(&str, &str)] = &[
+    ("vt-plugin-mbox", "vt_plugin_mbox.wasm"),
+    ("vt-plugin-gz", "vt_plugin_gz.wasm"),
+    ("vt-plugin-vtd", "vt_plugin_vtd.wasm"),
+];
 
 const TARGET: &str = "wasm32-wasip2";
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use common::{Env, Rng};
+use common::{du, Env, Rng};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -168,7 +168,13 @@ fn incompatible_or_broken_plugins_are_refused_clearly() {
     let list = env.ok(&["plugin", "list"]);
     assert!(!list.contains("wit2"), "{list}");
     assert!(list.contains("mbox") && list.contains("bundled"), "{list}");
-    assert!(list.contains("vtd") && list.contains("builtin"), "{list}");
+    for name in ["mbox", "gz", "vtd"] {
+        assert!(
+            list.lines()
+                .any(|l| l.contains(name) && l.contains("bundled")),
+            "{name} not listed as bundled: {list}"
+        );
+    }
 }
 
 #[test]
@@ -303,6 +309,18 @@ fn bundled_mbox_component_proposes_what_the_native_scanner_does() {
     assert_eq!(listed, native, "wasm and native offsets differ");
 }
 
+/// The offsets `vt scan FILE --list` prints.
+fn listed_offsets(out: &str) -> Vec<u64> {
+    out.split("offsets:")
+        .nth(1)
+        .expect("offsets line")
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with("  ") && !l.contains(".."))
+        .map(|l| l.trim().parse().expect("an offset"))
+        .collect()
+}
+
 #[test]
 fn a_plugin_built_against_wit_1_0_loads_with_the_default_seams() {
     let (_, wit1, _) = test_plugins();
@@ -328,4 +346,143 @@ fn a_plugin_built_against_wit_1_0_loads_with_the_default_seams() {
     assert!(out.contains("blocks:  4\n"), "{out}");
     let info = env.ok(&["plugin", "info", "wit1"]);
     assert!(!info.contains("min block"), "{info}");
+}
+
+/// `tar`-like text made by gzip --rsyncable -n (gzip is on every Debian).
+fn rsyncable_gzip(env: &Env, name: &str, text: &[u8]) -> PathBuf {
+    let plain = env.path(name);
+    std::fs::write(&plain, text).unwrap();
+    let st = Command::new("gzip")
+        .args(["--rsyncable", "-n", "-f"])
+        .arg(&plain)
+        .status()
+        .expect("run gzip");
+    assert!(st.success());
+    env.path(&format!("{name}.gz"))
+}
+
+#[test]
+fn bundled_gz_component_proposes_what_the_native_scanner_does() {
+    let env = Env::new();
+    let gz = rsyncable_gzip(&env, "src.tar", &Rng(11).text(3 << 20));
+    let data = std::fs::read(&gz).unwrap();
+    let native = vt_sdk::testing::scan::<vt_plugin_gz::Gz>("src.tar.gz", &data);
+    // gzip --rsyncable flushes about every 1 KiB of output.
+    assert!(
+        native.len() as u64 > data.len() as u64 / 4096,
+        "{}",
+        native.len()
+    );
+    let out = env.ok(&["scan", gz.to_str().unwrap(), "--list"]);
+    assert!(out.contains("scanner: gz 1.0.0 (extension .gz)"), "{out}");
+    assert!(
+        out.contains("seams:   honoured from 2048 bytes into a block (the scanner's)"),
+        "{out}"
+    );
+    assert_eq!(
+        listed_offsets(&out),
+        native,
+        "wasm and native offsets differ"
+    );
+    // Seen through an rsync temporary name, and by its magic alone.
+    let tmp = env.path(".src.tar.gz.Ab12Cd");
+    std::fs::copy(&gz, &tmp).unwrap();
+    let out = env.ok(&["scan", tmp.to_str().unwrap()]);
+    assert!(out.contains("scanner: gz 1.0.0 (extension .gz)"), "{out}");
+    let bare = env.path("download");
+    std::fs::copy(&gz, &bare).unwrap();
+    let out = env.ok(&["scan", bare.to_str().unwrap()]);
+    assert!(
+        out.contains("scanner: gz 1.0.0 (sniffed with confidence 90)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn an_edited_rsyncable_tarball_adds_less_with_the_gz_scanner() {
+    // v2: the same text with 20 lines inserted here and there.
+    let v1 = Rng(12).text(8 << 20);
+    let mut v2 = Vec::new();
+    let mut rng = Rng(13);
+    let mut at = 0;
+    for i in 0..20 {
+        let next = (at + 200_000 + rng.below(200_000) as usize).min(v1.len());
+        let nl = v1[next..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(v1.len(), |p| next + p + 1);
+        v2.extend_from_slice(&v1[at..nl]);
+        v2.extend_from_slice(format!("/* edit {i} */\n").as_bytes());
+        at = nl;
+    }
+    v2.extend_from_slice(&v1[at..]);
+    let added = |mode: &str| -> u64 {
+        let env = Env::new();
+        if mode == "cdc" {
+            std::fs::create_dir_all(env.path("xdg-config/vt")).unwrap();
+            std::fs::write(
+                env.path("xdg-config/vt/vtrc"),
+                "[scanners]\n\"*.gz\" = \"none\"\n",
+            )
+            .unwrap();
+        }
+        let dir = env.path("in");
+        std::fs::create_dir(&dir).unwrap();
+        let mut sizes = Vec::new();
+        for (name, text) in [("v1", &v1), ("v2", &v2)] {
+            let gz = rsyncable_gzip(&env, name, text);
+            std::fs::rename(&gz, dir.join("src.tar.gz")).unwrap();
+            env.ok(&["import", dir.to_str().unwrap(), "gz"]);
+            sizes.push(du(&env.store()));
+            let back = env.path(&format!("back-{name}"));
+            env.ok(&["export", "gz", back.to_str().unwrap()]);
+            assert_eq!(
+                std::fs::read(back.join("src.tar.gz")).unwrap(),
+                std::fs::read(dir.join("src.tar.gz")).unwrap()
+            );
+        }
+        sizes[1] - sizes[0]
+    };
+    let (scanner, cdc) = (added("scanner"), added("cdc"));
+    assert!(
+        scanner * 2 <= cdc,
+        "the second version added {scanner} bytes with the gz scanner, {cdc} without"
+    );
+}
+
+#[test]
+fn bundled_vtd_component_proposes_every_record_start() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir(&src).unwrap();
+    let mut rng = Rng(21);
+    for i in 0..40 {
+        std::fs::write(src.join(format!("f{i}")), rng.text(20_000 + i * 3000)).unwrap();
+    }
+    env.ok(&["import", src.to_str().unwrap(), "src"]);
+    let datafile = std::fs::read_dir(env.store().join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "vtd"))
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .expect("a datafile");
+    let data = std::fs::read(&datafile).unwrap();
+    let native = vt_sdk::testing::scan::<vt_plugin_vtd::Vtd>("0.vtd", &data);
+    assert!(native.len() >= 3, "{native:?}");
+    for &o in &native {
+        assert_eq!(&data[o as usize..o as usize + 4], b"vtr1", "at {o}");
+    }
+    // A copy under another name is recognised by its header.
+    let copy = env.path("backup-copy");
+    std::fs::copy(&datafile, &copy).unwrap();
+    let out = env.ok(&["scan", copy.to_str().unwrap(), "--list"]);
+    assert!(
+        out.contains("scanner: vtd 1.0.0 (sniffed with confidence 100)"),
+        "{out}"
+    );
+    assert_eq!(
+        listed_offsets(&out),
+        native,
+        "wasm and native offsets differ"
+    );
 }

@@ -262,8 +262,6 @@ pub use vt_core::glob::glob_match;
 #[cfg(test)]
 mod tests {
     use super::*;
-    // The built-in `vtd` scanner registers itself from vt-stores.
-    extern crate vt_stores;
 
     #[test]
     fn extensions_and_rsync_temp_names() {
@@ -283,21 +281,51 @@ mod tests {
         assert!(glob_match(b"*", b""));
     }
 
+    /// A built-in scanner for the tests: vt itself links none (its
+    /// scanners are bundled WebAssembly plugins), but a native one
+    /// registered with `inventory` is chosen like any other.
+    struct Lines;
+
+    impl Scanner for Lines {
+        fn name(&self) -> &str {
+            "test-lines"
+        }
+        fn scan(&mut self, offset: u64, buf: &[u8]) -> Vec<u64> {
+            let nl = buf.iter().enumerate().filter(|(_, b)| **b == b'\n');
+            nl.map(|(i, _)| offset + i as u64 + 1).collect()
+        }
+    }
+
+    inventory::submit! {
+        BuiltinScanner {
+            name: "test-lines",
+            version: "0.0.1",
+            extensions: &["lines"],
+            mime_types: &[],
+            sniff: |_, head| if head.starts_with(b"LINES\n") { 90 } else { 0 },
+            new: || Box::new(Lines),
+        }
+    }
+
     #[test]
-    fn builtin_vtd_is_chosen_by_extension_and_by_sniff() {
+    fn a_builtin_is_chosen_by_extension_and_by_sniff() {
         let reg = Registry::builtin(Arc::new(|_| {}));
         let (e, why) = reg
-            .choose(Path::new("x/0001.vtd"), b"")
+            .choose(Path::new("x/notes.lines"), b"")
             .expect("by extension");
         assert_eq!(
-            (e.info.name.as_str(), why.as_str()),
-            ("vtd", "extension .vtd")
+            (e.info.name.as_str(), why.as_str(), &e.source),
+            ("test-lines", "extension .lines", &Source::Builtin)
         );
         let (e, why) = reg
-            .choose(Path::new("copy-of-datafile"), b"vtd\0\x01\0\0\0rest")
+            .choose(Path::new("untitled"), b"LINES\nrest")
             .expect("by sniff");
-        assert_eq!(e.info.name, "vtd");
-        assert!(why.starts_with("sniffed"), "{why}");
+        assert_eq!(e.info.name, "test-lines");
+        assert_eq!(why, "sniffed with confidence 90");
+        assert_eq!(
+            e.scan(Path::new("untitled")).scan(10, b"a\nb\n"),
+            vec![12, 14]
+        );
         assert!(reg.choose(Path::new("notes.txt"), b"hello").is_none());
     }
 }

@@ -22,7 +22,6 @@ pub mod proxy;
 pub mod similar;
 pub mod spec;
 pub mod stream;
-pub mod vtd_scanner;
 
 pub use datadir::{DataDir, FsckReport};
 pub use datafile::Verify;
