@@ -955,13 +955,14 @@ impl DataDir {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The super features of data block `hash` if it may be stored as a
-    /// delta or serve as a base.
-    fn supers_of(&self, hash: &Hash, data: &[u8], class: BlockClass) -> Option<Supers> {
-        let fits = self.deltas
-            && class == BlockClass::Data
-            && hash.kind == self.kind
-            && data.len() >= DELTA_MIN;
+    /// The super features of block `hash` if it may be stored as a delta
+    /// or serve as a base. Metadata blocks too: an indirect block of a file
+    /// edited in one place, or a directory block with one entry changed,
+    /// differs from its old version in a few hashcodes, which do not
+    /// compress, so as a delta it costs tens of bytes instead of its whole
+    /// size again.
+    fn supers_of(&self, hash: &Hash, data: &[u8]) -> Option<Supers> {
+        let fits = self.deltas && hash.kind == self.kind && data.len() >= DELTA_MIN;
         fits.then(|| similar::supers(data)).flatten()
     }
 
@@ -1538,7 +1539,7 @@ impl Store for DataDir {
             .filter(|&n| n <= datafile::MAX_RECORD)
             .ok_or_else(|| Error::Store(format!("block of {} bytes is too large", data.len())))?;
         self.dicts.sample(data);
-        let supers = self.supers_of(hash, data, class);
+        let supers = self.supers_of(hash, data);
         // A group's members all have the header's hash function (the table
         // does not say): blocks of another (copied from a store that uses
         // it) are stored alone. So are metadata blocks: they are read
@@ -1556,7 +1557,7 @@ impl Store for DataDir {
         if let Some(s) = &supers {
             let plain_len = plain.as_ref().map(|(c, _)| c.len().min(data.len()));
             if let Some(rec) = self.delta_record(hash, data, s, plain_len)? {
-                return self.append_whole(hash, &rec, raw_len, Lane::Data, flushes);
+                return self.append_whole(hash, &rec, raw_len, Lane::of_class(class), flushes);
             }
         }
         let Some((compressed, with_dict)) = plain else {
