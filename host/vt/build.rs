@@ -14,6 +14,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("vt-plugin-mbox", "vt_plugin_mbox.wasm"),
     ("vt-plugin-gz", "vt_plugin_gz.wasm"),
     ("vt-plugin-vtd", "vt_plugin_vtd.wasm"),
+    ("vt-plugin-media", "vt_plugin_media.wasm"),
 ];
 
 const TARGET: &str = "wasm32-wasip2";

@@ -486,3 +486,203 @@ fn bundled_vtd_component_proposes_every_record_start() {
         "wasm and native offsets differ"
     );
 }
+
+/// Runs Debian's ffmpeg (tests/run.sh installs it) quietly; panics naming
+/// the command if it fails.
+fn ffmpeg(args: &[&str]) {
+    let o = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .output()
+        .expect("run ffmpeg (tests/run.sh installs it: apt-get install ffmpeg)");
+    assert!(
+        o.status.success(),
+        "ffmpeg {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Small real media files made by ffmpeg from its test sources, and the
+/// same files re-tagged with `ffmpeg -c copy -metadata`.
+fn media_files(env: &Env) -> Vec<(PathBuf, PathBuf)> {
+    let (v1, v2) = (env.path("v1"), env.path("v2"));
+    std::fs::create_dir_all(&v1).unwrap();
+    std::fs::create_dir_all(&v2).unwrap();
+    let p = |d: &Path, n: &str| d.join(n).to_str().unwrap().to_string();
+    let video = "testsrc=size=320x240:rate=25:duration=8,noise=alls=10:allf=t";
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        video,
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=duration=8",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-b:v",
+        "800k",
+        "-c:a",
+        "aac",
+        "-movflags",
+        "+faststart",
+        "-metadata",
+        "title=Clip",
+        &p(&v1, "clip.mp4"),
+    ]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        video,
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=duration=8",
+        "-c:v",
+        "libvpx",
+        "-b:v",
+        "800k",
+        "-c:a",
+        "libopus",
+        "-metadata",
+        "title=Clip",
+        &p(&v1, "clip.mkv"),
+    ]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "anoisesrc=d=40:c=pink:a=0.2",
+        "-c:a",
+        "libmp3lame",
+        "-b:a",
+        "160k",
+        "-id3v2_version",
+        "3",
+        "-metadata",
+        "title=Song",
+        &p(&v1, "song.mp3"),
+    ]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "anoisesrc=d=10:c=pink:a=0.2",
+        "-c:a",
+        "flac",
+        "-metadata",
+        "title=Song",
+        &p(&v1, "song.flac"),
+    ]);
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "anoisesrc=d=60:c=pink:a=0.2",
+        "-c:a",
+        "libopus",
+        "-b:a",
+        "96k",
+        "-metadata",
+        "title=Song",
+        &p(&v1, "song.opus"),
+    ]);
+    let mut pairs = Vec::new();
+    for n in ["clip.mp4", "clip.mkv", "song.mp3", "song.flac", "song.opus"] {
+        let mut args = vec![
+            "-i".to_string(),
+            p(&v1, n),
+            "-map".into(),
+            "0".into(),
+            "-c".into(),
+            "copy".into(),
+        ];
+        if n.ends_with(".mp4") {
+            args.extend(["-movflags".into(), "+faststart".into()]);
+        }
+        args.extend(["-metadata".into(), "title=A longer title, re-tagged".into()]);
+        args.extend(["-metadata".into(), "artist=Another Band".into(), p(&v2, n)]);
+        ffmpeg(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        pairs.push((v1.join(n), v2.join(n)));
+    }
+    pairs
+}
+
+#[test]
+fn bundled_media_component_proposes_what_the_native_scanner_does() {
+    let env = Env::new();
+    for (f, _) in media_files(&env) {
+        let data = std::fs::read(&f).unwrap();
+        let name = f.file_name().unwrap().to_str().unwrap().to_string();
+        let native = vt_sdk::testing::scan::<vt_plugin_media::Media>(&name, &data);
+        assert!(native.len() >= 3, "{name}: {native:?}");
+        // By the magic alone, under a name that says nothing.
+        let bare = env.path(&format!("bare-{}", name.replace('.', "-")));
+        std::fs::copy(&f, &bare).unwrap();
+        let out = env.ok(&["scan", bare.to_str().unwrap(), "--list"]);
+        assert!(
+            out.contains("scanner: media 1.0.0 (sniffed with confidence 95)"),
+            "{name}: {out}"
+        );
+        assert_eq!(
+            listed_offsets(&out),
+            native,
+            "{name}: wasm and native offsets differ"
+        );
+    }
+}
+
+#[test]
+fn an_rsync_temporary_name_is_scanned_by_its_inner_extension() {
+    let env = Env::new();
+    // A raw MPEG audio frame sync says little (sniffed at 50): the name
+    // decides, and rsync's temporary name hides it behind a random suffix.
+    let f = env.path(".song.mp3.Ab12Cd");
+    let mut data = Vec::new();
+    for _ in 0..200 {
+        data.extend_from_slice(&[0xff, 0xfb, 0x90, 0x00]);
+        data.extend(Rng(3).bytes(413));
+    }
+    std::fs::write(&f, &data).unwrap();
+    let out = env.ok(&["scan", f.to_str().unwrap()]);
+    assert!(
+        out.contains("scanner: media 1.0.0 (extension .mp3)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn re_tagged_media_adds_at_most_64_kib_a_file() {
+    let env = Env::new();
+    let pairs = media_files(&env);
+    let dir = env.path("in");
+    std::fs::create_dir(&dir).unwrap();
+    for (v1, _) in &pairs {
+        std::fs::copy(v1, dir.join(v1.file_name().unwrap())).unwrap();
+    }
+    env.ok(&["import", dir.to_str().unwrap(), "media"]);
+    let before = du(&env.store());
+    for (_, v2) in &pairs {
+        std::fs::copy(v2, dir.join(v2.file_name().unwrap())).unwrap();
+    }
+    env.ok(&["import", dir.to_str().unwrap(), "media"]);
+    let added = du(&env.store()) - before;
+    assert!(
+        added <= 64 * 1024 * pairs.len() as u64,
+        "{} re-tagged files added {added} bytes",
+        pairs.len()
+    );
+    let back = env.path("back");
+    env.ok(&["export", "media", back.to_str().unwrap()]);
+    for (_, v2) in &pairs {
+        let n = v2.file_name().unwrap();
+        assert_eq!(
+            std::fs::read(back.join(n)).unwrap(),
+            std::fs::read(v2).unwrap()
+        );
+    }
+}
