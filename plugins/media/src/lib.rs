@@ -13,7 +13,8 @@
 //!   blocks inside it.
 //! - **FLAC**: every metadata block (STREAMINFO, VORBIS_COMMENT, PICTURE,
 //!   PADDING, …) and every frame (a sync code whose header's CRC-8 holds).
-//! - **Ogg** (Vorbis, Opus, FLAC, Theora): every page.
+//! - **Ogg** (Vorbis, Opus, FLAC, Theora): the stream header pages, the
+//!   first audio page, then one page in 16 (chosen by content).
 //!
 //! The format is told by the first bytes, whatever the file's name. Every
 //! length read from the file is checked against the data's end and against
@@ -27,7 +28,7 @@ mod walker;
 
 use vt_sdk::{Info, Scanner};
 
-pub use formats::{detect, Kind, FRAME_SELECT, MAX_DEPTH};
+pub use formats::{detect, Kind, FRAME_SELECT, MAX_DEPTH, PAGE_SELECT};
 use walker::Walker;
 
 /// Bytes the format is told from.

@@ -206,10 +206,10 @@ fn flac_metadata_blocks_and_frames() {
     assert_eq!(offs, seams);
 }
 
-fn ogg_page(seq: u32, body: &[u8]) -> Vec<u8> {
+fn ogg_page(serial: u32, seq: u32, granule: u64, body: &[u8]) -> Vec<u8> {
     let mut p = b"OggS\0\0".to_vec();
-    p.extend_from_slice(&[0u8; 8]);
-    p.extend_from_slice(&1u32.to_le_bytes());
+    p.extend_from_slice(&granule.to_le_bytes());
+    p.extend_from_slice(&serial.to_le_bytes());
     p.extend_from_slice(&seq.to_le_bytes());
     p.extend_from_slice(&[0u8; 4]);
     let segs = body.len().div_ceil(255).max(1);
@@ -223,19 +223,36 @@ fn ogg_page(seq: u32, body: &[u8]) -> Vec<u8> {
     p
 }
 
-#[test]
-fn ogg_pages() {
+/// An Ogg stream: two header pages (granule 0), then 300 audio pages.
+fn ogg(serial: u32) -> (Vec<u8>, Vec<u64>) {
     let mut f = Vec::new();
     let mut starts = Vec::new();
-    for i in 0..50u32 {
+    for i in 0..302u32 {
         starts.push(f.len() as u64);
-        f.extend(ogg_page(
-            i,
-            &noise(3000 + i as usize * 10, u64::from(i) + 9),
-        ));
+        let granule = u64::from(i.saturating_sub(1)) * 960;
+        let body = noise(3000 + i as usize * 10, u64::from(i) + 9);
+        f.extend(ogg_page(serial, i, granule, &body));
     }
+    (f, starts)
+}
+
+#[test]
+fn ogg_header_pages_and_some_audio_pages() {
+    let (f, starts) = ogg(1);
     let offs = assert_consistent::<Media>("a.opus", &f);
-    assert_eq!(offs, starts[1..]);
+    // The second header page and the first audio page, then about one
+    // page in PAGE_SELECT, each at a page start.
+    assert_eq!(offs[..2], starts[1..3]);
+    assert!(offs.iter().all(|o| starts.contains(o)));
+    let rest = (offs.len() - 2) as u64;
+    assert!(
+        (300 / PAGE_SELECT / 3..=300 / PAGE_SELECT * 3).contains(&rest),
+        "{rest}"
+    );
+    // A new stream serial number (every page header changes) chooses the
+    // same pages.
+    let (g, _) = ogg(0x1f8a_37ff);
+    assert_eq!(assert_consistent::<Media>("b.opus", &g), offs);
 }
 
 fn ebml(id: &[u8], content: &[u8]) -> Vec<u8> {
@@ -334,9 +351,9 @@ fn hostile_inputs_give_checked_offsets_and_end() {
     mkv_sizes.extend_from_slice(&[0x1f, 0x43, 0xb6, 0x75, 0x08, 0, 0, 0, 0, 0, 0x13, 0x88]);
     mkv_sizes.extend(noise(5000, 5));
     cases.push(mkv_sizes);
-    let mut ogg_bad = ogg_page(0, &[1; 100]);
+    let mut ogg_bad = ogg_page(1, 0, 0, &[1; 100]);
     ogg_bad.extend(noise(20_000, 6));
-    ogg_bad.extend(ogg_page(1, &[2; 100]));
+    ogg_bad.extend(ogg_page(1, 1, 0, &[2; 100]));
     cases.push(ogg_bad);
     let (fl, _) = flac("c");
     cases.push(fl[..100].to_vec());
