@@ -120,9 +120,10 @@ log "making 1 GiB of media"
 mkdir -p "$B/big"
 ff -f lavfi -i "anoisesrc=d=3000:c=pink:a=0.2" -c:a flac "$B/big/long.flac"
 ff -f lavfi -i "anoisesrc=d=7000:c=pink:a=0.2" -c:a libmp3lame -b:a 320k "$B/big/long.mp3"
-ff -f lavfi -i "testsrc2=size=1280x720:rate=25:duration=120,noise=alls=20:allf=t" \
-    -f lavfi -i "sine=frequency=440:duration=120" -c:v mpeg4 -q:v 2 -c:a aac -movflags +faststart "$B/big/long.mp4"
-ff -i "$B/big/long.mp4" -c copy "$B/big/long.mkv"
+ff -f lavfi -i "testsrc2=size=1280x720:rate=25:duration=24,noise=alls=20:allf=t" \
+    -f lavfi -i "sine=frequency=440:duration=24" -c:v mpeg4 -q:v 2 -c:a aac -movflags +faststart "$B/big/long.mp4"
+ff -f lavfi -i "testsrc=size=1280x720:rate=25:duration=8,noise=alls=25:allf=t" \
+    -f lavfi -i "sine=frequency=220:duration=8" -c:v mpeg4 -q:v 2 -c:a libopus "$B/big/long.mkv"
 echo
 echo "1 GiB set: $(du -sh --apparent-size "$B/big" | cut -f1) in $(ls "$B/big" | tr '\n' ' ')"
 cat "$B"/big/* > /dev/null

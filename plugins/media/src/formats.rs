@@ -445,6 +445,9 @@ impl Matroska {
 #[derive(Default)]
 pub struct Flac {
     state: FlacState,
+    /// The least frame length STREAMINFO gives (0: unknown): after a
+    /// frame's header, the search for the next one skips that far.
+    min_frame: u64,
 }
 
 #[derive(Default, PartialEq, Eq)]
@@ -519,8 +522,18 @@ impl Flac {
                 if b.len() < 4 {
                     return if eof { Step::Stop } else { Step::Need(4) };
                 }
-                props.add(at);
                 let len = 4 + (u64::from(be32(b)) & 0x00ff_ffff);
+                if b[0] & 0x7f == 0 && len >= 4 + 10 {
+                    // STREAMINFO: min and max block size (16 bits each),
+                    // then the min frame size (24 bits).
+                    if b.len() < 12 && !eof {
+                        return Step::Need(12);
+                    }
+                    if let Some(m) = b.get(8..12) {
+                        self.min_frame = u64::from(be32(m) >> 8);
+                    }
+                }
+                props.add(at);
                 if b[0] & 0x80 != 0 {
                     self.state = FlacState::Frames; // the last block
                 }
@@ -530,23 +543,16 @@ impl Flac {
                 if b.len() < 16 {
                     return if eof { Step::Stop } else { Step::Need(16) };
                 }
-                if flac_frame_header(b).is_some() {
+                if let Some(h) = flac_frame_header(b) {
                     props.add(at);
                     // The frame's length is known only by decoding it:
-                    // look for the next sync code.
-                    return resync(&b[1..], &[0xff]).plus(1);
+                    // skip what no frame is shorter than, then look for
+                    // the next sync code.
+                    let skip = self.min_frame.max(h as u64);
+                    return Step::Advance(skip);
                 }
                 resync(b, &[0xff])
             }
-        }
-    }
-}
-
-impl Step {
-    fn plus(self, n: u64) -> Step {
-        match self {
-            Step::Advance(k) => Step::Advance(k + n),
-            s => s,
         }
     }
 }
