@@ -69,6 +69,8 @@ fn a_damaged_middle_line_is_skipped_reported_and_repaired() {
     assert_eq!(marks.len(), 1, "{marks:?}");
     assert!(marks[0].contains("line 2"), "{marks:?}");
     assert!(err.contains("[local]t") && err.contains("line 2"), "{err}");
+    // Written to a pipe, the warning is plain text (no colour codes).
+    assert!(err.contains(" WARN ") && !err.contains('\x1b'), "{err:?}");
 
     // The newest snapshot, intact, exports exactly.
     let out = env.path("out");
