@@ -119,26 +119,7 @@ log "1 GiB of gzip from $BIG_SOURCE"
 tar --sort=name -C "$BIG_SOURCE" -cf - . | $GZIP_CMD | head -c $((1 << 30)) > "$big"
 [ "$(stat -c %s "$big")" -eq $((1 << 30)) ] || log "note: $BIG_SOURCE gives only $(stat -c %s "$big") bytes of gzip"
 cat "$big" > /dev/null
-timed() { # timed MODE: seconds of a fresh import of big/
-    local home=$B/time-$1 t0 t1
-    rm -rf "$home" && mkdir -p "$home/cfg/vt"
-    if [ "$1" = cdc ]; then printf '[scanners]\n"*.gz" = "none"\n' > "$home/cfg/vt/vtrc"; fi
-    t0=$(date +%s.%N)
-    XDG_CONFIG_HOME=$home/cfg XDG_DATA_HOME=$home/data XDG_CACHE_HOME=$B/cache "$VT" -q import "$B/big" big
-    t1=$(date +%s.%N)
-    rm -rf "$home"
-    echo "$t1 - $t0" | bc -l
-}
-ts=() tc=()
-for ((r = 1; r <= TIME_ROUNDS; r++)); do
-    if ((r % 2)); then ts+=("$(timed scanner)") tc+=("$(timed cdc)"); else tc+=("$(timed cdc)") ts+=("$(timed scanner)"); fi
-done
-S1=$(median %.2f "${ts[@]}") C1=$(median %.2f "${tc[@]}")
 echo
 echo "## $(($(stat -c %s "$big") >> 20)) MiB of gzip, import wall time (median of $TIME_ROUNDS, warm page cache)"
 echo
-echo "| plain CDC | wasm gz scanner | overhead |"
-echo "|---:|---:|---:|"
-printf '| %.2f s | %.2f s | %+.1f%% |\n' "$C1" "$S1" "$(echo "($S1 / $C1 - 1) * 100" | bc -l)"
-echo
-echo "runs (s), plain CDC: $(printf '%.2f ' "${tc[@]}"); scanner: $(printf '%.2f ' "${ts[@]}")"
+scanner_timing gz "*.gz" "$B/big" "$TIME_ROUNDS"

@@ -118,3 +118,42 @@ corpus_line() {
         awk '$1=="f"{f++; b+=$2} $1=="d"{d++} $1=="l"{l++}
              END{printf "%d files, %d dirs, %d symlinks, %d bytes (%.1f MiB) in regular files", f, d, l, b, b/1048576}'
 }
+
+# ---------------------------------------------------------------- scanners
+# (gz.sh, vtd.sh, media.sh)
+
+# scanner_timing LABEL GLOB DIR ROUNDS: how long a fresh import of DIR takes
+# with the scanners and with plain CDC for the files GLOB matches
+# ([scanners] GLOB = "none"), ROUNDS times each, each mode first in turn so
+# that a drift of the machine's speed hits both alike. Prints the medians
+# as a table row (LABEL names the scanner) and every run. Uses VT and B:
+# compiled components are cached in B/cache, the stores are B/time-MODE.
+scanner_timing() {
+    local label=$1 glob=$2 dir=$3 rounds=$4 r s c ts=() tc=()
+    for ((r = 1; r <= rounds; r++)); do
+        if ((r % 2)); then
+            ts+=("$(timed_import scanner "$glob" "$dir")") tc+=("$(timed_import cdc "$glob" "$dir")")
+        else
+            tc+=("$(timed_import cdc "$glob" "$dir")") ts+=("$(timed_import scanner "$glob" "$dir")")
+        fi
+    done
+    s=$(median %.2f "${ts[@]}") c=$(median %.2f "${tc[@]}")
+    echo "| plain CDC | wasm $label scanner | overhead |"
+    echo "|---:|---:|---:|"
+    printf '| %.2f s | %.2f s | %+.1f%% |\n' "$c" "$s" "$(echo "($s / $c - 1) * 100" | bc -l)"
+    echo
+    echo "runs (s), plain CDC: $(printf '%.2f ' "${tc[@]}"); scanner: $(printf '%.2f ' "${ts[@]}")"
+}
+
+# timed_import scanner|cdc GLOB DIR: seconds of an import of DIR into a
+# fresh store (see scanner_timing).
+timed_import() {
+    local home=$B/time-$1 t0 t1
+    rm -rf "$home" && mkdir -p "$home/cfg/vt"
+    if [ "$1" = cdc ]; then printf '[scanners]\n"%s" = "none"\n' "$2" > "$home/cfg/vt/vtrc"; fi
+    t0=$(date +%s.%N)
+    XDG_CONFIG_HOME=$home/cfg XDG_DATA_HOME=$home/data XDG_CACHE_HOME=$B/cache "$VT" -q import "$3" timed
+    t1=$(date +%s.%N)
+    rm -rf "$home"
+    echo "$t1 - $t0" | bc -l
+}

@@ -127,24 +127,5 @@ ff -f lavfi -i "testsrc=size=1280x720:rate=25:duration=8,noise=alls=25:allf=t" \
 echo
 echo "1 GiB set: $(du -sh --apparent-size "$B/big" | cut -f1) in $(ls "$B/big" | tr '\n' ' ')"
 cat "$B"/big/* > /dev/null
-timed() {
-    local home=$B/time-$1 t0 t1
-    rm -rf "$home" && mkdir -p "$home/cfg/vt"
-    if [ "$1" = cdc ]; then printf '[scanners]\n"*" = "none"\n' > "$home/cfg/vt/vtrc"; fi
-    t0=$(date +%s.%N)
-    XDG_CONFIG_HOME=$home/cfg XDG_DATA_HOME=$home/data XDG_CACHE_HOME=$B/cache "$VT" -q import "$B/big" big
-    t1=$(date +%s.%N)
-    rm -rf "$home"
-    echo "$t1 - $t0" | bc -l
-}
-ts=() tc=()
-for ((r = 1; r <= TIME_ROUNDS; r++)); do
-    if ((r % 2)); then ts+=("$(timed scanner)") tc+=("$(timed cdc)"); else tc+=("$(timed cdc)") ts+=("$(timed scanner)"); fi
-done
-S1=$(median %.2f "${ts[@]}") C1=$(median %.2f "${tc[@]}")
 echo
-echo "| plain CDC | wasm media scanner | overhead |"
-echo "|---:|---:|---:|"
-printf '| %.2f s | %.2f s | %+.1f%% |\n' "$C1" "$S1" "$(echo "($S1 / $C1 - 1) * 100" | bc -l)"
-echo
-echo "runs (s), plain CDC: $(printf '%.2f ' "${tc[@]}"); scanner: $(printf '%.2f ' "${ts[@]}")"
+scanner_timing media "*" "$B/big" "$TIME_ROUNDS"

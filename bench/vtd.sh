@@ -103,26 +103,7 @@ log "a DataDir of $BIG_SOURCE"
 XDG_CONFIG_HOME=$B/big/cfg XDG_DATA_HOME=$B/big/data XDG_CACHE_HOME=$B/big/cache "$VT" -q import "$BIG_SOURCE" big
 BIGDATA=$B/big/data/vt/store/data
 cat "$BIGDATA"/* > /dev/null
-timed() {
-    local home=$B/time-$1 t0 t1
-    rm -rf "$home" && mkdir -p "$home/cfg/vt"
-    if [ "$1" = cdc ]; then printf '[scanners]\n"*.vtd" = "none"\n' > "$home/cfg/vt/vtrc"; fi
-    t0=$(date +%s.%N)
-    XDG_CONFIG_HOME=$home/cfg XDG_DATA_HOME=$home/data XDG_CACHE_HOME=$B/cache "$VT" -q import "$BIGDATA" data
-    t1=$(date +%s.%N)
-    rm -rf "$home"
-    echo "$t1 - $t0" | bc -l
-}
-ts=() tc=()
-for ((r = 1; r <= TIME_ROUNDS; r++)); do
-    if ((r % 2)); then ts+=("$(timed scanner)") tc+=("$(timed cdc)"); else tc+=("$(timed cdc)") ts+=("$(timed scanner)"); fi
-done
-S1=$(median %.2f "${ts[@]}") C1=$(median %.2f "${tc[@]}")
 echo
 echo "## $(($(datafile_bytes "$B/big/data/vt/store") >> 20)) MiB of datafiles, import wall time (median of $TIME_ROUNDS, warm page cache)"
 echo
-echo "| plain CDC | wasm vtd scanner | overhead |"
-echo "|---:|---:|---:|"
-printf '| %.2f s | %.2f s | %+.1f%% |\n' "$C1" "$S1" "$(echo "($S1 / $C1 - 1) * 100" | bc -l)"
-echo
-echo "runs (s), plain CDC: $(printf '%.2f ' "${tc[@]}"); scanner: $(printf '%.2f ' "${ts[@]}")"
+scanner_timing vtd "*.vtd" "$BIGDATA" "$TIME_ROUNDS"

@@ -297,16 +297,11 @@ fn bundled_mbox_component_proposes_what_the_native_scanner_does() {
         out.contains("scanner: mbox 1.0.0 (sniffed with confidence 95)"),
         "{out}"
     );
-    let listed: Vec<u64> = out
-        .split("offsets:")
-        .nth(1)
-        .unwrap()
-        .lines()
-        .skip(1)
-        .take_while(|l| l.starts_with("  ") && !l.contains(".."))
-        .map(|l| l.trim().parse().unwrap())
-        .collect();
-    assert_eq!(listed, native, "wasm and native offsets differ");
+    assert_eq!(
+        listed_offsets(&out),
+        native,
+        "wasm and native offsets differ"
+    );
 }
 
 /// The offsets `vt scan FILE --list` prints.
@@ -450,22 +445,29 @@ fn an_edited_rsyncable_tarball_adds_less_with_the_gz_scanner() {
     );
 }
 
-#[test]
-fn bundled_vtd_component_proposes_every_record_start() {
-    let env = Env::new();
+/// Imports `files` (as `src/f0`, `src/f1`, …) into the environment's
+/// store and returns its largest datafile.
+fn datafile_of(env: &Env, files: &[Vec<u8>]) -> PathBuf {
     let src = env.path("src");
     std::fs::create_dir(&src).unwrap();
-    let mut rng = Rng(21);
-    for i in 0..40 {
-        std::fs::write(src.join(format!("f{i}")), rng.text(20_000 + i * 3000)).unwrap();
+    for (i, data) in files.iter().enumerate() {
+        std::fs::write(src.join(format!("f{i}")), data).unwrap();
     }
     env.ok(&["import", src.to_str().unwrap(), "src"]);
-    let datafile = std::fs::read_dir(env.store().join("data"))
+    std::fs::read_dir(env.store().join("data"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "vtd"))
         .max_by_key(|p| std::fs::metadata(p).unwrap().len())
-        .expect("a datafile");
+        .expect("a datafile")
+}
+
+#[test]
+fn bundled_vtd_component_proposes_every_record_start() {
+    let env = Env::new();
+    let mut rng = Rng(21);
+    let files: Vec<Vec<u8>> = (0..40).map(|i| rng.text(20_000 + i * 3000)).collect();
+    let datafile = datafile_of(&env, &files);
     let data = std::fs::read(&datafile).unwrap();
     let native = vt_sdk::testing::scan::<vt_plugin_vtd::Vtd>("0.vtd", &data);
     assert!(native.len() >= 3, "{native:?}");
@@ -701,18 +703,8 @@ fn damaged_media_gzip_and_datafiles_import_and_export_exactly() {
     let mut originals: Vec<PathBuf> = pairs.iter().map(|(v1, _)| v1.clone()).collect();
     originals.push(gz);
     // A datafile of the environment's own store.
-    let src = env.path("src");
-    std::fs::create_dir(&src).unwrap();
-    for k in 0..20 {
-        std::fs::write(src.join(format!("f{k}")), rng.text(30_000)).unwrap();
-    }
-    env.ok(&["import", src.to_str().unwrap(), "src"]);
-    let datafile = std::fs::read_dir(env.store().join("data"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "vtd"))
-        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
-        .expect("a datafile");
+    let files: Vec<Vec<u8>> = (0..20).map(|_| rng.text(30_000)).collect();
+    let datafile = datafile_of(&env, &files);
     let copy = env.path("store.vtd");
     std::fs::copy(&datafile, &copy).unwrap();
     originals.push(copy);

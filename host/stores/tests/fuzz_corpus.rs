@@ -6,29 +6,12 @@
 #[path = "../../../tests/fuzz/checks.rs"]
 mod checks;
 
-use std::path::PathBuf;
+#[path = "../../../tests/fuzz/replay.rs"]
+mod replay;
 
-/// Runs `check` on every file of corpus `target`; fails if the corpus is
-/// missing or empty, and names the file a check panics on.
+/// Runs `check` on every file of corpus `target`.
 fn replay(target: &str, check: fn(&[u8])) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fuzz/corpus")
-        .join(target);
-    let rd =
-        std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("read corpus {}: {e}", dir.display()));
-    let mut files: Vec<PathBuf> = rd
-        .map(|e| e.expect("list corpus").path())
-        .filter(|p| p.is_file())
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "corpus {} is empty", dir.display());
-    for p in &files {
-        let data = std::fs::read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
-        if std::panic::catch_unwind(|| check(&data)).is_err() {
-            panic!("{target}: check fails on corpus file {}", p.display());
-        }
-    }
-    eprintln!("{target}: {} corpus files pass", files.len());
+    replay::replay(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."), target, check);
 }
 
 #[test]
@@ -89,7 +72,8 @@ fn write_seeds() {
     use vt_core::{BlockRef, Hash, HashKind};
     use vt_stores::datafile::{encode_group, encode_record, FILE_HEADER, FLAG_DELTA, FLAG_ZSTD};
 
-    let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fuzz/corpus");
+    let corpus =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fuzz/corpus");
     let put = |target: &str, name: &str, data: &[u8]| {
         let dir = corpus.join(target);
         std::fs::create_dir_all(&dir).unwrap();
