@@ -13,6 +13,8 @@ command -v rsync >/dev/null || need_pkgs+=(rsync)
 command -v git >/dev/null || need_pkgs+=(git)
 # vt serve's TLS test makes its certificates with openssl.
 command -v openssl >/dev/null || need_pkgs+=(openssl)
+# vt httpd's tests read it with curl.
+command -v curl >/dev/null || need_pkgs+=(curl)
 # The media scanner's tests make real audio and video files with ffmpeg.
 command -v ffmpeg >/dev/null || need_pkgs+=(ffmpeg)
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -5,7 +5,8 @@
 //! ([`block`]), the content-defined chunker and the [`Scanner`] trait
 //! ([`chunker`], [`scanner`]), turning byte streams into block trees ([`blockify`]),
 //! reading them back ([`read`]), directory entries ([`dirent`], [`dir`]),
-//! archives of snapshots ([`archive`]) and the [`Store`] trait ([`store`]).
+//! archives of snapshots ([`archive`]), the [`Store`] trait ([`store`]) and
+//! `x-vt:` URIs ([`uri`]).
 
 pub mod archive;
 pub mod block;
@@ -17,6 +18,7 @@ pub mod dirent;
 pub mod error;
 pub mod glob;
 pub mod hash;
+pub mod path;
 pub mod read;
 pub mod scanner;
 pub mod sha3x4;
@@ -25,6 +27,7 @@ pub mod store;
 mod testdata;
 pub mod timefmt;
 pub mod transcribe;
+pub mod uri;
 
 pub use block::BlockRef;
 pub use chunker::ChunkParams;

@@ -5,6 +5,7 @@
 //!   compressed records plus an index of sorted runs that can be rebuilt
 //!   from them.
 //! - [`stream`]: `vt serve` and [`StreamStore`], a store on a server.
+//! - [`http`]: `vt httpd` and [`HttpStore`], a store on an HTTP server.
 
 pub mod archive_route;
 pub mod datadir;
@@ -13,6 +14,7 @@ pub mod delta;
 pub mod dict;
 pub mod effort;
 pub mod file_cache;
+pub mod http;
 pub(crate) mod index;
 pub mod mapping;
 pub mod mem_cache;
@@ -27,6 +29,7 @@ pub use datadir::{DataDir, FsckReport};
 pub use datafile::Verify;
 pub use effort::Compression;
 pub use file_cache::{FileCache, FileCacheCounts};
+pub use http::HttpStore;
 pub use mem_cache::MemCache;
 pub use memory::MemoryStore;
 pub use progress::{ProgressCounts, ProgressStore};

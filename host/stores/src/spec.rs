@@ -11,6 +11,7 @@
 //!         | "unix:" PATH | PATH.sock   a vt serve on a UNIX socket
 //!         | "tcp:" HOST ":" PORT       a vt serve on TCP
 //!         | "tls:" HOST ":" PORT       ... with TLS (needs ca=, see below)
+//!         | "http://" HOST ":" PORT "/"  a vt httpd (the HTTP store)
 //!         | PATH                       a DataDir (a PATH has a "/", or starts
 //!                                      with "." or "~")
 //!         | TYPE "(" [k=v ("," k=v)*] ")" [":" item]
@@ -39,6 +40,8 @@ pub enum StoreSpec {
     Tls(String),
     /// A command speaking the protocol on its stdin and stdout.
     Command(String),
+    /// A `vt httpd`, by its URL.
+    Http(String),
     /// `TYPE(k=v,…)`, wrapping `inner` when given as `TYPE(…):item`.
     Typed {
         /// The store type.
@@ -75,6 +78,7 @@ impl StoreSpec {
             StoreSpec::Tcp(a) => format!("tcp:{a}"),
             StoreSpec::Tls(a) => format!("tls:{a}"),
             StoreSpec::Command(c) => format!("!{c}"),
+            StoreSpec::Http(u) => u.clone(),
             StoreSpec::Typed {
                 kind,
                 params,
@@ -213,6 +217,9 @@ fn parse_item(item: &str, depth: usize) -> Result<StoreSpec> {
     }
     if let Some(a) = t.strip_prefix("tls:") {
         return host_port(item, a).map(StoreSpec::Tls);
+    }
+    if t.starts_with("http://") || t.starts_with("https://") {
+        return Ok(StoreSpec::Http(t.to_owned()));
     }
     let typed = t.find('(').filter(|&open| {
         open > 0
@@ -428,6 +435,17 @@ mod tests {
         assert_eq!(p("tcp:127.0.0.1:9"), StoreSpec::Tcp("127.0.0.1:9".into()));
         assert_eq!(p("tcp:[::1]:9"), StoreSpec::Tcp("[::1]:9".into()));
         assert_eq!(p("tls:host:443"), StoreSpec::Tls("host:443".into()));
+        assert_eq!(
+            p("http://127.0.0.1:8470/"),
+            StoreSpec::Http("http://127.0.0.1:8470/".into())
+        );
+        assert_eq!(
+            p("http://a:1/,./dd"),
+            StoreSpec::List(vec![
+                StoreSpec::Http("http://a:1/".into()),
+                StoreSpec::DataDir("./dd".into())
+            ])
+        );
         assert_eq!(
             p("!ssh host vt serve --stdio"),
             StoreSpec::Command("ssh host vt serve --stdio".into())

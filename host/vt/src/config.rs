@@ -54,6 +54,11 @@ type = "memory"
 #address = "nas.lan:7520"
 #token_file = "~/.config/vt/nas.token"
 
+# A vt httpd, block by block over HTTP (token_file to write):
+#[stores.web]
+#type = "http"
+#url = "http://files.example.org:8470/"
+
 # A remote store with a local file cache of at most 2 GiB in front:
 #[stores.cached]
 #type = "cache"
@@ -64,6 +69,14 @@ type = "memory"
 # -S store, as "default"). Clients choose one with export = NAME.
 [serve]
 #export = "default:local, usb:/mnt/usb/vt"
+
+# What `vt httpd` listens on (default 127.0.0.1:8470) and the token that
+# writes need (without one it is read-only); url is where others reach it,
+# which `vt publish` prints its links with.
+[httpd]
+#listen = "127.0.0.1:8470"
+#token_file = "~/.config/vt/httpd.token"
+#url = "http://files.example.org:8470/"
 
 [plugins]
 # Installed scanner plugins (`vt plugin install`).

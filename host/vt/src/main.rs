@@ -4,6 +4,7 @@ mod config;
 mod copy;
 mod export;
 mod fsck;
+mod httpd;
 mod import;
 mod meta;
 mod mount;
@@ -76,6 +77,12 @@ enum Cmd {
         /// Where to write it; must not exist, or be an empty directory.
         dest: PathBuf,
     },
+    /// Store PATH as the one entry of a directory and print its x-vt: URI
+    /// (and its http URL when [httpd] url is set).
+    Publish {
+        /// The file or directory to publish.
+        path: PathBuf,
+    },
     /// Import PATH and record the snapshot in PATH.vt beside it.
     Pack {
         /// The directory to pack.
@@ -141,6 +148,9 @@ enum Cmd {
     },
     /// Serve stores to other vt processes (see vt-stream(5)).
     Serve(serve::ServeArgs),
+    /// Serve the store's blocks, trees and archives over HTTP (see
+    /// vt-http(5)).
+    Httpd(httpd::HttpdArgs),
     /// Copy snapshots (their blocks, then their archive lines) from the
     /// current store to STORE, sending only what STORE lacks.
     Push {
@@ -327,6 +337,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             import(&cfg, &st, &path, &archive, quiet)
         }
+        Cmd::Publish { path } => {
+            let st = cfg.open_store(store_spec, true)?;
+            publish(&cfg, &st, &path, quiet)
+        }
         Cmd::Pack { path } => {
             let st = cfg.open_store(store_spec, true)?;
             let archive = Archive::new(with_suffix(&path, ".vt")?);
@@ -478,6 +492,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Mount(a) => mount::mount(a, &cfg, store_spec, quiet),
         Cmd::Serve(a) => serve::serve(a, &cfg, store_spec, quiet),
+        Cmd::Httpd(a) => httpd::httpd(a, &cfg, store_spec, quiet),
         Cmd::Push {
             to,
             snapshots,
@@ -637,6 +652,115 @@ fn with_suffix(path: &Path, suffix: &str) -> Result<PathBuf> {
     Ok(abs.with_file_name(n))
 }
 
+/// A tree imported into a store: its Dirent and what the import did.
+struct Imported {
+    top: Dirent,
+    progress: Arc<Progress>,
+    stats: AddStats,
+    over_before: (u64, u64),
+    files: u64,
+    reused: u64,
+    unreadable: u64,
+}
+
+/// Imports `path` into `st` (reusing what `prev` has) and makes its blocks
+/// durable; nothing records it yet.
+fn import_tree(
+    cfg: &Config,
+    st: &OpenStore,
+    path: &Path,
+    prev: Option<&Dirent>,
+    quiet: bool,
+) -> Result<Imported> {
+    let progress = Arc::new(Progress::new("import", quiet));
+    progress.total_from_tree(path);
+    if let Some(p) = &st.progress {
+        progress.watch_store("import", p.clone());
+    }
+    let stats = AddStats::default();
+    let over_before = st.store.overcounted();
+    let bf = Blockifier::new(&*st.store, ChunkParams::default(), &stats);
+    let warn_progress = progress.clone();
+    let scanners =
+        plugins::LazyRegistry::new(cfg, Arc::new(move |m: String| warn_progress.warn(&m)));
+    let mut importer = import::Importer::new(bf, prev, &progress, &scanners);
+    if let Some(dd) = &st.datadir {
+        importer.exclude(dd.root());
+    }
+    let top = importer.import_top(path, prev).with_context(|| {
+        format!(
+            "import of {} failed; no snapshot was recorded",
+            path.display()
+        )
+    })?;
+    st.store
+        .sync()
+        .context("cannot make the new blocks durable; no snapshot was recorded")?;
+    let (files, reused, unreadable) = (
+        importer.files.load(Relaxed),
+        importer.reused.load(Relaxed),
+        importer.unreadable.load(Relaxed),
+    );
+    drop(importer);
+    Ok(Imported {
+        top,
+        progress,
+        stats,
+        over_before,
+        files,
+        reused,
+        unreadable,
+    })
+}
+
+impl Imported {
+    /// Prints what was read and stored.
+    fn report(&self, st: &OpenStore, path: &Path, secs: f64) {
+        let bytes = self.progress.bytes();
+        let blocks = self.stats.blocks.load(Relaxed);
+        // A remote store calls blocks new before it knows; it says after
+        // the sync how many were not.
+        let over = st.store.overcounted();
+        let new_blocks = self
+            .stats
+            .new_blocks
+            .load(Relaxed)
+            .saturating_sub(over.0 - self.over_before.0);
+        let new_bytes = self
+            .stats
+            .new_bytes
+            .load(Relaxed)
+            .saturating_sub(over.1 - self.over_before.1);
+        let read = self.stats.bytes.load(Relaxed);
+        println!(
+            "imported {}: {} files read, {} unchanged; {} in all, {} read in {secs:.1}s ({}/s)",
+            path.display(),
+            self.files,
+            self.reused,
+            human(bytes),
+            human(read),
+            human((read as f64 / secs.max(1e-6)) as u64),
+        );
+        println!(
+            "blocks: {new_blocks} new ({}), {} already stored",
+            human(new_bytes),
+            blocks - new_blocks
+        );
+    }
+
+    /// Exit status 3 when files could not be read.
+    fn status(&self) -> ExitCode {
+        if self.unreadable > 0 {
+            eprintln!(
+                "vt: {} files could not be read; the snapshot lacks them",
+                self.unreadable
+            );
+            return ExitCode::from(3);
+        }
+        ExitCode::SUCCESS
+    }
+}
+
 fn import(
     cfg: &Config,
     st: &OpenStore,
@@ -649,70 +773,65 @@ fn import(
         Ok(p) => p.map(|e| e.dirent),
         Err(e) => bail!("cannot read archive {}: {e}", archive.describe()),
     };
-    let progress = Arc::new(Progress::new("import", quiet));
-    progress.total_from_tree(path);
-    if let Some(p) = &st.progress {
-        progress.watch_store("import", p.clone());
-    }
-    let stats = AddStats::default();
-    let over_before = st.store.overcounted();
-    let bf = Blockifier::new(&*st.store, ChunkParams::default(), &stats);
-    let warn_progress = progress.clone();
-    let scanners =
-        plugins::LazyRegistry::new(cfg, Arc::new(move |m: String| warn_progress.warn(&m)));
-    let mut importer = import::Importer::new(bf, prev.as_ref(), &progress, &scanners);
-    if let Some(dd) = &st.datadir {
-        importer.exclude(dd.root());
-    }
-    let top = importer.import_top(path, prev.as_ref()).with_context(|| {
-        format!(
-            "import of {} failed; no snapshot was recorded",
-            path.display()
-        )
-    })?;
-    st.store
-        .sync()
-        .context("cannot make the new blocks durable; no snapshot was recorded")?;
-    archive.append(&top)?;
-    progress.finish();
-    let secs = start.elapsed().as_secs_f64();
-    let unreadable = importer.unreadable.load(Relaxed);
+    let imp = import_tree(cfg, st, path, prev.as_ref(), quiet)?;
+    archive.append(&imp.top)?;
+    imp.progress.finish();
     if !quiet {
-        let bytes = progress.bytes();
-        let blocks = stats.blocks.load(Relaxed);
-        // A remote store calls blocks new before it knows; it says after
-        // the sync how many were not.
-        let over = st.store.overcounted();
-        let new_blocks = stats
-            .new_blocks
-            .load(Relaxed)
-            .saturating_sub(over.0 - over_before.0);
-        let new_bytes = stats
-            .new_bytes
-            .load(Relaxed)
-            .saturating_sub(over.1 - over_before.1);
-        let read = stats.bytes.load(Relaxed);
-        println!(
-            "imported {}: {} files read, {} unchanged; {} in all, {} read in {secs:.1}s ({}/s)",
-            path.display(),
-            importer.files.load(Relaxed),
-            importer.reused.load(Relaxed),
-            human(bytes),
-            human(read),
-            human((read as f64 / secs.max(1e-6)) as u64),
-        );
-        println!(
-            "blocks: {new_blocks} new ({}), {} already stored",
-            human(new_bytes),
-            blocks - new_blocks
-        );
+        imp.report(st, path, start.elapsed().as_secs_f64());
         println!("snapshot recorded in {}", archive.describe());
     }
-    if unreadable > 0 {
-        eprintln!("vt: {unreadable} files could not be read; the snapshot lacks them");
-        return Ok(ExitCode::from(3));
+    Ok(imp.status())
+}
+
+/// `vt publish`: stores `path` as the one entry of a directory and prints
+/// the `x-vt:` URI of that entry (and its URL on the configured httpd).
+fn publish(cfg: &Config, st: &OpenStore, path: &Path, quiet: bool) -> Result<ExitCode> {
+    let start = Instant::now();
+    let abs = std::fs::canonicalize(path)
+        .with_context(|| format!("cannot publish {}", path.display()))?;
+    let mut imp = import_tree(cfg, st, &abs, None, quiet)?;
+    imp.progress.finish();
+    if imp.top.name.is_empty() || imp.top.name == b"." {
+        imp.top.name = b"root".to_vec();
     }
-    Ok(ExitCode::SUCCESS)
+    let name = imp.top.name.clone();
+    let stats = AddStats::default();
+    let bf = Blockifier::new(&*st.store, ChunkParams::default(), &stats);
+    let mut dir = vt_core::dir::encode_dir(&bf, vec![imp.top.clone()])?;
+    // A URI names its directory by hash: a directory small enough to be
+    // inlined is stored as a block of its own.
+    if let vt_core::BlockRef::Literal(data) = &dir {
+        let (hash, _) = st.store.add_as(data, vt_core::BlockClass::Meta)?;
+        dir = vt_core::BlockRef::Direct {
+            hash,
+            span: data.len() as u64,
+        };
+    }
+    st.store
+        .sync()
+        .context("cannot make the new blocks durable; nothing was published")?;
+    if !quiet {
+        imp.report(st, path, start.elapsed().as_secs_f64());
+    }
+    let url = cfg
+        .httpd
+        .url
+        .as_deref()
+        .map(|u| u.trim_end_matches('/').to_owned());
+    let authority = url
+        .as_deref()
+        .map(|u| u.split_once("://").map_or(u, |(_, rest)| rest).to_owned());
+    let uri = vt_core::uri::VtUri {
+        authority,
+        dir: vt_core::uri::UrlRef::of(&dir),
+        path: vec![name],
+    };
+    println!("{uri}");
+    if let Some(u) = url {
+        let slash = if imp.top.is_dir() { "/" } else { "" };
+        println!("{u}/d/{}/{}{slash}", uri.dir.to_segment(), uri.path_text());
+    }
+    Ok(imp.status())
 }
 
 fn export(st: &OpenStore, top: &Dirent, dest: &Path, quiet: bool) -> Result<ExitCode> {

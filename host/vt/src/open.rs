@@ -18,7 +18,7 @@ use crate::config::{cache_home, default_socket, default_store_path, expand, Conf
 
 /// Every store type a clause or a `TYPE(…)` spec can name.
 pub const TYPES: &[&str] = &[
-    "datadir", "memory", "unix", "tcp", "tls", "command", "proxy", "cache",
+    "datadir", "memory", "unix", "tcp", "tls", "command", "http", "proxy", "cache",
 ];
 
 /// An opened store with what the CLI needs to know about it.
@@ -235,6 +235,7 @@ fn settings_of(kind: &str) -> Option<&'static [&'static str]> {
             "verify",
         ],
         "command" => &["command", "export", "token_file", "compress", "verify"],
+        "http" => &["url", "token_file"],
         "proxy" => &["read", "save", "read2", "copy2"],
         "cache" => &["store", "limit", "dir", "kind"],
         _ => return None,
@@ -345,6 +346,7 @@ impl Opener<'_> {
                 StreamOptions::default(),
                 label,
             ),
+            StoreSpec::Http(url) => http(url, None, label),
             StoreSpec::List(items) => {
                 let stores = items
                     .iter()
@@ -487,6 +489,15 @@ impl Opener<'_> {
                 s.finish(kind)?;
                 stream(endpoint, opts, label)?
             }
+            "http" => {
+                let url = s.required("url", "http://HOST:PORT/ of a vt httpd")?;
+                let token = match s.str("token_file")? {
+                    Some(f) => Some(read_token(&expand(&f))?),
+                    None => None,
+                };
+                s.finish(kind)?;
+                http(&url, token, label)?
+            }
             "proxy" => {
                 let read = s.specs("read")?;
                 let save = s.specs("save")?;
@@ -593,6 +604,13 @@ fn stream(endpoint: Endpoint, opts: StreamOptions, label: &str) -> Result<OpenSt
         progress: Some(p),
         name: label.to_owned(),
     })
+}
+
+/// A store on the `vt httpd` at `url`.
+pub fn http(url: &str, token: Option<String>, label: &str) -> Result<OpenStore> {
+    let s = vt_stores::HttpStore::connect(url, token)
+        .with_context(|| format!("cannot open store {label}"))?;
+    Ok(OpenStore::plain(Arc::new(s), label.to_owned()))
 }
 
 fn parse_hash(h: Option<&str>) -> Result<HashKind> {
@@ -703,6 +721,7 @@ fn describe(
         StoreSpec::Tcp(a) => line(format!("vt serve on TCP {a}")),
         StoreSpec::Tls(a) => line(format!("vt serve on TCP {a} with TLS (needs ca=)")),
         StoreSpec::Command(c) => line(format!("vt serve --stdio run as: {c}")),
+        StoreSpec::Http(u) => line(format!("vt httpd at {u}")),
         StoreSpec::List(items) => {
             line("proxy: reads in order, saves to the first".to_owned());
             for i in items {

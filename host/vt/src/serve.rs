@@ -100,7 +100,19 @@ fn export_text(cfg: &Config, args: &ServeArgs, store_spec: Option<&str>) -> Resu
     ))
 }
 
-fn tcp_addr(a: &str) -> Result<SocketAddr> {
+/// The token in file `f` (its first line).
+pub fn read_token(f: &Path) -> Result<String> {
+    let t =
+        std::fs::read_to_string(f).with_context(|| format!("read token file {}", f.display()))?;
+    let t = t.lines().next().unwrap_or("").trim().to_owned();
+    if t.is_empty() {
+        bail!("token file {} is empty", f.display());
+    }
+    Ok(t)
+}
+
+/// `ADDR:PORT`, or `PORT` on loopback.
+pub fn tcp_addr(a: &str) -> Result<SocketAddr> {
     let full = if a.parse::<u16>().is_ok() {
         format!("127.0.0.1:{a}")
     } else {
@@ -160,18 +172,7 @@ pub fn serve(
         .token_file
         .clone()
         .or_else(|| cfg.serve.token_file.as_deref().map(expand));
-    let token = match &token_file {
-        Some(f) => {
-            let t = std::fs::read_to_string(f)
-                .with_context(|| format!("read token file {}", f.display()))?;
-            let t = t.lines().next().unwrap_or("").trim().to_owned();
-            if t.is_empty() {
-                bail!("token file {} is empty", f.display());
-            }
-            Some(t)
-        }
-        None => None,
-    };
+    let token = token_file.as_deref().map(read_token).transpose()?;
     let cert = args
         .tls_cert
         .clone()

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Context, Result};
 use vt_core::archive::Archive;
 use vt_core::dir::read_dir;
+use vt_core::path::lookup_path;
+use vt_core::uri::VtUri;
 use vt_core::{Dirent, DirentKind, Store};
 
 use crate::config::Config;
@@ -27,6 +29,8 @@ fn is_dirent_text(s: &str) -> bool {
 
 /// Resolves SPECIAL and opens the store its blocks live in:
 ///
+/// - `x-vt:[//HOST:PORT]/BLOCKREF/PATH`: the entry at PATH of that tree,
+///   its blocks on the `vt httpd` at HOST:PORT, else in the current store;
 /// - `D{…}` (or another Dirent text): that Dirent, in the current store;
 /// - `[STORE]NAME`: the named archive NAME of STORE, in STORE;
 /// - a path with a `/` or ending in `.vt`: that archive file;
@@ -41,6 +45,27 @@ pub fn resolve(
     store_spec: Option<&str>,
     create: bool,
 ) -> Result<(Special, OpenStore)> {
+    if VtUri::is_uri(spec) {
+        let uri = VtUri::parse(spec).context("cannot parse the x-vt URI")?;
+        let st = match &uri.authority {
+            Some(a) => crate::open::http(&format!("http://{a}/"), None, &format!("http://{a}/"))?,
+            None => cfg.open_store(store_spec, false)?,
+        };
+        let block = uri
+            .dir
+            .resolve(&*st.store)
+            .with_context(|| format!("{spec}: cannot read its directory from store {}", st.name))?;
+        let top = Dirent::new(
+            Vec::new(),
+            DirentKind::Dir {
+                block,
+                hardlinks: None,
+            },
+        );
+        let d =
+            lookup_path(&*st.store, &top, &uri.path, true).map_err(|e| anyhow!("{spec}: {e}"))?;
+        return Ok((Special::Dirent(Box::new(d)), st));
+    }
     if is_dirent_text(spec) {
         let d = Dirent::parse(spec).context("cannot parse the Dirent text")?;
         return Ok((

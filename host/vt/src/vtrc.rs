@@ -23,6 +23,9 @@ pub struct Config {
     /// The `[serve]` table.
     #[serde(default)]
     pub serve: ServeConfig,
+    /// The `[httpd]` table.
+    #[serde(default)]
+    pub httpd: HttpdConfig,
     /// The `[plugins]` table.
     #[serde(default)]
     pub plugins: PluginsConfig,
@@ -66,6 +69,19 @@ pub struct ServeConfig {
     pub tls_cert: Option<String>,
     /// TLS private key (PEM).
     pub tls_key: Option<String>,
+}
+
+/// The `[httpd]` table: defaults for `vt httpd` and `vt publish`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpdConfig {
+    /// Address to listen on (`--listen`).
+    pub listen: Option<String>,
+    /// The file holding the token that writes need.
+    pub token_file: Option<String>,
+    /// The URL others reach the server at (`http://HOST:PORT/`), which
+    /// `vt publish` prints its URLs with.
+    pub url: Option<String>,
 }
 
 /// Why vtrc text is refused.

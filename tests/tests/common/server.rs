@@ -19,12 +19,25 @@ pub struct Server {
 impl Server {
     /// `vt -S STORE serve ARGS...`; waits for its "serving" line.
     pub fn start(env: &Env, store: &Path, args: &[&str]) -> Server {
+        Self::start_as(env, store, "serve", args)
+    }
+
+    /// `vt -S STORE httpd --listen 127.0.0.1:0 ARGS...`; `spec` is its
+    /// URL.
+    pub fn httpd(env: &Env, store: &Path, args: &[&str]) -> Server {
+        let mut a = vec!["--listen", "127.0.0.1:0"];
+        a.extend_from_slice(args);
+        Self::start_as(env, store, "httpd", &a)
+    }
+
+    /// `vt -S STORE SUBCOMMAND ARGS...`; waits for its "serving" line.
+    fn start_as(env: &Env, store: &Path, sub: &str, args: &[&str]) -> Server {
         let mut child = env
             .cmd()
             .env("XDG_RUNTIME_DIR", env.path("run"))
             .arg("-S")
             .arg(store)
-            .arg("serve")
+            .arg(sub)
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -36,7 +49,7 @@ impl Server {
             line.clear();
             if err.read_line(&mut line).unwrap_or(0) == 0 {
                 let st = child.wait().expect("wait");
-                panic!("vt serve exited ({st}) before serving: {line}");
+                panic!("vt {sub} exited ({st}) before serving: {line}");
             }
             if let Some(rest) = line.trim().strip_prefix("vt: serving ") {
                 let on = rest.split(" on ").nth(1).expect("on");

@@ -123,7 +123,7 @@ impl Shutdown {
         let _ = self.0.send(true);
     }
 
-    fn subscribe(&self) -> watch::Receiver<bool> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<bool> {
         self.0.subscribe()
     }
 }
@@ -134,7 +134,7 @@ impl Default for Shutdown {
     }
 }
 
-async fn stopped(mut rx: watch::Receiver<bool>) {
+pub(crate) async fn stopped(mut rx: watch::Receiver<bool>) {
     while !*rx.borrow() {
         if rx.changed().await.is_err() {
             // The handle is gone: nobody can stop us any more.
