@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
 pub mod server;
 
 use std::collections::{BTreeMap, HashMap};
