@@ -468,7 +468,10 @@ fn read_checked(
 
 /// [`read_checked`] from a map: the payload is a slice of it. Also how
 /// an S3 store checks a record it fetched by a ranged GET (at offset 0).
-pub(crate) fn mapped_checked(map: &Bytes, offset: u64) -> std::result::Result<(RecordHeader, Bytes), String> {
+pub(crate) fn mapped_checked(
+    map: &Bytes,
+    offset: u64,
+) -> std::result::Result<(RecordHeader, Bytes), String> {
     let past = || format!("record at offset {offset} runs past the datafile's end");
     let at = usize::try_from(offset).map_err(|_| past())?;
     let hb: &[u8; RECORD_HEADER] = map

@@ -5,6 +5,7 @@
 //!   compressed records plus an index of sorted runs that can be rebuilt
 //!   from them.
 //! - [`stream`]: `vt serve` and [`StreamStore`], a store on a server.
+//! - [`S3Store`]: a store in an S3 bucket (AWS or any S3-compatible server).
 
 pub mod archive_route;
 pub mod datadir;
@@ -19,6 +20,7 @@ pub mod mem_cache;
 pub mod memory;
 pub mod progress;
 pub mod proxy;
+pub mod s3;
 pub mod similar;
 pub mod spec;
 pub mod stream;
@@ -31,4 +33,5 @@ pub use mem_cache::MemCache;
 pub use memory::MemoryStore;
 pub use progress::{ProgressCounts, ProgressStore};
 pub use proxy::ProxyStore;
+pub use s3::{S3Layout, S3Options, S3Store};
 pub use stream::StreamStore;
