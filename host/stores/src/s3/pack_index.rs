@@ -192,6 +192,17 @@ mod tests {
         assert_eq!(PackIndex::decode(&empty.encode().unwrap()).unwrap(), empty);
     }
 
+    /// vt-s3.5 gives the header and the entry's size this code uses.
+    #[test]
+    fn the_man_page_describes_this_format() {
+        let man = include_str!("../../../../man/vt-s3.5");
+        assert!(man.contains("magic \"vtsi\" (76 74 73 69)"));
+        assert!(man.contains("version, u32le: 1"));
+        assert!(man.contains(&format!("{ENTRY}*count")));
+        assert_eq!(ALONE, 0xffff_ffff);
+        assert!(man.contains("0xffffffff for a record of its own"));
+    }
+
     #[test]
     fn damaged_index_objects_are_refused() {
         let b = sample().encode().unwrap();

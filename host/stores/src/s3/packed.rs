@@ -191,7 +191,8 @@ impl Packed {
                 return Ok(false);
             }
             w.pending.insert(*hash, bytes.clone());
-            if data.len() < SMALL_BLOCK {
+            // A group's members all have its hash function.
+            if data.len() < SMALL_BLOCK && hash.kind == self.kind {
                 match w.add_small(*hash, bytes) {
                     Some(g) => g,
                     None => return Ok(true),

@@ -247,11 +247,26 @@ fn packed_blocks_round_trip_across_sync_and_reopen() {
             "index bytes are the indexes"
         );
         assert!(st.stored_bytes < raw, "text compressed");
-        // Every pack is a datafile.
+        // Every pack is a datafile, which vt's datafile scanner reads
+        // whole: together they hold every block.
+        let dicts = crate::dict::Dictionaries::none();
+        let mut scanned = std::collections::HashSet::new();
         for p in &packs {
-            let b = std::fs::read(p).unwrap();
-            assert_eq!(&b[..8], &crate::datafile::FILE_HEADER);
+            let f = std::fs::File::open(p).unwrap();
+            let mut head = [0u8; 8];
+            std::os::unix::fs::FileExt::read_exact_at(&f, &mut head, 0).unwrap();
+            assert_eq!(head, crate::datafile::FILE_HEADER);
+            let res = crate::datafile::scan(&f, 8, &dicts, true).unwrap();
+            assert!(res.damaged.is_empty() && res.unreadable.is_empty());
+            for r in res.records {
+                if r.header.is_group() {
+                    scanned.extend(r.members.iter().map(|m| m.hash));
+                } else {
+                    scanned.insert(r.header.hash);
+                }
+            }
         }
+        assert_eq!(scanned, hashes.iter().copied().collect());
         assert_eq!(files(cache.path(), ".idx").len(), indexes.len());
         hashes
     };
@@ -311,12 +326,18 @@ fn group_members_are_read_with_one_get_and_prefetch_fetches_ahead() {
     let opts = srv.opts("bkt", S3Layout::Packed, Some(cache.path()));
     let small: Vec<Vec<u8>> = (0..20).map(|i| text(2000, i + 1)).collect();
     let large: Vec<Vec<u8>> = (0..6).map(|i| random(200_000, i + 50)).collect();
+    // A small block of another hash function gets a record of its own.
+    let other = HashKind::Blake3.digest(b"blake3 block");
     {
         let s = S3Store::open(opts.clone()).unwrap();
         add_all(&s, &small);
+        assert!(s.add_hashed(&other, b"blake3 block").unwrap());
         add_all(&s, &large);
         s.sync().unwrap();
     }
+    let s = S3Store::open(opts.clone()).unwrap();
+    assert_eq!(s.get(&other).unwrap().unwrap(), b"blake3 block");
+    drop(s);
     let s = S3Store::open(opts).unwrap();
     let hs: Vec<Hash> = small.iter().map(|b| HashKind::Sha3_256.digest(b)).collect();
     check_all(&s, &hs, &small);
