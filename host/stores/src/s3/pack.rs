@@ -78,6 +78,11 @@ pub struct Writer {
     pub pack: Vec<u8>,
     /// Where each block in `pack` lies.
     pub entries: Vec<PackEntry>,
+    /// Adds between putting their block in `pending` and appending its
+    /// record (compressing without the lock), and sealed packs not yet
+    /// handed to an upload: a sync waits until there are none, else it
+    /// could return before blocks whose adds returned are durable.
+    pub busy: usize,
 }
 
 impl Default for Writer {
@@ -88,6 +93,7 @@ impl Default for Writer {
             group_raw: 0,
             pack: FILE_HEADER.to_vec(),
             entries: Vec::new(),
+            busy: 0,
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -113,6 +113,8 @@ pub struct Packed {
     cache_dir: PathBuf,
     known: RwLock<Known>,
     writer: Mutex<Writer>,
+    /// Signalled when [`Writer::busy`] goes down.
+    settled: Condvar,
     /// Sealed packs not yet uploaded, by number: their blocks are read
     /// from here.
     in_flight: Arc<Mutex<HashMap<u32, Bytes>>>,
@@ -149,6 +151,7 @@ impl Packed {
             cache_dir: cache_dir.to_path_buf(),
             known: RwLock::new(known),
             writer: Mutex::new(Writer::default()),
+            settled: Condvar::new(),
             in_flight: Arc::default(),
             uploads: Uploads::new(rt),
             cache: Mutex::new(RecordCache::new(CACHE_BYTES)),
@@ -192,14 +195,18 @@ impl Packed {
             }
             w.pending.insert(*hash, bytes.clone());
             // A group's members all have its hash function.
-            if data.len() < SMALL_BLOCK && hash.kind == self.kind {
+            let group = if data.len() < SMALL_BLOCK && hash.kind == self.kind {
                 match w.add_small(*hash, bytes) {
                     Some(g) => g,
                     None => return Ok(true),
                 }
             } else {
                 Vec::new()
-            }
+            };
+            // Blocks in no record yet, and out of the writer's sight:
+            // a sync waits for them.
+            w.busy += 1;
+            group
         };
         // Compressed without holding the lock: adders on every core
         // compress at once.
@@ -212,30 +219,45 @@ impl Packed {
             let mut w = self.writer()?;
             w.append(rec);
             if w.pack.len() >= self.pack_size {
-                Some(self.seal(&mut w)?)
+                // Still busy until the pack's upload has started.
+                Some(self.seal(&mut w))
             } else {
+                w.busy -= 1;
                 None
             }
         };
-        if let Some(s) = sealed {
-            self.upload(s)?;
+        match sealed {
+            None => self.settled.notify_all(),
+            Some(s) => {
+                let started = s.and_then(|s| self.upload(s));
+                self.done();
+                started?;
+            }
         }
         Ok(true)
+    }
+
+    /// Ends one piece of work a sync waits for (see [`Writer::busy`]).
+    fn done(&self) {
+        if let Ok(mut w) = self.writer.lock() {
+            w.busy = w.busy.saturating_sub(1);
+        }
+        self.settled.notify_all();
     }
 
     /// Seals the pack in `w`: its blocks become known (read from memory
     /// until the upload is done) and leave `pending`.
     fn seal(&self, w: &mut Writer) -> Result<Arc<Sealed>> {
-        let (data, entries) = w.take_pack();
-        let id = uuid::Uuid::new_v4().simple().to_string();
         let idx = PackIndex {
-            pack_size: data.len() as u64,
-            entries,
+            pack_size: w.pack.len() as u64,
+            entries: w.entries.clone(),
         };
+        // Encoded before the pack is taken: on failure it stays.
         let index = idx
             .encode()
             .map_err(|e| Error::Store(format!("{}: {e}", self.bucket.name())))?;
-        let data = Bytes::from(data);
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let data = Bytes::from(w.take_pack().0);
         let mut known = self.known_mut()?;
         let no = known.packs.len() as u32;
         // Readable from memory before the blocks are known to be in it.
@@ -270,15 +292,24 @@ impl Packed {
     pub fn sync(&self) -> Result<()> {
         let sealed = {
             let mut w = self.writer()?;
+            // Blocks being compressed, packs sealed but not yet handed to
+            // an upload: added (their adds may have returned), and not in
+            // what this sync would see.
+            while w.busy > 0 {
+                w = self.settled.wait(w).map_err(|_| poisoned())?;
+            }
             w.flush_group(self.kind);
             if w.entries.is_empty() {
                 None
             } else {
-                Some(self.seal(&mut w)?)
+                w.busy += 1;
+                Some(self.seal(&mut w))
             }
         };
         if let Some(s) = sealed {
-            self.upload(s)?;
+            let started = s.and_then(|s| self.upload(s));
+            self.done();
+            started?;
         }
         self.uploads.wait()?;
         let mut failed = self.uploads.take_failed()?.into_iter();

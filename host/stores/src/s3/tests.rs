@@ -300,6 +300,56 @@ fn packed_blocks_round_trip_across_sync_and_reopen() {
 }
 
 #[test]
+fn threads_add_and_sync_at_once() {
+    let srv = Server::start();
+    srv.bucket("bkt");
+    let cache = tempfile::tempdir().unwrap();
+    let mut opts = srv.opts("bkt", S3Layout::Packed, Some(cache.path()));
+    opts.pack_size = 200 << 10;
+    let per: Vec<Vec<Vec<u8>>> = (0..4u64)
+        .map(|t| {
+            (0..80u64)
+                .map(|i| {
+                    let seed = t * 1000 + i + 1;
+                    match i % 4 {
+                        0 => random(70_000, seed),
+                        1 => text(30_000, seed),
+                        _ => random(500 + (i as usize * 37) % 5000, seed),
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    {
+        let s = S3Store::open(opts.clone()).unwrap();
+        std::thread::scope(|sc| {
+            for blocks in &per {
+                let s = &s;
+                sc.spawn(move || {
+                    for (i, b) in blocks.iter().enumerate() {
+                        s.add(b).unwrap();
+                        if i % 30 == 29 {
+                            s.sync().unwrap();
+                        }
+                    }
+                });
+            }
+        });
+        s.sync().unwrap();
+    }
+    let s = S3Store::open(opts).unwrap();
+    for blocks in &per {
+        let hashes: Vec<Hash> = blocks
+            .iter()
+            .map(|b| HashKind::Sha3_256.digest(b))
+            .collect();
+        check_all(&s, &hashes, blocks);
+    }
+    assert_eq!(s.stats().unwrap().blocks, 320);
+    assert!(s.fsck().unwrap().is_clean());
+}
+
+#[test]
 fn contains_makes_no_request_after_open() {
     let srv = Server::start();
     srv.bucket("bkt");
