@@ -66,20 +66,20 @@ impl Blocks {
             return Ok(false);
         }
         let bytes = Bytes::copy_from_slice(data);
-        {
+        let ticket = {
             let mut p = self.pending()?;
-            if p.insert(*hash, bytes.clone()).is_some() {
+            if p.contains_key(hash) {
                 return Ok(false);
             }
-        }
-        self.upload(*hash, bytes)?;
-        Ok(true)
-    }
-
-    fn upload(&self, hash: Hash, data: Bytes) -> Result<()> {
+            p.insert(*hash, bytes.clone());
+            // Taken while the block becomes visible as added: a sync from
+            // now on waits for its upload.
+            self.uploads.begin()?
+        };
         let job = self.job();
         self.uploads
-            .spawn((hash, data), move |(hash, data)| job(hash, data))
+            .spawn(ticket, (*hash, bytes), move |(hash, data)| job(hash, data))?;
+        Ok(true)
     }
 
     /// What uploads one block and then marks it present.

@@ -283,8 +283,11 @@ impl Packed {
         let bucket = self.bucket.clone();
         let cache_dir = self.cache_dir.clone();
         let in_flight = self.in_flight.clone();
-        self.uploads
-            .spawn(s, move |s| upload_pack(bucket, cache_dir, in_flight, s))
+        // The gap between a seal and here is covered by `Writer::busy`.
+        let ticket = self.uploads.begin()?;
+        self.uploads.spawn(ticket, s, move |s| {
+            upload_pack(bucket, cache_dir, in_flight, s)
+        })
     }
 
     /// Uploads the pending pack, however small, and waits for every

@@ -301,14 +301,24 @@ fn packed_blocks_round_trip_across_sync_and_reopen() {
 
 #[test]
 fn threads_add_and_sync_at_once() {
+    threads_add_and_sync(S3Layout::Packed, 80);
+}
+
+#[test]
+fn threads_add_and_sync_at_once_one_object_per_block() {
+    threads_add_and_sync(S3Layout::Blocks, 30);
+}
+
+/// Four threads add `n` blocks each to one store, syncing now and then.
+fn threads_add_and_sync(layout: S3Layout, n: u64) {
     let srv = Server::start();
     srv.bucket("bkt");
     let cache = tempfile::tempdir().unwrap();
-    let mut opts = srv.opts("bkt", S3Layout::Packed, Some(cache.path()));
+    let mut opts = srv.opts("bkt", layout, Some(cache.path()));
     opts.pack_size = 200 << 10;
     let per: Vec<Vec<Vec<u8>>> = (0..4u64)
         .map(|t| {
-            (0..80u64)
+            (0..n)
                 .map(|i| {
                     let seed = t * 1000 + i + 1;
                     match i % 4 {
@@ -328,7 +338,7 @@ fn threads_add_and_sync_at_once() {
                 sc.spawn(move || {
                     for (i, b) in blocks.iter().enumerate() {
                         s.add(b).unwrap();
-                        if i % 30 == 29 {
+                        if i % 30 == 29 || i as u64 + 1 == n {
                             s.sync().unwrap();
                         }
                     }
@@ -345,7 +355,7 @@ fn threads_add_and_sync_at_once() {
             .collect();
         check_all(&s, &hashes, blocks);
     }
-    assert_eq!(s.stats().unwrap().blocks, 320);
+    assert_eq!(s.stats().unwrap().blocks, 4 * n);
     assert!(s.fsck().unwrap().is_clean());
 }
 

@@ -4,7 +4,7 @@
 //! tries them again (and fails if they fail again).
 
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
@@ -20,10 +20,19 @@ fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>> {
         .map_err(|_| Error::Store("s3 store: upload state lock poisoned".into()))
 }
 
+/// The right to start one upload, taken (with [`Uploads::begin`]) where
+/// the item becomes visible to other threads as added, so that a
+/// [`Uploads::wait`] from then on waits for its upload too.
+#[must_use]
+pub struct Ticket(());
+
 /// Uploads of items `T` (a sealed pack, a block) running on the store's
 /// runtime.
 pub struct Uploads<T> {
     rt: Handle,
+    /// Tickets taken and not yet spent by [`Uploads::spawn`].
+    starting: Mutex<usize>,
+    started: Condvar,
     permits: Arc<Semaphore>,
     running: Mutex<Vec<JoinHandle<()>>>,
     failed: Arc<Mutex<Vec<(T, String)>>>,
@@ -36,6 +45,8 @@ impl<T: Clone + Send + 'static> Uploads<T> {
     pub fn new(rt: Handle) -> Self {
         Uploads {
             rt,
+            starting: Mutex::new(0),
+            started: Condvar::new(),
             permits: Arc::new(Semaphore::new(IN_FLIGHT)),
             running: Mutex::new(Vec::new()),
             failed: Arc::new(Mutex::new(Vec::new())),
@@ -43,10 +54,31 @@ impl<T: Clone + Send + 'static> Uploads<T> {
         }
     }
 
+    /// A ticket for one upload, which [`Uploads::wait`] waits for until
+    /// it is spent.
+    pub fn begin(&self) -> Result<Ticket> {
+        *lock(&self.starting)? += 1;
+        Ok(Ticket(()))
+    }
+
     /// Starts `job(item)` once fewer than [`IN_FLIGHT`] uploads run
     /// (waiting for one to finish); on failure `item` is kept for
     /// [`Uploads::take_failed`].
-    pub fn spawn<F, Fut>(&self, item: T, job: F) -> Result<()>
+    pub fn spawn<F, Fut>(&self, ticket: Ticket, item: T, job: F) -> Result<()>
+    where
+        F: FnOnce(T) -> Fut,
+        Fut: Future<Output = Result<()>> + Send + 'static,
+    {
+        let r = self.start(item, job);
+        drop(ticket);
+        if let Ok(mut n) = self.starting.lock() {
+            *n = n.saturating_sub(1);
+        }
+        self.started.notify_all();
+        r
+    }
+
+    fn start<F, Fut>(&self, item: T, job: F) -> Result<()>
     where
         F: FnOnce(T) -> Fut,
         Fut: Future<Output = Result<()>> + Send + 'static,
@@ -95,8 +127,16 @@ impl<T: Clone + Send + 'static> Uploads<T> {
         )))
     }
 
-    /// Waits for every upload started so far.
+    /// Waits for every upload whose ticket was taken so far.
     pub fn wait(&self) -> Result<()> {
+        let mut n = lock(&self.starting)?;
+        while *n > 0 {
+            n = self
+                .started
+                .wait(n)
+                .map_err(|_| Error::Store("s3 store: upload state lock poisoned".into()))?;
+        }
+        drop(n);
         let running = std::mem::take(&mut *lock(&self.running)?);
         for h in running {
             self.rt
