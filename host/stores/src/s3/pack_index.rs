@@ -192,6 +192,22 @@ mod tests {
         assert_eq!(PackIndex::decode(&empty.encode().unwrap()).unwrap(), empty);
     }
 
+    proptest::proptest! {
+        /// Whatever a bucket holds, decoding it is an error or an index,
+        /// never a panic: as it is, behind a good header, and as a good
+        /// frame of garbage.
+        #[test]
+        fn decoding_anything_never_panics(b in proptest::collection::vec(0u8..=255, 0..400)) {
+            let _ = PackIndex::decode(&b);
+            let mut v = INDEX_HEADER.to_vec();
+            v.extend_from_slice(&b);
+            let _ = PackIndex::decode(&v);
+            let mut v = INDEX_HEADER.to_vec();
+            v.extend(zstd::bulk::compress(&b, 1).unwrap());
+            let _ = PackIndex::decode(&v);
+        }
+    }
+
     /// vt-s3.5 gives the header and the entry's size this code uses.
     #[test]
     fn the_man_page_describes_this_format() {
