@@ -34,6 +34,10 @@ cargo fmt --all --check
 # with the dummy user it switches to.
 command -v pjdfstest >/dev/null || [ -x "$HOME/.cargo/bin/pjdfstest" ] ||
     cargo install --locked pjdfstest
+# The S3 store's tests (host/stores/src/s3/tests.rs) run against a real
+# S3-compatible server, s3s-fs.
+command -v s3s-fs >/dev/null || [ -x "$HOME/.cargo/bin/s3s-fs" ] ||
+    cargo install --locked s3s-fs@0.14.1 --features binary
 id tests >/dev/null 2>&1 || useradd -M tests
 cargo build --workspace --all-targets
 # So is clippy: any lint fails it.

@@ -466,8 +466,12 @@ fn read_checked(
     Ok((h, Bytes::from(payload)))
 }
 
-/// [`read_checked`] from a map: the payload is a slice of it.
-fn mapped_checked(map: &Bytes, offset: u64) -> std::result::Result<(RecordHeader, Bytes), String> {
+/// [`read_checked`] from a map: the payload is a slice of it. Also how
+/// an S3 store checks a record it fetched by a ranged GET (at offset 0).
+pub(crate) fn mapped_checked(
+    map: &Bytes,
+    offset: u64,
+) -> std::result::Result<(RecordHeader, Bytes), String> {
     let past = || format!("record at offset {offset} runs past the datafile's end");
     let at = usize::try_from(offset).map_err(|_| past())?;
     let hb: &[u8; RECORD_HEADER] = map
@@ -646,7 +650,7 @@ pub fn read_group<'a>(
 }
 
 /// The member table and data of a checksummed group payload.
-fn decode_group(
+pub(crate) fn decode_group(
     h: &RecordHeader,
     payload: Bytes,
     dicts: &Dictionaries,

@@ -146,6 +146,18 @@ impl Dictionaries {
         })
     }
 
+    /// No dictionaries, and none to be found or trained: for readers of
+    /// records that never use one (the packs of an S3 store, `vt-s3.5`),
+    /// so that a frame naming a dictionary is refused, not looked up.
+    pub fn none() -> Self {
+        Dictionaries {
+            dir: PathBuf::new(),
+            known: RwLock::default(),
+            active: RwLock::new(None),
+            samples: Mutex::new(None),
+        }
+    }
+
     /// Offers a block as a training sample; trains once enough are in.
     pub fn sample(&self, data: &[u8]) {
         let Ok(mut g) = self.samples.lock() else {
@@ -270,6 +282,11 @@ impl Dictionaries {
     fn load(&self, id: u32) -> std::result::Result<Arc<Vec<u8>>, String> {
         if let Some(d) = self.known.read().ok().and_then(|k| k.get(&id).cloned()) {
             return Ok(d);
+        }
+        if self.dir.as_os_str().is_empty() {
+            return Err(format!(
+                "needs compression dictionary {id:08x}, and this store has none"
+            ));
         }
         // Another process may have trained it since we opened.
         let path = self.dir.join(format!("{id:08x}.zdict"));

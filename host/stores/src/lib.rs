@@ -6,6 +6,7 @@
 //!   from them.
 //! - [`stream`]: `vt serve` and [`StreamStore`], a store on a server.
 //! - [`http`]: `vt httpd` and [`HttpStore`], a store on an HTTP server.
+//! - [`S3Store`]: a store in an S3 bucket (AWS or any S3-compatible server).
 
 pub mod archive_route;
 pub mod datadir;
@@ -21,6 +22,7 @@ pub mod mem_cache;
 pub mod memory;
 pub mod progress;
 pub mod proxy;
+pub mod s3;
 pub mod similar;
 pub mod spec;
 pub mod stream;
@@ -34,4 +36,5 @@ pub use mem_cache::MemCache;
 pub use memory::MemoryStore;
 pub use progress::{ProgressCounts, ProgressStore};
 pub use proxy::ProxyStore;
+pub use s3::{S3Layout, S3Options, S3Store};
 pub use stream::StreamStore;
