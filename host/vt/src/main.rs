@@ -552,12 +552,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mut files: Vec<PathBuf> = Vec::new();
             let mut problems = 0usize;
             let mut bad_blocks = Vec::new();
-            match &st.datadir {
-                None => println!(
-                    "store {} is not a DataDir: nothing to check here (a store served by `vt serve` is checked where its DataDir is: `vt -S DIR fsck` on the server)",
-                    st.name
-                ),
-                Some(dd) => {
+            // Archives kept in the store itself (not as files).
+            let mut in_store: Vec<Archive> = Vec::new();
+            match (&st.datadir, &st.s3) {
+                (Some(dd), _) => {
                     if reindex {
                         dd.reindex().context("reindex")?;
                         if !quiet {
@@ -581,10 +579,55 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         files.push(dir.path(&name)?);
                     }
                 }
+                (None, Some(s3)) => {
+                    if reindex {
+                        bail!("--reindex is for a DataDir; an S3 store's index is rebuilt by removing its index cache directory");
+                    }
+                    let rep = s3.fsck()?;
+                    for n in &rep.notes {
+                        println!("note: {n}");
+                    }
+                    for p in &rep.problems {
+                        println!("{p}");
+                    }
+                    println!(
+                        "{}: {} objects, {} blocks checked, {} problems",
+                        s3.name(),
+                        rep.objects_checked,
+                        rep.blocks_checked,
+                        rep.problems.len()
+                    );
+                    problems += rep.problems.len();
+                    bad_blocks = rep.bad_blocks;
+                    for name in st.store.archive_names()? {
+                        in_store.push(Archive::in_store(st.store.clone(), &name, &st.name)?);
+                    }
+                }
+                (None, None) => println!(
+                    "store {} is neither a DataDir nor an S3 store: nothing to check here (a store served by `vt serve` or `vt httpd` is checked where its store is: `vt -S DIR fsck` on the server)",
+                    st.name
+                ),
             }
             files.extend(archives);
             problems += fsck_archives(&files, repair)?;
-            problems += lost_snapshots(&*st.store, &files, bad_blocks)?;
+            if !in_store.is_empty() {
+                let mut damaged = 0;
+                for a in &in_store {
+                    for l in a.lines()? {
+                        if let archive::Line::Bad(b) = l {
+                            println!("{}", archive::bad_line_message(&a.describe(), &b));
+                            damaged += 1;
+                        }
+                    }
+                }
+                println!(
+                    "{} archives in the store checked, {damaged} damaged lines",
+                    in_store.len()
+                );
+                problems += damaged;
+            }
+            in_store.extend(files.iter().map(Archive::new));
+            problems += lost_snapshots(&*st.store, &in_store, bad_blocks)?;
             Ok(if problems == 0 {
                 ExitCode::SUCCESS
             } else {
@@ -968,15 +1011,19 @@ fn fsck_archives(files: &[PathBuf], repair: bool) -> Result<usize> {
 /// Walks every snapshot of the archive files `files` and prints those
 /// that refer to blocks in `bad` or missing from `store`, with what they
 /// lost (see `fsck.rs`). Returns how many did.
-fn lost_snapshots(store: &dyn Store, files: &[PathBuf], bad: Vec<vt_core::Hash>) -> Result<usize> {
+fn lost_snapshots(
+    store: &dyn Store,
+    archives: &[Archive],
+    bad: Vec<vt_core::Hash>,
+) -> Result<usize> {
     let mut walker = fsck::LostData::new(store, bad);
     let (mut snapshots, mut lost) = (0, 0);
-    for path in files {
-        let entries = Archive::new(path)
+    for a in archives {
+        let entries = a
             .entries()
-            .with_context(|| format!("read archive {}", path.display()))?;
+            .with_context(|| format!("read archive {}", a.describe()))?;
         snapshots += entries.len();
-        for l in walker.check(&path.display().to_string(), &entries) {
+        for l in walker.check(&a.describe(), &entries) {
             lost += 1;
             let more = if l.more > 0 {
                 format!(" and {} more", l.more)

@@ -12,13 +12,16 @@ use vt_core::{HashKind, Store};
 use vt_stores::archive_route::ArchiveRoute;
 use vt_stores::spec::{parse_size, StoreSpec};
 use vt_stores::stream::{Endpoint, LinkOptions, StreamOptions};
-use vt_stores::{Compression, DataDir, MemoryStore, ProgressStore, StreamStore, Verify};
+use vt_stores::{
+    Compression, DataDir, MemoryStore, ProgressStore, S3Layout, S3Options, S3Store, StreamStore,
+    Verify,
+};
 
 use crate::config::{cache_home, default_socket, default_store_path, expand, Config};
 
 /// Every store type a clause or a `TYPE(…)` spec can name.
 pub const TYPES: &[&str] = &[
-    "datadir", "memory", "unix", "tcp", "tls", "command", "http", "proxy", "cache",
+    "datadir", "memory", "unix", "tcp", "tls", "command", "http", "s3", "proxy", "cache",
 ];
 
 /// An opened store with what the CLI needs to know about it.
@@ -27,6 +30,8 @@ pub struct OpenStore {
     pub store: Arc<dyn Store>,
     /// The DataDir behind it, when it is one.
     pub datadir: Option<Arc<DataDir>>,
+    /// The S3 store behind it, when it is one (or a cache's backend).
+    pub s3: Option<Arc<S3Store>>,
     /// The server connection behind it, when it is one (or, for a cache,
     /// its backend).
     pub remote: Option<Arc<StreamStore>>,
@@ -41,6 +46,7 @@ impl OpenStore {
         OpenStore {
             store,
             datadir: None,
+            s3: None,
             remote: None,
             progress: None,
             name,
@@ -55,8 +61,27 @@ static OPENED: std::sync::Mutex<Vec<(Arc<StreamStore>, Arc<ProgressStore>)>> =
 /// A line per server this process opened, on what it was asked (`vt -v`
 /// prints them at the end).
 pub fn request_summaries() -> Vec<String> {
+    let mut out: Vec<String> = OPENED_S3
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|s| {
+            let r = s.requests();
+            format!(
+                "{}: {} requests ({} GET, {} ranged GET, {} PUT, {} HEAD, {} LIST, {} DELETE)",
+                s.name(),
+                r.get + r.get_range + r.put + r.head + r.list + r.delete,
+                r.get,
+                r.get_range,
+                r.put,
+                r.head,
+                r.list,
+                r.delete
+            )
+        })
+        .collect();
     let opened = OPENED.lock().unwrap_or_else(|e| e.into_inner());
-    opened
+    out.extend(opened
         .iter()
         .map(|(r, p)| {
             let c = p.counts();
@@ -70,8 +95,55 @@ pub fn request_summaries() -> Vec<String> {
                 c.add_blocks,
                 c.contains
             )
+        }));
+    out
+}
+
+/// `30`, `30s`, `5m`, `1h` as a duration.
+fn parse_duration(t: &str) -> Option<Duration> {
+    let t = t.trim();
+    let (n, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&t[..i], &t[i..]),
+        None => (t, "s"),
+    };
+    let n: u64 = n.parse().ok()?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
+}
+
+/// The S3 stores this process opened.
+static OPENED_S3: std::sync::Mutex<Vec<Arc<S3Store>>> = std::sync::Mutex::new(Vec::new());
+
+/// The index cache of an S3 store that names none: one directory per
+/// endpoint, bucket and prefix, so that two stores never share one.
+fn s3_cache_dir(o: &S3Options) -> PathBuf {
+    let key = format!(
+        "{}|{}|{}",
+        o.endpoint.as_deref().unwrap_or("aws"),
+        o.bucket,
+        o.prefix
+    );
+    let h = HashKind::Sha3_256.digest(key.as_bytes()).hex();
+    let safe: String = o
+        .bucket
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
         })
-        .collect()
+        .take(40)
+        .collect();
+    cache_home()
+        .join("vt/s3")
+        .join(format!("{safe}-{}", &h[..16]))
 }
 
 /// A clause's or a typed spec's settings, checked as they are used.
@@ -236,6 +308,19 @@ fn settings_of(kind: &str) -> Option<&'static [&'static str]> {
         ],
         "command" => &["command", "export", "token_file", "compress", "verify"],
         "http" => &["url", "token_file"],
+        "s3" => &[
+            "bucket",
+            "prefix",
+            "endpoint",
+            "region",
+            "access_key_id",
+            "secret_access_key",
+            "layout",
+            "cache_dir",
+            "pack_size",
+            "hash",
+            "retry_timeout",
+        ],
         "proxy" => &["read", "save", "read2", "copy2"],
         "cache" => &["store", "limit", "dir", "kind"],
         _ => return None,
@@ -498,6 +583,58 @@ impl Opener<'_> {
                 s.finish(kind)?;
                 http(&url, token, label)?
             }
+            "s3" => {
+                let mut o =
+                    S3Options::new(s.required("bucket", "the S3 bucket, which must exist")?);
+                if let Some(p) = s.str("prefix")? {
+                    o.prefix = p.trim_matches('/').to_owned();
+                }
+                o.endpoint = s.str("endpoint")?;
+                if let Some(r) = s.str("region")? {
+                    o.region = r;
+                }
+                o.access_key_id = s.str("access_key_id")?;
+                o.secret_access_key = s.str("secret_access_key")?;
+                o.layout = match s.str("layout")?.as_deref() {
+                    None | Some("packed") => S3Layout::Packed,
+                    Some("blocks") => S3Layout::Blocks,
+                    Some(l) => bail!(
+                        "{} layout = {l:?}: expected \"packed\" or \"blocks\"",
+                        s.origin
+                    ),
+                };
+                if let Some(p) = s.str("pack_size")? {
+                    let n = parse_size(&p).map_err(|e| anyhow!("{} pack_size: {e}", s.origin))?;
+                    if !(1 << 20..=256 << 20).contains(&n) {
+                        bail!("{} pack_size = {p}: expected 1MiB to 256MiB", s.origin);
+                    }
+                    o.pack_size = n as usize;
+                }
+                o.hash_kind = parse_hash(s.str("hash")?.as_deref())?;
+                if let Some(t) = s.str("retry_timeout")? {
+                    o.retry_timeout = parse_duration(&t).ok_or_else(|| {
+                        anyhow!(
+                            "{} retry_timeout = {t:?}: expected seconds, like 30s or 5m",
+                            s.origin
+                        )
+                    })?;
+                }
+                o.cache_dir = Some(match s.str("cache_dir")? {
+                    Some(d) => expand(&d),
+                    None => s3_cache_dir(&o),
+                });
+                s.finish(kind)?;
+                let st = Arc::new(
+                    S3Store::open(o).with_context(|| format!("cannot open store {label}"))?,
+                );
+                OPENED_S3
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(st.clone());
+                let mut open = OpenStore::plain(st.clone(), label.to_owned());
+                open.s3 = Some(st);
+                open
+            }
             "proxy" => {
                 let read = s.specs("read")?;
                 let save = s.specs("save")?;
@@ -555,6 +692,7 @@ impl Opener<'_> {
                 OpenStore {
                     store,
                     datadir: None,
+                    s3: backend.s3,
                     remote: backend.remote,
                     progress: backend.progress,
                     name: label.to_owned(),
@@ -600,6 +738,7 @@ fn stream(endpoint: Endpoint, opts: StreamOptions, label: &str) -> Result<OpenSt
     Ok(OpenStore {
         store: p.clone(),
         datadir: None,
+        s3: None,
         remote: Some(s),
         progress: Some(p),
         name: label.to_owned(),
@@ -646,6 +785,7 @@ fn open_datadir(
     Ok(OpenStore {
         store: dd.clone(),
         datadir: Some(dd),
+        s3: None,
         remote: None,
         progress: None,
         name,

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod s3;
 pub mod server;
 
 use std::collections::{BTreeMap, HashMap};

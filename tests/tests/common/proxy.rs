@@ -30,7 +30,12 @@ pub struct ProxyCounts {
 impl ProxyCounts {
     /// Requests of `method` so far.
     pub fn count(&self, method: &str) -> u64 {
-        self.by_method.lock().unwrap().get(method).copied().unwrap_or(0)
+        self.by_method
+            .lock()
+            .unwrap()
+            .get(method)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -100,9 +105,13 @@ async fn forward(
         .or_default() += 1;
     let n = counts.seen.fetch_add(1, Ordering::Relaxed) + 1;
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let every = counts.fail_every.load(Ordering::Relaxed);
-    if every > 0 && n % every == 0 {
+    if every > 0 && n.is_multiple_of(every) {
         counts.injected.fetch_add(1, Ordering::Relaxed);
         let mut r = Response::new(Full::new(Bytes::from_static(
             b"<?xml version=\"1.0\"?><Error><Code>SlowDown</Code><Message>injected</Message></Error>",
@@ -121,7 +130,11 @@ async fn forward(
     match client.request(up).await {
         Ok(resp) => {
             let (p, body) = resp.into_parts();
-            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let body = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             Ok(Response::from_parts(p, Full::new(body)))
         }
         Err(e) => {

@@ -174,6 +174,7 @@ impl HttpStore {
             return Err(err(&base, "expected http://HOST:PORT/ with no path"));
         }
         let rt = tokio::runtime::Builder::new_multi_thread()
+            .on_thread_start(crate::stream::block_sigpipe)
             .worker_threads(2)
             .enable_all()
             .build()

@@ -259,6 +259,7 @@ impl HttpServer {
     /// syncs the store.
     pub fn run(self: &Arc<Self>, listener: std::net::TcpListener, stop: Shutdown) -> Result<()> {
         let rt = tokio::runtime::Builder::new_multi_thread()
+            .on_thread_start(crate::stream::block_sigpipe)
             .worker_threads(2)
             .enable_all()
             .build()

@@ -74,6 +74,7 @@ impl S3Store {
     pub fn open(opts: S3Options) -> Result<S3Store> {
         let bucket = Arc::new(Bucket::new(&opts)?);
         let rt = tokio::runtime::Builder::new_multi_thread()
+            .on_thread_start(crate::stream::block_sigpipe)
             .worker_threads(WORKERS)
             .thread_name("vt-s3")
             .enable_all()
