@@ -25,6 +25,14 @@
 #                 turns first [1]; the report gives every round and the
 #                 median of each figure (this machine's speed drifts by
 #                 up to 30% within minutes: a single round is one draw)
+#   BACKEND       "local" [default]: each tool's repository in a directory;
+#                 "s3": vt and restic store into buckets of one s3s-fs
+#                 server (an S3-compatible server over a directory, started
+#                 here on loopback; installed with cargo if missing): vt as
+#                 -S s3(bucket=vt,...) with its archive in the bucket, restic
+#                 as -r s3:http://.../restic. The table gains the requests
+#                 each phase made (from s3s-fs's request log); repo MiB is the
+#                 bucket. borg has no S3 backend and is left out.
 #   RESTORE_FS    "fresh" [default when root]: each tool restores into a
 #                 newly made ext4 filesystem (a sparse image on a loop
 #                 device), so that inodes freed by earlier runs do not slow
@@ -69,7 +77,13 @@ case "$BENCH_DIR/" in
         ;;
 esac
 [[ $BENCH_DIR == / ]] && { echo "compare.sh: BENCH_DIR must not be /" >&2; exit 2; }
-TOOLS=${TOOLS:-"vt restic borg"}
+BACKEND=${BACKEND:-local}
+case $BACKEND in
+    local) TOOLS=${TOOLS:-"vt restic borg"} ;;
+    s3) TOOLS=${TOOLS:-"vt restic"} ;;
+    *) echo "compare.sh: BACKEND must be local or s3, not $BACKEND" >&2; exit 2 ;;
+esac
+[[ $BACKEND == s3 && " $TOOLS " == *" borg "* ]] && { echo "compare.sh: borg has no S3 backend: TOOLS=\"vt restic\"" >&2; exit 2; }
 ROUNDS=${ROUNDS:-1}
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "compare.sh: ROUNDS must be a positive number, not $ROUNDS" >&2; exit 2; }
 
@@ -216,35 +230,80 @@ drop_fs() {
     rm -f "$1.img"
 }
 cleanup() {
+    [[ -n $S3_PID ]] && kill "$S3_PID" 2>/dev/null
     for t in vt restic borg; do drop_fs "$RUN/restore/$t" 2>/dev/null || true; done
-    ((KEEP)) || rm -rf "$RUN/vt" "$RUN/restic" "$RUN/borg" "$RUN/restore" "$RUN/src"
+    ((KEEP)) || rm -rf "$RUN/vt" "$RUN/restic" "$RUN/borg" "$RUN/restore" "$RUN/src" "$RUN/s3root"
 }
 trap cleanup EXIT
 
 export XDG_CONFIG_HOME=$RUN/vt/config XDG_DATA_HOME=$RUN/vt/data XDG_CACHE_HOME=$RUN/cache
 VT_DATADIR=$RUN/vt/datadir
 VT_ARCHIVE=$RUN/vt/bench.vt
+VT_STORE=$VT_DATADIR
 export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR=$RUN/restic/cache
 RESTIC_REPO=$RUN/restic/repo
+RESTIC_DIR=$RESTIC_REPO # where restic's repository lies on disk
 export BORG_BASE_DIR=$RUN/borg/home BORG_RELOCATED_REPO_ACCESS_IS_OK=yes \
     BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_CHECK_I_KNOW_WHAT_I_AM_DOING=NO
 BORG_REPO_DIR=$RUN/borg/repo
 mkdir -p "$XDG_CONFIG_HOME" "$XDG_DATA_HOME" "$XDG_CACHE_HOME" "$RUN/restic" "$BORG_BASE_DIR" "$RUN/restore"
 
+# ---------------------------------------------------------------- S3
+S3_PID=""
+if [[ $BACKEND == s3 ]]; then
+    S3FS=$(command -v s3s-fs || echo "$HOME/.cargo/bin/s3s-fs")
+    if [[ ! -x $S3FS ]]; then
+        log "installing s3s-fs (cargo install --locked s3s-fs@0.14.1 --features binary)"
+        cargo install --locked s3s-fs@0.14.1 --features binary >&2
+    fi
+    S3ROOT=$RUN/s3root
+    mkdir -p "$S3ROOT"
+    S3PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    export AWS_ACCESS_KEY_ID=vtbench AWS_SECRET_ACCESS_KEY=vtbench-secret-key
+    # One line per request (method, path) in the log, nothing else.
+    RUST_LOG=s3s::service=debug "$S3FS" --host 127.0.0.1 --port "$S3PORT" \
+        --access-key "$AWS_ACCESS_KEY_ID" --secret-key "$AWS_SECRET_ACCESS_KEY" "$S3ROOT" >"$LOGS/s3s-fs.log" 2>&1 &
+    S3_PID=$!
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$S3PORT") 2>/dev/null && break
+        sleep 0.1
+    done
+    VT_STORE="s3(bucket=vt,endpoint=http://127.0.0.1:$S3PORT)"
+    VT_ARCHIVE=bench
+    RESTIC_REPO=s3:http://127.0.0.1:$S3PORT/restic
+    RESTIC_DIR=$S3ROOT/restic
+    VT_DATADIR=$S3ROOT/vt
+    log "s3s-fs on 127.0.0.1:$S3PORT over $S3ROOT"
+fi
+# requests TOOL: requests s3s-fs has logged for TOOL's bucket, by method.
+declare -A REQ
+requests() {
+    local bucket=$1
+    grep -o "req: Request { method: [A-Z]*, uri: /$bucket[/?]" "$LOGS/s3s-fs.log" 2>/dev/null |
+        awk '{print $4}' | tr -d , | sort | uniq -c | awk '{printf "%s %s\n", $2, $1}'
+}
+
 # ---------------------------------------------------------------- measuring
 declare -A WALL CPU RSS REPO EXACT RC
 # measure TOOL PHASE CMD...: run CMD under /usr/bin/time; record wall, CPU, RSS.
 measure() {
-    local tool=$1 phase=$2 tf rc=0
+    local tool=$1 phase=$2 tf rc=0 before after
     shift 2
     tf=$LOGS/$tool-$phase.time
     log "$tool: $phase"
+    [[ $BACKEND == s3 ]] && before=$(requests "$tool")
     /usr/bin/time -f '%e %U %S %M' -o "$tf" "$@" >"$LOGS/$tool-$phase.out" 2>"$LOGS/$tool-$phase.err" || rc=$?
     read -r w u s m < <(tail -1 "$tf")
     WALL[$R/$tool/$phase]=$w
     CPU[$R/$tool/$phase]=$(awk -v u="$u" -v s="$s" 'BEGIN{printf "%.2f", u+s}')
     RSS[$R/$tool/$phase]=$(awk -v m="$m" 'BEGIN{printf "%.0f", m/1024}')
     RC[$R/$tool/$phase]=$rc
+    if [[ $BACKEND == s3 ]]; then
+        after=$(requests "$tool")
+        # Requests of this phase: after minus before, by method.
+        REQ[$R/$tool/$phase]=$(join -a1 -e0 -o 0,1.2,2.2 <(sort <<<"$after") <(sort <<<"$before") |
+            awk '$2-$3 > 0 {t += $2-$3; s = s (s ? ", " : "") $1 " " $2-$3} END {printf "%d (%s)", t, s}')
+    fi
     if ((rc)); then
         log "$tool: $phase FAILED (exit $rc); stderr:"
         tail -5 "$LOGS/$tool-$phase.err" >&2
@@ -255,8 +314,8 @@ mib() { { du -sb "$@" 2>/dev/null || true; } | awk '{s+=$1} END{printf "%.1f", s
 
 repo_size() {
     case $1 in
-        vt) mib "$VT_DATADIR" "$VT_ARCHIVE" ;;
-        restic) mib "$RESTIC_REPO" ;;
+        vt) if [[ $BACKEND == s3 ]]; then mib "$VT_DATADIR"; else mib "$VT_DATADIR" "$VT_ARCHIVE"; fi ;;
+        restic) mib "$RESTIC_DIR" ;;
         borg) mib "$BORG_REPO_DIR" ;;
     esac
 }
@@ -266,9 +325,12 @@ ingest() { # TOOL VERSION(v1|v2)
     case $tool in
         vt)
             prepare_cache "$SRC"
-            measure vt "ingest-$v" "$VT" -S "$VT_DATADIR" import "$SRC" "$VT_ARCHIVE" ;;
+            measure vt "ingest-$v" "$VT" -S "$VT_STORE" import "$SRC" "$VT_ARCHIVE" ;;
         restic)
-            [[ -d $RESTIC_REPO ]] || restic -r "$RESTIC_REPO" init -q >"$LOGS/restic-init.out" 2>&1
+            [[ -f $RUN/restic/initialised ]] || {
+                restic -r "$RESTIC_REPO" init -q >"$LOGS/restic-init.out" 2>&1
+                touch "$RUN/restic/initialised"
+            }
             prepare_cache "$SRC"
             measure restic "ingest-$v" restic -r "$RESTIC_REPO" backup "$SRC"
             ;;
@@ -283,14 +345,14 @@ ingest() { # TOOL VERSION(v1|v2)
 
 restore() { # TOOL: restore the newest snapshot (v2) into $RUN/restore/TOOL
     local tool=$1 t=$RUN/restore/$1 repo
-    case $tool in vt) repo=$VT_DATADIR ;; restic) repo=$RESTIC_REPO ;; borg) repo=$BORG_REPO_DIR ;; esac
+    case $tool in vt) repo=$VT_DATADIR ;; restic) repo=$RESTIC_DIR ;; borg) repo=$BORG_REPO_DIR ;; esac
     # vt export wants the target absent or empty; a fresh filesystem's root
     # holds lost+found, so the snapshot goes one level down.
     fresh_fs "$t"
     [[ $RESTORE_FS == fresh ]] && t=$t/tree
     prepare_cache "$repo"
     case $tool in
-        vt) measure vt restore-v2 "$VT" -S "$VT_DATADIR" export "$VT_ARCHIVE" "$t" ;;
+        vt) measure vt restore-v2 "$VT" -S "$VT_STORE" export "$VT_ARCHIVE" "$t" ;;
         restic) measure restic restore-v2 restic -r "$RESTIC_REPO" restore latest --target "$t" ;;
         borg)
             mkdir -p "$t"
@@ -345,6 +407,11 @@ one_round() {
     local tool d
     rm -rf "$RUN/vt" "$RUN/restic" "$RUN/borg" "$SRC"
     mkdir -p "$XDG_CONFIG_HOME" "$XDG_DATA_HOME" "$RUN/restic" "$BORG_BASE_DIR" "$RUN/restore"
+    if [[ $BACKEND == s3 ]]; then
+        # Fresh buckets, and no index cache of an earlier round.
+        rm -rf "${S3ROOT:?}/vt" "$S3ROOT/restic" "$XDG_CACHE_HOME/vt/s3"
+        mkdir -p "$S3ROOT/vt" "$S3ROOT/restic"
+    fi
     log "round $R: copying v1 into the live tree $SRC"
     cp -a "$V1" "$SRC"
     for tool in $ORDER; do
@@ -394,7 +461,7 @@ load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 cpu_model=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)
 mode_name="full run"
 ((QUICK)) && mode_name="quick mode"
-echo "## vt vs restic vs borg ($(date -u +%Y-%m-%d), $mode_name)"
+echo "## vt vs restic vs borg ($(date -u +%Y-%m-%d), $mode_name$([[ $BACKEND == s3 ]] && echo ", into S3: s3s-fs $("$S3FS" --version 2>/dev/null | awk '{print $2}') on loopback"))"
 echo
 echo "Machine: $(nproc) CPUs ($cpu_model), $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM,"
 echo "$(uname -sr), work dir $BENCH_DIR on $(df -T "$BENCH_DIR" | awk 'NR==2{print $2" ("$1")"}')."
@@ -416,16 +483,17 @@ echo "  $n_del removed ($n_other other entries changed); unchanged files keep th
 ((V2_DERIVED)) && echo "- v2 is DERIVED from v1 (not a real second release): see the edits above."
 echo
 ((ROUNDS > 1)) && echo "Every round ($ROUNDS, in fresh repositories; the tools took turns going first):" && echo
-echo "| $( ((ROUNDS > 1)) && printf 'round | ')tool | phase | wall s | CPU s | peak RSS MiB | repo MiB | exact |"
-echo "|$( ((ROUNDS > 1)) && printf -- '---:|')---|---|---:|---:|---:|---:|---|"
+echo "| $( ((ROUNDS > 1)) && printf 'round | ')tool | phase | wall s | CPU s | peak RSS MiB | repo MiB | exact |$([[ $BACKEND == s3 ]] && printf ' requests |')"
+echo "|$( ((ROUNDS > 1)) && printf -- '---:|')---|---|---:|---:|---:|---:|---|$([[ $BACKEND == s3 ]] && printf -- '---|')"
 for ((R = 1; R <= ROUNDS; R++)); do
     for tool in $TOOLS; do
         for phase in ingest-v1 ingest-v2 restore-v2; do
             k=$R/$tool/$phase
             ex=${EXACT[$k]:-}
             if [[ $phase != restore-v2 && ${RC[$k]:-0} != 0 ]]; then ex="FAILED (exit ${RC[$k]})"; fi
-            printf '| %s%s | %s | %s | %s | %s | %s | %s |\n' "$( ((ROUNDS > 1)) && printf '%s | ' "$R")" "$tool" "$phase" \
-                "${WALL[$k]:-}" "${CPU[$k]:-}" "${RSS[$k]:-}" "${REPO[$k]:-}" "$ex"
+            printf '| %s%s | %s | %s | %s | %s | %s | %s |%s\n' "$( ((ROUNDS > 1)) && printf '%s | ' "$R")" "$tool" "$phase" \
+                "${WALL[$k]:-}" "${CPU[$k]:-}" "${RSS[$k]:-}" "${REPO[$k]:-}" "$ex" \
+                "$([[ $BACKEND == s3 ]] && printf ' %s |' "${REQ[$k]:-}")"
         done
     done
 done
@@ -464,7 +532,7 @@ echo "  the top directory itself is not compared). restic restores under the ful
 if [[ " $TOOLS " == *" vt "* ]]; then
     echo "- vt import output: v1: $(head -2 "$LOGS/vt-ingest-v1.out" 2>/dev/null | tr '\n' ' ')"
     echo "  v2: $(head -2 "$LOGS/vt-ingest-v2.out" 2>/dev/null | tr '\n' ' ')"
-    echo "- vt stats: $("$VT" -S "$VT_DATADIR" stats "$VT_ARCHIVE" 2>&1 | tr -s ' ' | tr '\n' ';')"
+    echo "- vt stats: $("$VT" -S "$VT_STORE" stats "$VT_ARCHIVE" 2>&1 | tr -s ' ' | tr '\n' ';')"
 fi
 if [[ " $TOOLS " == *" restic "* ]]; then
     echo "- restic v2: $(grep -E '^(Files|Dirs|Added)' "$LOGS/restic-ingest-v2.out" 2>/dev/null | tr -s ' ' | tr '\n' ';')"

@@ -708,3 +708,27 @@ fn open_errors_name_the_store() {
     let err = S3Store::open(o).err().unwrap().to_string();
     assert!(err.contains("s3 bucket nonesuch at"), "{err}");
 }
+
+#[test]
+fn packs_above_16_mib_go_up_as_multipart_uploads() {
+    let srv = Server::start();
+    let root = srv.bucket("vtm");
+    let cache = tempfile::tempdir().unwrap();
+    let mut opts = srv.opts("vtm", S3Layout::Packed, Some(cache.path()));
+    opts.pack_size = 40 << 20;
+    // 20 incompressible blocks of 1 MiB: one pack of about 20 MiB.
+    let data: Vec<Vec<u8>> = (0..20u64).map(|i| random(1 << 20, 500 + i)).collect();
+    let hashes = {
+        let s = S3Store::open(opts.clone()).unwrap();
+        let hashes = add_all(&s, &data);
+        s.sync().unwrap();
+        hashes
+    };
+    let packs = files(&root.join("data"), ".vtd");
+    assert_eq!(packs.len(), 1);
+    let size = std::fs::metadata(&packs[0]).unwrap().len();
+    assert!(size > 20 << 20, "a pack of {size} bytes");
+    let s = S3Store::open(opts).unwrap();
+    check_all(&s, &hashes, &data);
+    assert!(s.fsck().unwrap().is_clean());
+}
