@@ -29,8 +29,8 @@
 #                 "s3": vt and restic store into buckets of one s3s-fs
 #                 server (an S3-compatible server over a directory, started
 #                 here on loopback; installed with cargo if missing): vt as
-#                 -S s3(bucket=vt,...) with its archive in the bucket, restic
-#                 as -r s3:http://.../restic. The table gains the requests
+#                 -S s3(bucket=vt-bench,...) with its archive in the bucket,
+#                 restic as -r s3:http://.../restic-bench. The table gains the requests
 #                 each phase made (from s3s-fs's request log); repo MiB is the
 #                 bucket. borg has no S3 backend and is left out.
 #   RESTORE_FS    "fresh" [default when root]: each tool restores into a
@@ -268,19 +268,19 @@ if [[ $BACKEND == s3 ]]; then
         (exec 3<>"/dev/tcp/127.0.0.1/$S3PORT") 2>/dev/null && break
         sleep 0.1
     done
-    VT_STORE="s3(bucket=vt,endpoint=http://127.0.0.1:$S3PORT)"
+    VT_STORE="s3(bucket=vt-bench,endpoint=http://127.0.0.1:$S3PORT)"
     VT_ARCHIVE=bench
-    RESTIC_REPO=s3:http://127.0.0.1:$S3PORT/restic
-    RESTIC_DIR=$S3ROOT/restic
-    VT_DATADIR=$S3ROOT/vt
+    RESTIC_REPO=s3:http://127.0.0.1:$S3PORT/restic-bench
+    RESTIC_DIR=$S3ROOT/restic-bench
+    VT_DATADIR=$S3ROOT/vt-bench
     log "s3s-fs on 127.0.0.1:$S3PORT over $S3ROOT"
 fi
 # requests TOOL: requests s3s-fs has logged for TOOL's bucket, by method.
 declare -A REQ
 requests() {
     local bucket=$1
-    grep -o "req: Request { method: [A-Z]*, uri: /$bucket[/?]" "$LOGS/s3s-fs.log" 2>/dev/null |
-        awk '{print $4}' | tr -d , | sort | uniq -c | awk '{printf "%s %s\n", $2, $1}'
+    { grep -o "req: Request { method: [A-Z]*, uri: /$bucket[/?]" "$LOGS/s3s-fs.log" 2>/dev/null || true; } |
+        awk '{print $5}' | tr -d , | sort | uniq -c | awk '{printf "%s %s\n", $2, $1}'
 }
 
 # ---------------------------------------------------------------- measuring
@@ -291,7 +291,7 @@ measure() {
     shift 2
     tf=$LOGS/$tool-$phase.time
     log "$tool: $phase"
-    [[ $BACKEND == s3 ]] && before=$(requests "$tool")
+    [[ $BACKEND == s3 ]] && before=$(requests "$tool-bench")
     /usr/bin/time -f '%e %U %S %M' -o "$tf" "$@" >"$LOGS/$tool-$phase.out" 2>"$LOGS/$tool-$phase.err" || rc=$?
     read -r w u s m < <(tail -1 "$tf")
     WALL[$R/$tool/$phase]=$w
@@ -299,7 +299,7 @@ measure() {
     RSS[$R/$tool/$phase]=$(awk -v m="$m" 'BEGIN{printf "%.0f", m/1024}')
     RC[$R/$tool/$phase]=$rc
     if [[ $BACKEND == s3 ]]; then
-        after=$(requests "$tool")
+        after=$(requests "$tool-bench")
         # Requests of this phase: after minus before, by method.
         REQ[$R/$tool/$phase]=$(join -a1 -e0 -o 0,1.2,2.2 <(sort <<<"$after") <(sort <<<"$before") |
             awk '$2-$3 > 0 {t += $2-$3; s = s (s ? ", " : "") $1 " " $2-$3} END {printf "%d (%s)", t, s}')
@@ -409,8 +409,8 @@ one_round() {
     mkdir -p "$XDG_CONFIG_HOME" "$XDG_DATA_HOME" "$RUN/restic" "$BORG_BASE_DIR" "$RUN/restore"
     if [[ $BACKEND == s3 ]]; then
         # Fresh buckets, and no index cache of an earlier round.
-        rm -rf "${S3ROOT:?}/vt" "$S3ROOT/restic" "$XDG_CACHE_HOME/vt/s3"
-        mkdir -p "$S3ROOT/vt" "$S3ROOT/restic"
+        rm -rf "${S3ROOT:?}/vt-bench" "$S3ROOT/restic-bench" "$XDG_CACHE_HOME/vt/s3"
+        mkdir -p "$S3ROOT/vt-bench" "$S3ROOT/restic-bench"
     fi
     log "round $R: copying v1 into the live tree $SRC"
     cp -a "$V1" "$SRC"
