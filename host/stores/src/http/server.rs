@@ -238,6 +238,23 @@ fn content(req_head: &RequestHead, len: u64, ctype: &str, tag: Option<&str>, rea
     r
 }
 
+/// The hashcode a path segment names and its ETag; a 304 (as the error
+/// side) when the client already has that content.
+fn hash_and_tag(head: &RequestHead, seg: &str) -> std::result::Result<(Hash, String), Resp> {
+    let h = parse_hash(seg).map_err(|e| bad_request(format!("bad hashcode {seg:?}: {e}")))?;
+    let tag = etag(&h);
+    if if_none_match(&head.headers, &tag) {
+        return Err(content(
+            head,
+            0,
+            "",
+            Some(&tag),
+            Arc::new(|_, _| Ok(Vec::new())),
+        ));
+    }
+    Ok((h, tag))
+}
+
 /// What a handler needs of the request besides its body.
 struct RequestHead {
     method: Method,
@@ -406,17 +423,7 @@ impl HttpServer {
     }
 
     async fn block(&self, head: &RequestHead, seg: &str) -> std::result::Result<Resp, Resp> {
-        let h = parse_hash(seg).map_err(|e| bad_request(format!("bad hashcode {seg:?}: {e}")))?;
-        let tag = etag(&h);
-        if if_none_match(&head.headers, &tag) {
-            return Ok(content(
-                head,
-                0,
-                "",
-                Some(&tag),
-                Arc::new(|_, _| Ok(Vec::new())),
-            ));
-        }
+        let (h, tag) = hash_and_tag(head, seg)?;
         let store = self.store.clone();
         let data = blocking(move || store.get_shared(&h))
             .await?
@@ -435,17 +442,7 @@ impl HttpServer {
     }
 
     async fn indirect(&self, head: &RequestHead, seg: &str) -> std::result::Result<Resp, Resp> {
-        let h = parse_hash(seg).map_err(|e| bad_request(format!("bad hashcode {seg:?}: {e}")))?;
-        let tag = etag(&h);
-        if if_none_match(&head.headers, &tag) {
-            return Ok(content(
-                head,
-                0,
-                "",
-                Some(&tag),
-                Arc::new(|_, _| Ok(Vec::new())),
-            ));
-        }
+        let (h, tag) = hash_and_tag(head, seg)?;
         let store = self.store.clone();
         let r = blocking(move || -> Result<BlockRef> {
             let refs = decode_indirect(&store.fetch(&h)?)?;
