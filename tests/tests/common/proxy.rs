@@ -20,6 +20,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 pub struct ProxyCounts {
     /// Requests by method (`GET`, `PUT`, ...).
     pub by_method: Mutex<BTreeMap<String, u64>>,
+    /// GETs of objects under a `data/` prefix (an S3 store's packs).
+    pub data_gets: AtomicU64,
     /// Requests answered with an injected error.
     pub injected: AtomicU64,
     /// Answer every Nth request with 503 (0: never).
@@ -104,6 +106,9 @@ async fn forward(
         .entry(req.method().to_string())
         .or_default() += 1;
     let n = counts.seen.fetch_add(1, Ordering::Relaxed) + 1;
+    if req.method() == hyper::Method::GET && req.uri().path().contains("/data/") {
+        counts.data_gets.fetch_add(1, Ordering::Relaxed);
+    }
     let (parts, body) = req.into_parts();
     let body = body
         .collect()

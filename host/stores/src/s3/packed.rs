@@ -3,7 +3,7 @@
 //! is kept in a local cache directory and in memory, so that `contains`
 //! makes no request and `get` makes one ranged GET.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -24,11 +24,26 @@ use super::record_cache::{Cached, RecordCache, RecordKey};
 use super::uploads::Uploads;
 
 /// Bytes of decompressed records kept for reads that follow.
-const CACHE_BYTES: usize = 16 << 20;
+const CACHE_BYTES: usize = 32 << 20;
 /// A prefetch fetches at most this many bytes of records.
 const PREFETCH_BYTES: u64 = 8 << 20;
 /// Concurrent requests of a prefetch, and of index fetches at open.
 const FETCHES: usize = 8;
+/// A prefetch reads records of one pack with one GET when the gaps
+/// between them are at most this ...
+const SPAN_GAP: u64 = 256 << 10;
+/// ... and the GET is at most this long.
+const SPAN_MAX: u64 = 4 << 20;
+/// How much of a pack one GET reads once reads go through it in order
+/// (an export, a restore, a mount read whole): the records that follow
+/// come with the one asked for, so a pack costs a few requests, not one
+/// per record.
+const WINDOW: u64 = 2 << 20;
+/// Raw pack bytes kept from such reads.
+const WINDOW_CACHE: usize = 4;
+/// A miss this close after the end of the pack's last fetched record
+/// counts as reading in order.
+const SEQUENTIAL_GAP: u64 = 512 << 10;
 
 /// Where a block lies: pack number (into `Known::packs`), and its
 /// record.
@@ -46,6 +61,8 @@ struct Known {
     blocks: HashMap<Hash, Location>,
     /// The IDs of the packs, by number.
     packs: Vec<String>,
+    /// Their sizes in bytes, by number.
+    sizes: Vec<u64>,
     raw_bytes: u64,
     stored_bytes: u64,
     index_bytes: u64,
@@ -57,6 +74,7 @@ impl Known {
     fn add_pack(&mut self, id: String, idx: &PackIndex, index_size: u64) -> u32 {
         let no = self.packs.len() as u32;
         self.packs.push(id);
+        self.sizes.push(idx.pack_size);
         for e in &idx.entries {
             if let std::collections::hash_map::Entry::Vacant(v) = self.blocks.entry(e.hash) {
                 v.insert(Location {
@@ -120,6 +138,13 @@ pub struct Packed {
     in_flight: Arc<Mutex<HashMap<u32, Bytes>>>,
     uploads: Uploads<Arc<Sealed>>,
     cache: Mutex<RecordCache>,
+    /// Records being fetched, each with a gate: readers of one record
+    /// (threads reading the members of one group) wait for one GET
+    /// instead of each making their own.
+    fetching: Mutex<HashMap<RecordKey, Arc<Mutex<()>>>>,
+    /// Recent windows of packs read in order: (pack, start, bytes), the
+    /// newest last; and, by pack, where the last record fetched ended.
+    windows: Mutex<(VecDeque<(u32, u64, Bytes)>, HashMap<u32, u64>)>,
     dicts: Dictionaries,
 }
 
@@ -155,6 +180,8 @@ impl Packed {
             in_flight: Arc::default(),
             uploads: Uploads::new(rt),
             cache: Mutex::new(RecordCache::new(CACHE_BYTES)),
+            fetching: Mutex::default(),
+            windows: Mutex::default(),
             dicts: Dictionaries::none(),
             bucket,
         })
@@ -361,20 +388,48 @@ impl Packed {
         let cached = self.cache.lock().map_err(|_| poisoned())?.get(key);
         let rec = match cached {
             Some(c) => c,
-            None => {
-                let raw = self.fetch_record(loc)?;
-                let c = self
-                    .decode(hash, loc, raw)
-                    .map_err(|e| self.corrupt(hash, loc, e))?;
-                if let Ok(mut cache) = self.cache.lock() {
-                    cache.insert(key, c.clone());
-                }
-                c
-            }
+            None => self.fetch_once(hash, loc)?,
         };
         take_block(&rec, hash, loc.member)
             .map(Some)
             .map_err(|e| self.corrupt(hash, loc, e))
+    }
+
+    /// The record at `loc` (holding block `hash`), fetched and decoded by
+    /// one of the threads that want it at the same time, then cached.
+    fn fetch_once(&self, hash: &Hash, loc: Location) -> Result<Cached> {
+        let key = (loc.pack, loc.offset);
+        let gate = self
+            .fetching
+            .lock()
+            .map_err(|_| poisoned())?
+            .entry(key)
+            .or_default()
+            .clone();
+        let r = {
+            let _turn = gate.lock().map_err(|_| poisoned())?;
+            // Whoever held the gate before may have fetched it.
+            let cached = self.cache.lock().map_err(|_| poisoned())?.get(key);
+            match cached {
+                Some(c) => Ok(c),
+                None => self.fetch_record(loc).and_then(|raw| {
+                    let c = self
+                        .decode(hash, loc, raw)
+                        .map_err(|e| self.corrupt(hash, loc, e))?;
+                    if let Ok(mut cache) = self.cache.lock() {
+                        cache.insert(key, c.clone());
+                    }
+                    Ok(c)
+                }),
+            }
+        };
+        if let Ok(mut f) = self.fetching.lock() {
+            // The map's reference and ours: nobody else is waiting.
+            if Arc::strong_count(&gate) <= 2 {
+                f.remove(&key);
+            }
+        }
+        r
     }
 
     /// The error for damage to block `hash` at `loc`.
@@ -424,8 +479,40 @@ impl Packed {
             }
             return Ok(p.slice(r));
         }
+        let r = range.clone();
+        let sequential = {
+            let mut w = self.windows.lock().map_err(|_| poisoned())?;
+            let last = w.1.insert(loc.pack, r.end);
+            if let Some((_, start, b)) = w.0.iter().rev().find(|(p, start, b)| {
+                *p == loc.pack && *start <= r.start && r.end <= start + b.len() as u64
+            }) {
+                return Ok(b.slice((r.start - start) as usize..(r.end - start) as usize));
+            }
+            last.is_some_and(|end| r.start >= end && r.start - end <= SEQUENTIAL_GAP)
+        };
         let key = self.bucket.key(&pack_key(&self.pack_id(loc.pack)?));
-        self.rt.block_on(self.bucket.get_range(&key, range))
+        let size = self
+            .known()?
+            .sizes
+            .get(loc.pack as usize)
+            .copied()
+            .unwrap_or(0);
+        if !sequential {
+            return self.rt.block_on(self.bucket.get_range(&key, range));
+        }
+        // Reading in order: take the window from here.
+        let end = (r.start + WINDOW).min(size).max(r.end);
+        let bytes = self
+            .rt
+            .block_on(self.bucket.get_range(&key, r.start..end))?;
+        let rec = bytes.slice(0..(r.end - r.start) as usize);
+        if let Ok(mut w) = self.windows.lock() {
+            w.0.push_back((loc.pack, r.start, bytes));
+            while w.0.len() > WINDOW_CACHE {
+                w.0.pop_front();
+            }
+        }
+        Ok(rec)
     }
 
     /// Checks and decompresses the record `raw` that should hold block
@@ -474,22 +561,48 @@ impl Packed {
             // One record: the read that follows fetches it just as fast.
             return;
         }
+        // Records of one pack that lie close together come in one GET:
+        // a directory's files were stored side by side.
+        want.sort_by(|a, b| (&a.2, a.1.offset).cmp(&(&b.2, b.1.offset)));
+        let mut spans: Vec<(String, u64, u64, Vec<(Hash, Location)>)> = Vec::new();
+        for (h, loc, id) in want {
+            let end = loc.offset + u64::from(loc.len);
+            match spans.last_mut() {
+                Some((sid, start, send, recs))
+                    if *sid == id
+                        && loc.offset >= *send
+                        && loc.offset - *send <= SPAN_GAP
+                        && end - *start <= SPAN_MAX =>
+                {
+                    *send = end;
+                    recs.push((h, loc));
+                }
+                _ => spans.push((id, loc.offset, end, vec![(h, loc)])),
+            }
+        }
         let bucket = &self.bucket;
         let fetched: Vec<_> = self.rt.block_on(
-            futures::stream::iter(want)
-                .map(|(h, loc, id)| async move {
-                    let range = loc.offset..loc.offset + u64::from(loc.len);
-                    let r = bucket.get_range(&bucket.key(&pack_key(&id)), range).await;
-                    (h, loc, r)
+            futures::stream::iter(spans)
+                .map(|(id, start, end, recs)| async move {
+                    let r = bucket
+                        .get_range(&bucket.key(&pack_key(&id)), start..end)
+                        .await;
+                    (start, recs, r)
                 })
                 .buffer_unordered(FETCHES)
                 .collect(),
         );
-        for (h, loc, r) in fetched {
+        for (start, recs, r) in fetched {
             let Ok(raw) = r else { continue };
-            if let Ok(c) = self.decode(&h, loc, raw) {
-                if let Ok(mut cache) = self.cache.lock() {
-                    cache.insert((loc.pack, loc.offset), c);
+            for (h, loc) in recs {
+                let a = (loc.offset - start) as usize;
+                let Some(rec) = raw.get(a..a + loc.len as usize) else {
+                    continue;
+                };
+                if let Ok(c) = self.decode(&h, loc, raw.slice_ref(rec)) {
+                    if let Ok(mut cache) = self.cache.lock() {
+                        cache.insert((loc.pack, loc.offset), c);
+                    }
                 }
             }
         }
