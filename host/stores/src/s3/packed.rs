@@ -122,6 +122,14 @@ fn poisoned() -> Error {
     Error::Store("s3 store: lock poisoned".into())
 }
 
+/// Windows of packs read in order, (pack, start, bytes), newest last; and
+/// by pack, where the last record read ended.
+type Windows = (VecDeque<(u32, u64, Bytes)>, HashMap<u32, u64>);
+
+/// Records of one pack fetched with one GET: pack ID, start, end, and
+/// the records.
+type Span = (String, u64, u64, Vec<(Hash, Location)>);
+
 /// The packed layout's state.
 pub struct Packed {
     bucket: Arc<Bucket>,
@@ -144,7 +152,7 @@ pub struct Packed {
     fetching: Mutex<HashMap<RecordKey, Arc<Mutex<()>>>>,
     /// Recent windows of packs read in order: (pack, start, bytes), the
     /// newest last; and, by pack, where the last record fetched ended.
-    windows: Mutex<(VecDeque<(u32, u64, Bytes)>, HashMap<u32, u64>)>,
+    windows: Mutex<Windows>,
     dicts: Dictionaries,
 }
 
@@ -564,7 +572,7 @@ impl Packed {
         // Records of one pack that lie close together come in one GET:
         // a directory's files were stored side by side.
         want.sort_by(|a, b| (&a.2, a.1.offset).cmp(&(&b.2, b.1.offset)));
-        let mut spans: Vec<(String, u64, u64, Vec<(Hash, Location)>)> = Vec::new();
+        let mut spans: Vec<Span> = Vec::new();
         for (h, loc, id) in want {
             let end = loc.offset + u64::from(loc.len);
             match spans.last_mut() {
