@@ -12,20 +12,9 @@ use std::time::{Duration, Instant};
 use common::server::Server;
 use common::*;
 
+/// The test tree: files in 7 directories and a symlink.
 fn tree(root: &Path, seed: u64, files: usize, size: usize) {
-    let mut rng = Rng(seed);
-    for i in 0..files {
-        let d = root.join(format!("d{}", i % 7));
-        std::fs::create_dir_all(&d).unwrap();
-        let n = (rng.below(size as u64) as usize).max(1);
-        let data = if i % 3 == 0 {
-            rng.text(n)
-        } else {
-            rng.bytes(n)
-        };
-        std::fs::write(d.join(format!("f{i}")), data).unwrap();
-    }
-    std::os::unix::fs::symlink("d0/f0", root.join("link")).unwrap();
+    mixed_tree(root, seed, files, size, 7);
 }
 
 fn err_of(o: &std::process::Output) -> String {

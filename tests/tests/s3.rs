@@ -20,22 +20,11 @@ fn spec(endpoint: &str, bucket: &str, extra: &str) -> String {
     )
 }
 
-/// Files of every kind of content: text, random, a large one, small ones.
+/// Files of every kind of content in 5 directories, a symlink, and a
+/// large file.
 fn tree(root: &Path, seed: u64, files: usize, size: usize) {
-    let mut rng = Rng(seed);
-    for i in 0..files {
-        let d = root.join(format!("d{}", i % 5));
-        std::fs::create_dir_all(&d).unwrap();
-        let n = (rng.below(size as u64) as usize).max(1);
-        let data = if i % 3 == 0 {
-            rng.text(n)
-        } else {
-            rng.bytes(n)
-        };
-        std::fs::write(d.join(format!("f{i}")), data).unwrap();
-    }
-    std::fs::write(root.join("large.bin"), rng.bytes(3 << 20)).unwrap();
-    std::os::unix::fs::symlink("d0/f0", root.join("link")).unwrap();
+    mixed_tree(root, seed, files, size, 5);
+    std::fs::write(root.join("large.bin"), Rng(seed + 1000).bytes(3 << 20)).unwrap();
 }
 
 fn stderr(o: &std::process::Output) -> String {

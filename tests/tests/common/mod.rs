@@ -276,6 +276,24 @@ pub fn describe(root: &Path) -> BTreeMap<String, Entry> {
 }
 
 /// Asserts two trees are the same in content and metadata.
+/// `files` files in `dirs` directories `d0`..., text and random bytes of
+/// up to `size` bytes, and a symlink `link` to the first.
+pub fn mixed_tree(root: &Path, seed: u64, files: usize, size: usize, dirs: usize) {
+    let mut rng = Rng(seed);
+    for i in 0..files {
+        let d = root.join(format!("d{}", i % dirs));
+        std::fs::create_dir_all(&d).unwrap();
+        let n = (rng.below(size as u64) as usize).max(1);
+        let data = if i % 3 == 0 {
+            rng.text(n)
+        } else {
+            rng.bytes(n)
+        };
+        std::fs::write(d.join(format!("f{i}")), data).unwrap();
+    }
+    std::os::unix::fs::symlink("d0/f0", root.join("link")).unwrap();
+}
+
 pub fn assert_same_tree(a: &Path, b: &Path) {
     let da = describe(a);
     let db = describe(b);

@@ -68,7 +68,8 @@ pub enum Part {
 }
 
 impl Part {
-    fn len(&self) -> u64 {
+    /// Its length in the body.
+    pub fn body_len(&self) -> u64 {
         match self {
             Part::Literal(b) => b.len() as u64,
             Part::Content(a, b) => b - a,
@@ -79,7 +80,7 @@ impl Part {
 /// A body made of `parts`, content read with `read` on a blocking thread
 /// a piece at a time; reading stops when the client goes away.
 pub fn streamed(parts: Vec<Part>, read: ReadAt) -> RespBody {
-    let len = parts.iter().map(Part::len).sum();
+    let len = parts.iter().map(Part::body_len).sum();
     let (tx, rx) = mpsc::channel(4);
     tokio::task::spawn_blocking(move || {
         for p in parts {

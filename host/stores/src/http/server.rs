@@ -60,16 +60,26 @@ pub struct HttpServer {
 
 type Resp = Response<RespBody>;
 
+/// What content named by hash may be cached as: it never changes.
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+/// A 200 response of `body`, of type `ctype`, cached as `cache` says.
+fn typed(body: impl Into<Bytes>, ctype: &'static str, cache: Option<&'static str>) -> Resp {
+    let mut r = Response::new(full(body));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    if let Some(c) = cache {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static(c));
+    }
+    r
+}
+
 /// A response with a short text message (errors and refusals).
 fn msg(status: StatusCode, text: impl Into<String>) -> Resp {
     let mut t = text.into();
     t.push('\n');
-    let mut r = Response::new(full(t));
+    let mut r = typed(t, "text/plain; charset=utf-8", None);
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
     r
 }
 
@@ -151,10 +161,7 @@ fn content(req_head: &RequestHead, len: u64, ctype: &str, tag: Option<&str>, rea
     let mut r = Response::new(empty());
     let h = r.headers_mut();
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=31536000, immutable"),
-    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
     if let Some(t) = tag.and_then(|t| HeaderValue::from_str(t).ok()) {
         h.insert(header::ETAG, t);
     }
@@ -218,13 +225,7 @@ fn content(req_head: &RequestHead, len: u64, ctype: &str, tag: Option<&str>, rea
             (StatusCode::PARTIAL_CONTENT, parts, ct, None)
         }
     };
-    let body_len: u64 = parts
-        .iter()
-        .map(|p| match p {
-            Part::Literal(b) => b.len() as u64,
-            Part::Content(a, b) => b - a,
-        })
-        .sum();
+    let body_len: u64 = parts.iter().map(Part::body_len).sum();
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, ctype_out);
@@ -377,17 +378,14 @@ impl HttpServer {
     }
 
     fn index(&self) -> Resp {
-        let mut r = Response::new(full(
+        typed(
             "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>vt httpd</title></head><body>\n\
              <h1>vt httpd</h1>\n<ul>\n<li><a href=\"/a/\">/a/</a>: the archives and their snapshots</li>\n\
              <li>/h/KIND:HEX: a block</li>\n<li>/i/KIND:HEX: the content under an indirect block</li>\n\
              <li>/d/BLOCKREF/PATH: a file or directory of a tree</li>\n</ul>\n</body></html>\n",
-        ));
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/html; charset=utf-8"),
-        );
-        r
+            "text/html; charset=utf-8",
+            None,
+        )
     }
 
     fn authorized(&self, head: &RequestHead) -> std::result::Result<(), Resp> {
@@ -524,13 +522,7 @@ impl HttpServer {
                         "text/html; charset=utf-8",
                     )
                 };
-                let mut r = Response::new(full(body));
-                r.headers_mut()
-                    .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
-                r.headers_mut().insert(
-                    header::CACHE_CONTROL,
-                    HeaderValue::from_static("public, max-age=31536000, immutable"),
-                );
+                let mut r = typed(body, ctype, Some(IMMUTABLE));
                 r.headers_mut()
                     .insert(header::VARY, HeaderValue::from_static("Accept"));
                 Ok(r)
@@ -584,24 +576,14 @@ impl HttpServer {
                 s.push_str("</ul></body></html>\n");
                 (s, "text/html; charset=utf-8")
             };
-            let mut r = Response::new(full(body));
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
-            return Ok(r);
+            return Ok(typed(body, ctype, None));
         }
         let n = name.clone();
         let text = blocking(move || store.archive_read(&n))
             .await?
             .map_err(|e| store_error(&e))?
             .ok_or_else(|| not_found(format!("no archive named {name:?}")))?;
-        let mut r = Response::new(full(text));
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        r.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        Ok(r)
+        Ok(typed(text, "text/plain; charset=utf-8", Some("no-cache")))
     }
 
     async fn read_body(body: Incoming, limit: usize) -> std::result::Result<Bytes, Resp> {
@@ -688,26 +670,21 @@ impl HttpServer {
         let store = self.store.clone();
         let (kind, s) = blocking(move || (store.hash_kind(), store.stats())).await?;
         let s = s.map_err(|e| store_error(&e))?;
-        let mut r = Response::new(full(
-            serde_json::json!({
-                "hash": kind.to_string(),
-                "blocks": s.blocks,
-                "raw_bytes": s.raw_bytes,
-                "stored_bytes": s.stored_bytes,
-                "index_bytes": s.index_bytes,
-                "hint_bytes": s.hint_bytes,
-                "delta_blocks": s.delta_blocks,
-                "delta_raw_bytes": s.delta_raw_bytes,
-                "delta_stored_bytes": s.delta_stored_bytes,
-            })
-            .to_string(),
-        ));
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        r.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        Ok(r)
+        let body = serde_json::json!({
+            "hash": kind.to_string(),
+            "blocks": s.blocks,
+            "raw_bytes": s.raw_bytes,
+            "stored_bytes": s.stored_bytes,
+            "index_bytes": s.index_bytes,
+            "hint_bytes": s.hint_bytes,
+            "delta_blocks": s.delta_blocks,
+            "delta_raw_bytes": s.delta_raw_bytes,
+            "delta_stored_bytes": s.delta_stored_bytes,
+        });
+        Ok(typed(
+            body.to_string(),
+            "application/json",
+            Some("no-cache"),
+        ))
     }
 }
