@@ -126,6 +126,17 @@ pub trait Store: Send + Sync {
         let _ = hashes;
     }
 
+    /// Where block `hash` lies in the store, as a number that puts blocks
+    /// stored near each other next to each other, if the store can say
+    /// without a request: a reader of many blocks (a restore) that takes
+    /// them in this order reads each part of the store once, while it is
+    /// at hand. Stores where order does not matter say `None` (the
+    /// default).
+    fn locality(&self, hash: &Hash) -> Option<u64> {
+        let _ = hash;
+        None
+    }
+
     /// Of the blocks that [`Store::add_hashed`] called new before it could
     /// know, how many turned out to be stored already, and their bytes. A
     /// store that writes behind (a remote client: the server answers later)

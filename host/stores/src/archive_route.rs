@@ -65,6 +65,9 @@ impl Store for ArchiveRoute {
     fn prefetch(&self, hashes: &[Hash]) {
         self.inner.prefetch(hashes)
     }
+    fn locality(&self, hash: &Hash) -> Option<u64> {
+        self.inner.locality(hash)
+    }
     fn overcounted(&self) -> (u64, u64) {
         self.inner.overcounted()
     }

@@ -219,6 +219,10 @@ impl Store for MemCache {
         }
     }
 
+    fn locality(&self, hash: &Hash) -> Option<u64> {
+        self.backend.locality(hash)
+    }
+
     fn overcounted(&self) -> (u64, u64) {
         self.backend.overcounted()
     }

@@ -270,6 +270,10 @@ impl Store for ProgressStore {
         self.inner.prefetch(hashes);
     }
 
+    fn locality(&self, hash: &Hash) -> Option<u64> {
+        self.inner.locality(hash)
+    }
+
     fn overcounted(&self) -> (u64, u64) {
         self.inner.overcounted()
     }

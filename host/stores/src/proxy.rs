@@ -295,6 +295,10 @@ impl Store for ProxyStore {
     /// overcounted" never goes below zero. With a store that answers at
     /// once among the save stores this is zero: blocks new to it were
     /// rightly called new.
+    fn locality(&self, hash: &Hash) -> Option<u64> {
+        self.read.first().and_then(|s| s.locality(hash))
+    }
+
     fn overcounted(&self) -> (u64, u64) {
         self.save
             .iter()

@@ -3,8 +3,9 @@
 //! Four passes: the directories, breadth first (each level's directory
 //! blocks asked for at once, so a remote store costs a round trip per
 //! level, not per directory), creating them with their symlinks and
-//! special files; then the files, by several workers taking them in
-//! order while the blocks of the files ahead are fetched (prefetched),
+//! special files; then the files, by several workers taking them in the
+//! order their data lies in the store (where the store can say) while
+//! the blocks of the files ahead are fetched (prefetched),
 //! runs of zeros left as holes; then hard links, each target written once
 //! and linked from its other names; then directory metadata, deepest
 //! first, so creating entries does not disturb directory mtimes.
@@ -385,9 +386,17 @@ impl<'a> Exporter<'a> {
     /// the top blocks of the next [`FILES_AHEAD`] files are asked for
     /// before they are needed.
     fn write_files(&self) -> Result<()> {
-        let files = interleave(std::mem::take(
-            &mut *self.files.lock().map_err(|_| anyhow!("lock poisoned"))?,
-        ));
+        let mut files =
+            std::mem::take(&mut *self.files.lock().map_err(|_| anyhow!("lock poisoned"))?);
+        // In the order their data lies in the store, where it can say
+        // (an S3 store: by pack), so that each part of the store is read
+        // once, while it is at hand; else in walk order.
+        files.sort_by_cached_key(|(_, d)| {
+            d.block()
+                .and_then(top_hash)
+                .and_then(|h| self.store.locality(&h))
+        });
+        let files = interleave(files);
         let next = AtomicUsize::new(0);
         let asked = Mutex::new(0usize);
         let failed: Mutex<Option<anyhow::Error>> = Mutex::new(None);

@@ -13,8 +13,8 @@ use vt_stores::archive_route::ArchiveRoute;
 use vt_stores::spec::{parse_size, StoreSpec};
 use vt_stores::stream::{Endpoint, LinkOptions, StreamOptions};
 use vt_stores::{
-    Compression, DataDir, MemoryStore, ProgressStore, S3Layout, S3Options, S3Store, StreamStore,
-    Verify,
+    Compression, DataDir, MemoryStore, ProgressStore, S3Layout, S3Options, S3Store, S3Verify,
+    StreamStore, Verify,
 };
 
 use crate::config::{cache_home, default_socket, default_store_path, expand, Config};
@@ -320,6 +320,7 @@ fn settings_of(kind: &str) -> Option<&'static [&'static str]> {
             "pack_size",
             "hash",
             "retry_timeout",
+            "verify",
         ],
         "proxy" => &["read", "save", "read2", "copy2"],
         "cache" => &["store", "limit", "dir", "kind"],
@@ -611,6 +612,14 @@ impl Opener<'_> {
                     o.pack_size = n as usize;
                 }
                 o.hash_kind = parse_hash(s.str("hash")?.as_deref())?;
+                o.verify = match s.str("verify")?.as_deref() {
+                    None | Some("checksum") => S3Verify::Checksum,
+                    Some("hash") => S3Verify::Hash,
+                    Some(v) => bail!(
+                        "{} verify = {v:?}: expected \"checksum\" or \"hash\"",
+                        s.origin
+                    ),
+                };
                 if let Some(t) = s.str("retry_timeout")? {
                     o.retry_timeout = parse_duration(&t).ok_or_else(|| {
                         anyhow!(

@@ -16,6 +16,7 @@ use super::bucket::Bucket;
 use super::pack_index::{PackIndex, ALONE};
 use super::packed::{decode_record, id_of, index_key, pack_key, take_block};
 use super::record_cache::Cached;
+use super::S3Verify;
 
 /// Concurrent GETs of the blocks layout's check.
 const FETCHES: usize = 8;
@@ -161,11 +162,11 @@ fn check_pack(
             }
         };
         let decoded = if e.member == ALONE {
-            decode_record(dicts, &e.hash, ALONE, rec)
+            decode_record(dicts, &e.hash, ALONE, rec, S3Verify::Hash)
         } else {
             groups
                 .entry(e.offset)
-                .or_insert_with(|| decode_record(dicts, &e.hash, e.member, rec))
+                .or_insert_with(|| decode_record(dicts, &e.hash, e.member, rec, S3Verify::Hash))
                 .clone()
         };
         let got = decoded.and_then(|c| take_block(&c, &e.hash, e.member));

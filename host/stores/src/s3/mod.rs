@@ -20,6 +20,7 @@ mod archives;
 mod blocks;
 mod bucket;
 mod fsck;
+mod local_packs;
 mod options;
 mod pack;
 mod pack_index;
@@ -36,7 +37,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use vt_core::store::StoreStats;
-use vt_core::{Error, Hash, HashKind, Result, Store};
+use vt_core::{BlockClass, Error, Hash, HashKind, Result, Store};
 
 use archives::Archives;
 use blocks::Blocks;
@@ -45,7 +46,7 @@ use packed::Packed;
 
 pub use bucket::S3Requests;
 pub use fsck::S3FsckReport;
-pub use options::{S3Layout, S3Options, DEFAULT_PACK_SIZE};
+pub use options::{S3Layout, S3Options, S3Verify, DEFAULT_PACK_SIZE};
 
 /// Worker threads of a store's runtime: enough to keep several uploads
 /// and fetches in flight (they wait on the network, not the CPU).
@@ -94,6 +95,7 @@ impl S3Store {
                     opts.hash_kind,
                     opts.pack_size,
                     cache,
+                    opts.verify,
                 )?))
             }
             S3Layout::Blocks => Layout::Blocks(Blocks::open(bucket.clone(), rt.handle().clone())),
@@ -150,8 +152,16 @@ impl Store for S3Store {
     }
 
     fn add_hashed(&self, hash: &Hash, data: &[u8]) -> Result<bool> {
+        self.add_hashed_as(hash, data, BlockClass::Data)
+    }
+
+    fn add_hashed_as(&self, hash: &Hash, data: &[u8], class: BlockClass) -> Result<bool> {
+        let lane = match class {
+            BlockClass::Data => pack::Lane::Data,
+            BlockClass::Meta => pack::Lane::Meta,
+        };
         match &self.layout {
-            Layout::Packed(p) => p.add(hash, data),
+            Layout::Packed(p) => p.add(hash, data, lane),
             Layout::Blocks(b) => b.add(hash, data),
         }
     }
@@ -188,6 +198,13 @@ impl Store for S3Store {
     fn prefetch(&self, hashes: &[Hash]) {
         if let Layout::Packed(p) = &self.layout {
             p.prefetch(hashes);
+        }
+    }
+
+    fn locality(&self, hash: &Hash) -> Option<u64> {
+        match &self.layout {
+            Layout::Packed(p) => p.locality(hash),
+            Layout::Blocks(_) => None,
         }
     }
 

@@ -63,13 +63,24 @@ pub fn group(kind: HashKind, members: &[(Hash, Bytes)]) -> Record {
     Record { bytes, blocks }
 }
 
-/// The pack being filled, and the blocks added that are in no sealed
-/// pack yet.
-pub struct Writer {
-    /// Every block added that no sealed pack holds yet (in the open group,
-    /// in a group being compressed, or in `pack`): what reads and
-    /// duplicate checks of those blocks look at.
-    pub pending: HashMap<Hash, Bytes>,
+/// What a pack holds: file data, or metadata (directories and indirect
+/// blocks, [`FLAG_META`](super::pack_index::FLAG_META)), packed apart so
+/// that readers can keep metadata on local disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    /// File data.
+    Data = 0,
+    /// Directories and indirect blocks.
+    Meta = 1,
+}
+
+impl Lane {
+    /// Both lanes.
+    pub const ALL: [Lane; 2] = [Lane::Data, Lane::Meta];
+}
+
+/// One pack being filled.
+pub struct Filling {
     /// Small blocks waiting for their group record.
     pub group: Vec<(Hash, Bytes)>,
     /// Their total length.
@@ -78,27 +89,20 @@ pub struct Writer {
     pub pack: Vec<u8>,
     /// Where each block in `pack` lies.
     pub entries: Vec<PackEntry>,
-    /// Adds between putting their block in `pending` and appending its
-    /// record (compressing without the lock), and sealed packs not yet
-    /// handed to an upload: a sync waits until there are none, else it
-    /// could return before blocks whose adds returned are durable.
-    pub busy: usize,
 }
 
-impl Default for Writer {
+impl Default for Filling {
     fn default() -> Self {
-        Writer {
-            pending: HashMap::new(),
+        Filling {
             group: Vec::new(),
             group_raw: 0,
             pack: FILE_HEADER.to_vec(),
             entries: Vec::new(),
-            busy: 0,
         }
     }
 }
 
-impl Writer {
+impl Filling {
     /// Queues small block `hash` for a group; returns the group to encode
     /// when the block does not fit in the open one (which then holds only
     /// this block).
@@ -145,5 +149,29 @@ impl Writer {
     pub fn take_pack(&mut self) -> (Vec<u8>, Vec<PackEntry>) {
         let pack = std::mem::replace(&mut self.pack, FILE_HEADER.to_vec());
         (pack, std::mem::take(&mut self.entries))
+    }
+}
+
+/// The packs being filled, one a lane, and the blocks added that are in
+/// no sealed pack yet.
+#[derive(Default)]
+pub struct Writer {
+    /// Every block added that no sealed pack holds yet (in an open group,
+    /// in a group being compressed, or in a pack being filled): what reads
+    /// and duplicate checks of those blocks look at.
+    pub pending: HashMap<Hash, Bytes>,
+    /// The pack being filled in each [`Lane`].
+    pub lanes: [Filling; 2],
+    /// Adds between putting their block in `pending` and appending its
+    /// record (compressing without the lock), and sealed packs not yet
+    /// handed to an upload: a sync waits until there are none, else it
+    /// could return before blocks whose adds returned are durable.
+    pub busy: usize,
+}
+
+impl Writer {
+    /// The pack being filled in `lane`.
+    pub fn lane(&mut self, lane: Lane) -> &mut Filling {
+        &mut self.lanes[lane as usize]
     }
 }

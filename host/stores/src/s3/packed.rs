@@ -1,9 +1,12 @@
 //! The packed layout (`vt-s3.5`): blocks packed into datafile objects
 //! `data/ID.vtd`, each with an index object `index/ID.idx`; every index
 //! is kept in a local cache directory and in memory, so that `contains`
-//! makes no request and `get` makes one ranged GET.
+//! makes no request and `get` makes at most one GET. File data and
+//! metadata (directories, indirect blocks) go to packs of their own;
+//! metadata packs are kept whole on local disk, and data packs that a
+//! bulk read wants much of are fetched whole ([`LocalPacks`]).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -18,10 +21,12 @@ use crate::datafile::{decode_group, decode_payload, mapped_checked, Verify, MAX_
 use crate::dict::Dictionaries;
 
 use super::bucket::Bucket;
-use super::pack::{self, Writer, SMALL_BLOCK};
-use super::pack_index::{PackIndex, ALONE};
+use super::local_packs::{read_range, LocalPacks};
+use super::pack::{self, Lane, Writer, SMALL_BLOCK};
+use super::pack_index::{PackIndex, ALONE, FLAG_META};
 use super::record_cache::{Cached, RecordCache, RecordKey};
 use super::uploads::Uploads;
+use super::S3Verify;
 
 /// Bytes of decompressed records kept for reads that follow.
 const CACHE_BYTES: usize = 32 << 20;
@@ -34,15 +39,18 @@ const FETCHES: usize = 8;
 const SPAN_GAP: u64 = 256 << 10;
 /// ... and the GET is at most this long.
 const SPAN_MAX: u64 = 4 << 20;
-/// How much of a pack one GET reads once reads go through it in order
-/// (an export, a restore, a mount read whole): the records that follow
-/// come with the one asked for, so a pack costs a few requests, not one
-/// per record.
-const WINDOW: u64 = 2 << 20;
-/// Raw pack bytes kept from such reads.
-const WINDOW_CACHE: usize = 4;
+/// A data pack is fetched whole once the records asked of it (read or
+/// prefetched) add up to this fraction of it: a restore or a mount read
+/// through then costs a GET a pack, not one a record, while a read of a
+/// few files costs no more than their records.
+const HOT_FRACTION: u64 = 16;
+/// Data packs fetched whole in the background at most at once (see
+/// [`Packed::read_ahead`]).
+const BACKGROUND: usize = 4;
+/// How many packs past one being read in pack order are fetched ahead.
+const PACKS_AHEAD: usize = 2;
 /// A miss this close after the end of the pack's last fetched record
-/// counts as reading in order.
+/// counts as reading in order, which fetches the pack whole too.
 const SEQUENTIAL_GAP: u64 = 512 << 10;
 
 /// Where a block lies: pack number (into `Known::packs`), and its
@@ -63,6 +71,8 @@ struct Known {
     packs: Vec<String>,
     /// Their sizes in bytes, by number.
     sizes: Vec<u64>,
+    /// Whether each is a metadata pack, by number.
+    meta: Vec<bool>,
     raw_bytes: u64,
     stored_bytes: u64,
     index_bytes: u64,
@@ -75,6 +85,7 @@ impl Known {
         let no = self.packs.len() as u32;
         self.packs.push(id);
         self.sizes.push(idx.pack_size);
+        self.meta.push(idx.flags & FLAG_META != 0);
         for e in &idx.entries {
             if let std::collections::hash_map::Entry::Vacant(v) = self.blocks.entry(e.hash) {
                 v.insert(Location {
@@ -96,6 +107,7 @@ impl Known {
 pub struct Sealed {
     pack: u32,
     id: String,
+    meta: bool,
     data: Bytes,
     index: Bytes,
 }
@@ -122,10 +134,6 @@ fn poisoned() -> Error {
     Error::Store("s3 store: lock poisoned".into())
 }
 
-/// Windows of packs read in order, (pack, start, bytes), newest last; and
-/// by pack, where the last record read ended.
-type Windows = (VecDeque<(u32, u64, Bytes)>, HashMap<u32, u64>);
-
 /// Records of one pack fetched with one GET: pack ID, start, end, and
 /// the records.
 type Span = (String, u64, u64, Vec<(Hash, Location)>);
@@ -150,10 +158,19 @@ pub struct Packed {
     /// (threads reading the members of one group) wait for one GET
     /// instead of each making their own.
     fetching: Mutex<HashMap<RecordKey, Arc<Mutex<()>>>>,
-    /// Recent windows of packs read in order: (pack, start, bytes), the
-    /// newest last; and, by pack, where the last record fetched ended.
-    windows: Mutex<Windows>,
+    /// By pack, where the last record fetched from the bucket ended.
+    last_end: Mutex<HashMap<u32, u64>>,
+    /// By data pack, the bytes of records asked of it (see
+    /// [`HOT_FRACTION`]).
+    heat: Mutex<HashMap<u32, u64>>,
+    /// Packs kept whole on local disk.
+    local: Arc<LocalPacks>,
+    /// Whole-pack fetches running in the background.
+    background: Arc<std::sync::atomic::AtomicUsize>,
+    /// Packs whose successors have been fetched ahead.
+    ahead: Mutex<HashSet<u32>>,
     dicts: Dictionaries,
+    verify: S3Verify,
 }
 
 impl Packed {
@@ -165,6 +182,7 @@ impl Packed {
         kind: HashKind,
         pack_size: usize,
         cache_dir: &Path,
+        verify: S3Verify,
     ) -> Result<Self> {
         std::fs::create_dir_all(cache_dir).map_err(|e| {
             Error::io(
@@ -177,6 +195,8 @@ impl Packed {
             )
         })?;
         let known = rt.block_on(load_indexes(&bucket, cache_dir))?;
+        let local = LocalPacks::new(cache_dir);
+        local.prune(&known.packs.iter().map(String::as_str).collect());
         Ok(Packed {
             rt: rt.clone(),
             kind,
@@ -189,8 +209,13 @@ impl Packed {
             uploads: Uploads::new(rt),
             cache: Mutex::new(RecordCache::new(CACHE_BYTES)),
             fetching: Mutex::default(),
-            windows: Mutex::default(),
+            last_end: Mutex::default(),
+            heat: Mutex::default(),
+            local: Arc::new(local),
+            background: Arc::default(),
+            ahead: Mutex::default(),
             dicts: Dictionaries::none(),
+            verify,
             bucket,
         })
     }
@@ -207,8 +232,8 @@ impl Packed {
         self.known.write().map_err(|_| poisoned())
     }
 
-    /// Stores block `hash`; true if it was new.
-    pub fn add(&self, hash: &Hash, data: &[u8]) -> Result<bool> {
+    /// Stores block `hash` in a pack of `lane`; true if it was new.
+    pub fn add(&self, hash: &Hash, data: &[u8], lane: Lane) -> Result<bool> {
         if data.len() > MAX_RECORD as usize {
             return Err(Error::Store(format!(
                 "{}: block {hash} is {} bytes, more than a pack record holds ({MAX_RECORD})",
@@ -231,7 +256,7 @@ impl Packed {
             w.pending.insert(*hash, bytes.clone());
             // A group's members all have its hash function.
             let group = if data.len() < SMALL_BLOCK && hash.kind == self.kind {
-                match w.add_small(*hash, bytes) {
+                match w.lane(lane).add_small(*hash, bytes) {
                     Some(g) => g,
                     None => return Ok(true),
                 }
@@ -252,10 +277,10 @@ impl Packed {
         };
         let sealed = {
             let mut w = self.writer()?;
-            w.append(rec);
-            if w.pack.len() >= self.pack_size {
+            w.lane(lane).append(rec);
+            if w.lane(lane).pack.len() >= self.pack_size {
                 // Still busy until the pack's upload has started.
-                Some(self.seal(&mut w))
+                Some(self.seal(&mut w, lane))
             } else {
                 w.busy -= 1;
                 None
@@ -280,19 +305,22 @@ impl Packed {
         self.settled.notify_all();
     }
 
-    /// Seals the pack in `w`: its blocks become known (read from memory
-    /// until the upload is done) and leave `pending`.
-    fn seal(&self, w: &mut Writer) -> Result<Arc<Sealed>> {
+    /// Seals the pack of `lane` in `w`: its blocks become known (read from
+    /// memory until the upload is done) and leave `pending`.
+    fn seal(&self, w: &mut Writer, lane: Lane) -> Result<Arc<Sealed>> {
+        let meta = lane == Lane::Meta;
+        let filling = w.lane(lane);
         let idx = PackIndex {
-            pack_size: w.pack.len() as u64,
-            entries: w.entries.clone(),
+            pack_size: filling.pack.len() as u64,
+            flags: if meta { FLAG_META } else { 0 },
+            entries: filling.entries.clone(),
         };
         // Encoded before the pack is taken: on failure it stays.
         let index = idx
             .encode()
             .map_err(|e| Error::Store(format!("{}: {e}", self.bucket.name())))?;
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let data = Bytes::from(w.take_pack().0);
+        let data = Bytes::from(w.lane(lane).take_pack().0);
         let mut known = self.known_mut()?;
         let no = known.packs.len() as u32;
         // Readable from memory before the blocks are known to be in it.
@@ -308,6 +336,7 @@ impl Packed {
         Ok(Arc::new(Sealed {
             pack: no,
             id,
+            meta,
             data,
             index: Bytes::from(index),
         }))
@@ -315,14 +344,20 @@ impl Packed {
 
     /// Uploads `s` in the background.
     fn upload(&self, s: Arc<Sealed>) -> Result<()> {
-        let bucket = self.bucket.clone();
-        let cache_dir = self.cache_dir.clone();
-        let in_flight = self.in_flight.clone();
+        let to = self.upload_to();
         // The gap between a seal and here is covered by `Writer::busy`.
         let ticket = self.uploads.begin()?;
-        self.uploads.spawn(ticket, s, move |s| {
-            upload_pack(bucket, cache_dir, in_flight, s)
-        })
+        self.uploads.spawn(ticket, s, move |s| upload_pack(to, s))
+    }
+
+    /// Where an upload puts what it uploads.
+    fn upload_to(&self) -> UploadTo {
+        UploadTo {
+            bucket: self.bucket.clone(),
+            cache_dir: self.cache_dir.clone(),
+            in_flight: self.in_flight.clone(),
+            local: self.local.clone(),
+        }
     }
 
     /// Uploads the pending pack, however small, and waits for every
@@ -336,28 +371,31 @@ impl Packed {
             while w.busy > 0 {
                 w = self.settled.wait(w).map_err(|_| poisoned())?;
             }
-            w.flush_group(self.kind);
-            if w.entries.is_empty() {
-                None
-            } else {
-                w.busy += 1;
-                Some(self.seal(&mut w))
+            let mut sealed = Vec::new();
+            for lane in Lane::ALL {
+                w.lane(lane).flush_group(self.kind);
+                if !w.lane(lane).entries.is_empty() {
+                    w.busy += 1;
+                    sealed.push(self.seal(&mut w, lane));
+                }
             }
+            sealed
         };
-        if let Some(s) = sealed {
+        let mut first_err = None;
+        for s in sealed {
             let started = s.and_then(|s| self.upload(s));
             self.done();
-            started?;
+            if let Err(e) = started {
+                first_err.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
         }
         self.uploads.wait()?;
         let mut failed = self.uploads.take_failed()?.into_iter();
         while let Some((s, _)) = failed.next() {
-            let job = upload_pack(
-                self.bucket.clone(),
-                self.cache_dir.clone(),
-                self.in_flight.clone(),
-                s.clone(),
-            );
+            let job = upload_pack(self.upload_to(), s.clone());
             if let Err(e) = self.rt.block_on(job) {
                 let mut back = vec![(s, e.to_string())];
                 back.extend(failed);
@@ -374,6 +412,13 @@ impl Packed {
     pub fn dirty(&self) -> bool {
         let pending = self.writer.lock().map(|w| !w.pending.is_empty());
         !self.uploads.failed() && (pending.unwrap_or(false) || self.uploads.running())
+    }
+
+    /// Where block `hash` lies: its pack's number, then its record's
+    /// offset (see [`vt_core::Store::locality`]).
+    pub fn locality(&self, hash: &Hash) -> Option<u64> {
+        let loc = self.known().ok()?.blocks.get(hash).copied()?;
+        Some(u64::from(loc.pack) << 40 | loc.offset.min((1 << 40) - 1))
     }
 
     /// Whether the store holds block `hash` (no request).
@@ -393,7 +438,16 @@ impl Packed {
             return Ok(None);
         };
         let key = (loc.pack, loc.offset);
-        let cached = self.cache.lock().map_err(|_| poisoned())?.get(key);
+        let cached = {
+            let mut cache = self.cache.lock().map_err(|_| poisoned())?;
+            let c = cache.get(key);
+            if let Some(Cached::Block(_)) = c {
+                // A block's own record is read once: a prefetch put it
+                // there for this read.
+                cache.remove(key);
+            }
+            c
+        };
         let rec = match cached {
             Some(c) => c,
             None => self.fetch_once(hash, loc)?,
@@ -420,15 +474,7 @@ impl Packed {
             let cached = self.cache.lock().map_err(|_| poisoned())?.get(key);
             match cached {
                 Some(c) => Ok(c),
-                None => self.fetch_record(loc).and_then(|raw| {
-                    let c = self
-                        .decode(hash, loc, raw)
-                        .map_err(|e| self.corrupt(hash, loc, e))?;
-                    if let Ok(mut cache) = self.cache.lock() {
-                        cache.insert(key, c.clone());
-                    }
-                    Ok(c)
-                }),
+                None => self.fetch_decoded(hash, loc),
             }
         };
         if let Ok(mut f) = self.fetching.lock() {
@@ -438,6 +484,36 @@ impl Packed {
             }
         }
         r
+    }
+
+    /// The record at `loc`, fetched, decoded and cached. A damaged local
+    /// copy of its pack is discarded and the record read from the bucket.
+    fn fetch_decoded(&self, hash: &Hash, loc: Location) -> Result<Cached> {
+        let (raw, local) = self.fetch_record(loc)?;
+        let c = match self.decode(hash, loc, raw) {
+            Ok(c) => c,
+            Err(e) if local => {
+                let id = self.pack_id(loc.pack)?;
+                tracing::warn!(
+                    "{}: the local copy of {} is damaged ({e}); reading the bucket's",
+                    self.bucket.name(),
+                    pack_key(&id)
+                );
+                self.local.discard(loc.pack, &id);
+                let raw = self.fetch_range(loc)?;
+                self.decode(hash, loc, raw)
+                    .map_err(|e| self.corrupt(hash, loc, e))?
+            }
+            Err(e) => return Err(self.corrupt(hash, loc, e)),
+        };
+        // Kept for the group's other members; a block's own record is not
+        // (it is read once, and would push groups out).
+        if let Cached::Group(..) = c {
+            if let Ok(mut cache) = self.cache.lock() {
+                cache.insert((loc.pack, loc.offset), c.clone());
+            }
+        }
+        Ok(c)
     }
 
     /// The error for damage to block `hash` at `loc`.
@@ -468,9 +544,25 @@ impl Packed {
             .ok_or_else(|| Error::Store(format!("{}: no pack #{no}", self.bucket.name())))
     }
 
-    /// The bytes of the record at `loc`: from memory if its pack is still
-    /// uploading, else one ranged GET.
-    fn fetch_record(&self, loc: Location) -> Result<Bytes> {
+    /// Pack `no`'s ID, size and whether it is a metadata pack.
+    fn pack_info(&self, no: u32) -> Result<(String, u64, bool)> {
+        let k = self.known()?;
+        let i = no as usize;
+        match (k.packs.get(i), k.sizes.get(i), k.meta.get(i)) {
+            (Some(id), Some(size), Some(meta)) => Ok((id.clone(), *size, *meta)),
+            _ => Err(Error::Store(format!(
+                "{}: no pack #{no}",
+                self.bucket.name()
+            ))),
+        }
+    }
+
+    /// The bytes of the record at `loc`, and whether they came from a
+    /// local copy of its pack: from memory if its pack is still uploading;
+    /// else from the pack's local copy, which a metadata pack, a data pack
+    /// read in order or one asked for much of is fetched whole into; else
+    /// one ranged GET.
+    fn fetch_record(&self, loc: Location) -> Result<(Bytes, bool)> {
         let range = loc.offset..loc.offset + u64::from(loc.len);
         if let Some(p) = self
             .in_flight
@@ -485,42 +577,117 @@ impl Packed {
                     self.bucket.name()
                 )));
             }
-            return Ok(p.slice(r));
+            return Ok((p.slice(r), false));
         }
-        let r = range.clone();
-        let sequential = {
-            let mut w = self.windows.lock().map_err(|_| poisoned())?;
-            let last = w.1.insert(loc.pack, r.end);
-            if let Some((_, start, b)) = w.0.iter().rev().find(|(p, start, b)| {
-                *p == loc.pack && *start <= r.start && r.end <= start + b.len() as u64
-            }) {
-                return Ok(b.slice((r.start - start) as usize..(r.end - start) as usize));
-            }
-            last.is_some_and(|end| r.start >= end && r.start - end <= SEQUENTIAL_GAP)
+        let (id, size, meta) = self.pack_info(loc.pack)?;
+        let whole = meta || {
+            let last = self
+                .last_end
+                .lock()
+                .map_err(|_| poisoned())?
+                .insert(loc.pack, range.end);
+            let sequential =
+                last.is_some_and(|end| range.start >= end && range.start - end <= SEQUENTIAL_GAP);
+            sequential || self.warm(loc.pack, u64::from(loc.len), size)
         };
-        let key = self.bucket.key(&pack_key(&self.pack_id(loc.pack)?));
-        let size = self
-            .known()?
-            .sizes
-            .get(loc.pack as usize)
-            .copied()
-            .unwrap_or(0);
-        if !sequential {
-            return self.rt.block_on(self.bucket.get_range(&key, range));
-        }
-        // Reading in order: take the window from here.
-        let end = (r.start + WINDOW).min(size).max(r.end);
-        let bytes = self
-            .rt
-            .block_on(self.bucket.get_range(&key, r.start..end))?;
-        let rec = bytes.slice(0..(r.end - r.start) as usize);
-        if let Ok(mut w) = self.windows.lock() {
-            w.0.push_back((loc.pack, r.start, bytes));
-            while w.0.len() > WINDOW_CACHE {
-                w.0.pop_front();
+        let file = if whole {
+            let f = self.whole(loc.pack, &id, meta, size)?;
+            if !meta {
+                self.read_ahead(loc.pack);
             }
+            Some(f)
+        } else {
+            self.local.get(loc.pack, &id, meta, size)
+        };
+        match file {
+            Some(f) => match read_range(&f, range.clone()) {
+                Ok(b) => Ok((b, true)),
+                Err(e) => {
+                    tracing::warn!(
+                        "{}: cannot read the local copy of {}: {e}",
+                        self.bucket.name(),
+                        pack_key(&id)
+                    );
+                    self.local.discard(loc.pack, &id);
+                    Ok((self.fetch_range(loc)?, false))
+                }
+            },
+            None => Ok((self.fetch_range(loc)?, false)),
         }
-        Ok(rec)
+    }
+
+    /// Adds `bytes` asked of data pack `no` (of `size` bytes) to its heat;
+    /// whether it is now hot enough to be fetched whole.
+    fn warm(&self, no: u32, bytes: u64, size: u64) -> bool {
+        let Ok(mut heat) = self.heat.lock() else {
+            return false;
+        };
+        let h = heat.entry(no).or_default();
+        *h += bytes;
+        *h >= size / HOT_FRACTION
+    }
+
+    /// Pack `no`'s local copy, fetched whole if it has none.
+    fn whole(&self, no: u32, id: &str, meta: bool, size: u64) -> Result<Arc<std::fs::File>> {
+        fetch_whole(&self.local, &self.bucket, &self.rt, no, id, meta, size)
+    }
+
+    /// Fetches pack `no` whole in the background, unless it has a local
+    /// copy or [`BACKGROUND`] fetches are running; a reader of the pack
+    /// meanwhile waits for it.
+    fn background(&self, no: u32) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let Ok((id, size, meta)) = self.pack_info(no) else {
+            return;
+        };
+        if self.local.is_open(no) {
+            return;
+        }
+        if self.background.fetch_add(1, SeqCst) >= BACKGROUND {
+            self.background.fetch_sub(1, SeqCst);
+            return;
+        }
+        let (local, bucket, rt) = (self.local.clone(), self.bucket.clone(), self.rt.clone());
+        let running = self.background.clone();
+        let spawned = std::thread::Builder::new()
+            .name("vt-s3-pack".into())
+            .spawn(move || {
+                if let Err(e) = fetch_whole(&local, &bucket, &rt, no, &id, meta, size) {
+                    tracing::debug!("{}: fetching ahead: {e}", bucket.name());
+                }
+                running.fetch_sub(1, SeqCst);
+            });
+        if spawned.is_err() {
+            self.background.fetch_sub(1, SeqCst);
+        }
+    }
+
+    /// Data pack `no` is being read whole: if the pack before it was too
+    /// (a reader going through the store in [`Packed::locality`] order,
+    /// as a restore does), the [`PACKS_AHEAD`] data packs after it are
+    /// fetched in the background, so that the reader does not wait for
+    /// them.
+    fn read_ahead(&self, no: u32) {
+        let first = self.ahead.lock().is_ok_and(|mut a| a.insert(no));
+        if !first || no == 0 || !self.local.is_open(no - 1) {
+            return;
+        }
+        let Ok(known) = self.known() else { return };
+        let next: Vec<u32> = (no + 1..known.packs.len() as u32)
+            .filter(|q| !known.meta[*q as usize])
+            .take(PACKS_AHEAD)
+            .collect();
+        drop(known);
+        for q in next {
+            self.background(q);
+        }
+    }
+
+    /// The record at `loc`, with one ranged GET.
+    fn fetch_range(&self, loc: Location) -> Result<Bytes> {
+        let key = self.bucket.key(&pack_key(&self.pack_id(loc.pack)?));
+        let range = loc.offset..loc.offset + u64::from(loc.len);
+        self.rt.block_on(self.bucket.get_range(&key, range))
     }
 
     /// Checks and decompresses the record `raw` that should hold block
@@ -531,14 +698,18 @@ impl Packed {
         loc: Location,
         raw: Bytes,
     ) -> std::result::Result<Cached, String> {
-        decode_record(&self.dicts, hash, loc.member, raw)
+        decode_record(&self.dicts, hash, loc.member, raw, self.verify)
     }
 
-    /// Fetches the records of `hashes` concurrently into the record cache
-    /// (at most [`PREFETCH_BYTES`] of them); failures are left for the
-    /// reads that follow to report.
+    /// Readies the blocks `hashes` for the reads that follow: packs to be
+    /// read whole (metadata packs, data packs now asked for much of) are
+    /// fetched whole, [`FETCHES`] at a time; the records of other packs
+    /// (at most [`PREFETCH_BYTES`] of them) are fetched concurrently into
+    /// the record cache. Failures are left for the reads that follow to
+    /// report.
     pub fn prefetch(&self, hashes: &[Hash]) {
         let mut want: Vec<(Hash, Location, String)> = Vec::new();
+        let mut whole: Vec<(u32, String, bool, u64)> = Vec::new();
         let mut seen: HashSet<RecordKey> = HashSet::new();
         let mut total = 0u64;
         {
@@ -547,30 +718,62 @@ impl Packed {
             else {
                 return;
             };
+            let mut asked: HashMap<u32, u64> = HashMap::new();
             for h in hashes {
                 let Some(loc) = known.blocks.get(h).copied() else {
                     continue;
                 };
                 let key = (loc.pack, loc.offset);
-                if in_flight.contains_key(&loc.pack) || cache.has(key) || !seen.insert(key) {
+                if in_flight.contains_key(&loc.pack)
+                    || cache.has(key)
+                    || !seen.insert(key)
+                    || self.local.is_open(loc.pack)
+                {
                     continue;
                 }
-                total += u64::from(loc.len);
-                if total > PREFETCH_BYTES && !want.is_empty() {
-                    break;
-                }
-                let Some(p) = known.packs.get(loc.pack as usize) else {
+                let i = loc.pack as usize;
+                let (Some(id), Some(&size), Some(&meta)) =
+                    (known.packs.get(i), known.sizes.get(i), known.meta.get(i))
+                else {
                     continue;
                 };
-                want.push((*h, loc, p.clone()));
+                if meta {
+                    if !whole.iter().any(|w| w.0 == loc.pack) {
+                        whole.push((loc.pack, id.clone(), true, size));
+                    }
+                    continue;
+                }
+                *asked.entry(loc.pack).or_default() += u64::from(loc.len);
+                total += u64::from(loc.len);
+                if total <= PREFETCH_BYTES || want.is_empty() {
+                    want.push((*h, loc, id.clone()));
+                }
+            }
+            for (no, bytes) in asked {
+                let i = no as usize;
+                if self.warm(no, bytes, known.sizes[i]) {
+                    whole.push((no, known.packs[i].clone(), false, known.sizes[i]));
+                }
             }
         }
+        want.retain(|(_, loc, _)| !whole.iter().any(|w| w.0 == loc.pack));
+        for (no, _, meta, _) in &whole {
+            self.background(*no);
+            if !meta {
+                self.read_ahead(*no);
+            }
+        }
+        self.prefetch_records(want);
+    }
+
+    /// Fetches the records `want` concurrently into the record cache; the
+    /// records of one pack that lie close together come in one GET (a
+    /// directory's files were stored side by side).
+    fn prefetch_records(&self, mut want: Vec<(Hash, Location, String)>) {
         if want.len() < 2 {
             // One record: the read that follows fetches it just as fast.
             return;
         }
-        // Records of one pack that lie close together come in one GET:
-        // a directory's files were stored side by side.
         want.sort_by(|a, b| (&a.2, a.1.offset).cmp(&(&b.2, b.1.offset)));
         let mut spans: Vec<Span> = Vec::new();
         for (h, loc, id) in want {
@@ -634,15 +837,29 @@ impl Packed {
     }
 }
 
+impl Drop for Packed {
+    /// Waits for the fetches running in the background: they use the
+    /// store's runtime, which goes next.
+    fn drop(&mut self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self.background.load(std::sync::atomic::Ordering::SeqCst) > 0
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+}
+
 /// Checks and decompresses record `raw`, which should hold block `hash`
-/// (as group member `member`, or alone if that is [`ALONE`]). A block's
-/// own record has its hash checked here; a group's members are checked as
-/// they are taken out ([`take_block`]).
+/// (as group member `member`, or alone if that is [`ALONE`]), as `verify`
+/// says. A block's own record is checked here; a group's members as they
+/// are taken out ([`take_block`]).
 pub fn decode_record(
     dicts: &Dictionaries,
     hash: &Hash,
     member: u32,
     raw: Bytes,
+    verify: S3Verify,
 ) -> std::result::Result<Cached, String> {
     let (h, payload) = mapped_checked(&raw, 0)?;
     if h.record_len() != raw.len() as u64 {
@@ -657,7 +874,7 @@ pub fn decode_record(
             return Err(format!("the record is for {}, not this block", h.hash));
         }
         let data = decode_payload(&h, payload, dicts)?;
-        if hash.kind.digest(&data) != *hash {
+        if verify == S3Verify::Hash && hash.kind.digest(&data) != *hash {
             return Err("the data does not match its hash".into());
         }
         Ok(Cached::Block(data))
@@ -665,45 +882,98 @@ pub fn decode_record(
         if !h.is_group() {
             return Err(format!("the record is for {}, not a group", h.hash));
         }
-        Ok(Cached::Group(Arc::new(decode_group(&h, payload, dicts)?)))
+        let g = decode_group(&h, payload, dicts)?;
+        let mut members = Vec::with_capacity(g.spans.len());
+        for s in &g.spans {
+            let m = g
+                .data
+                .get(s.offset as usize..s.offset as usize + s.len as usize)
+                .ok_or("a group member lies outside the group's data")?;
+            members.push(m);
+        }
+        let digests = (verify == S3Verify::Hash).then(|| h.hash.kind.digest_many(&members).into());
+        Ok(Cached::Group(Arc::new(g), digests))
     }
 }
 
 /// Block `hash` out of the decoded record `rec` (as group member
-/// `member`, or alone), its hash checked.
+/// `member`, or alone), checked as the record was decoded to check it.
 pub fn take_block(rec: &Cached, hash: &Hash, member: u32) -> std::result::Result<Bytes, String> {
     match rec {
         Cached::Block(b) if member == ALONE => Ok(b.clone()),
         Cached::Block(_) => Err("the index says group member, the record is a block".into()),
-        Cached::Group(g) => {
-            g.member(member, hash, Verify::Hash)?;
-            // `member` checked that the span lies within the data.
-            let s = g.spans.get(member as usize).ok_or("no such group member")?;
+        Cached::Group(g, digests) => {
+            let i = member as usize;
+            match digests {
+                Some(d) if d.get(i) != Some(hash) => {
+                    return Err(format!("group member #{member} does not match its hash"))
+                }
+                Some(_) => {}
+                None => {
+                    g.member(member, hash, Verify::Checksum)?;
+                }
+            }
+            let s = g.spans.get(i).ok_or("no such group member")?;
+            // Decoding checked that every span lies within the data.
             Ok(g.data
                 .slice(s.offset as usize..s.offset as usize + s.len as usize))
         }
     }
 }
 
-/// Uploads pack `s`, then its index (never an index without its pack),
-/// then copies the index into the cache; the pack is then read from the
-/// bucket.
-async fn upload_pack(
+/// Pack `no`'s local copy from `local`, fetched whole from `bucket` if it
+/// has none.
+fn fetch_whole(
+    local: &LocalPacks,
+    bucket: &Bucket,
+    rt: &Handle,
+    no: u32,
+    id: &str,
+    meta: bool,
+    size: u64,
+) -> Result<Arc<std::fs::File>> {
+    local.fetch(no, id, meta, size, || {
+        let key = bucket.key(&pack_key(id));
+        rt.block_on(bucket.get(&key))?.ok_or_else(|| {
+            Error::Store(format!(
+                "{}: {} is missing (its index names it; run fsck)",
+                bucket.name(),
+                pack_key(id)
+            ))
+        })
+    })
+}
+
+/// Where an upload puts what it uploads: the bucket, the index cache,
+/// the packs being uploaded (read from memory until they are stored), and
+/// the local copies of metadata packs.
+struct UploadTo {
     bucket: Arc<Bucket>,
     cache_dir: PathBuf,
     in_flight: Arc<Mutex<HashMap<u32, Bytes>>>,
-    s: Arc<Sealed>,
-) -> Result<()> {
+    local: Arc<LocalPacks>,
+}
+
+/// Uploads pack `s`, then its index (never an index without its pack),
+/// then copies the index into the cache, and a metadata pack into the
+/// local copies; the pack is then read from there or the bucket.
+async fn upload_pack(to: UploadTo, s: Arc<Sealed>) -> Result<()> {
+    let bucket = &to.bucket;
     bucket
         .put(&bucket.key(&pack_key(&s.id)), s.data.clone())
         .await?;
     bucket
         .put(&bucket.key(&index_key(&s.id)), s.index.clone())
         .await?;
-    if let Err(e) = write_cached(&cache_dir, &s.id, &s.index) {
+    if let Err(e) = write_cached(&to.cache_dir, &s.id, &s.index) {
         tracing::warn!("{}: {e}", bucket.name());
     }
-    if let Ok(mut f) = in_flight.lock() {
+    if s.meta {
+        if let Err(e) = to.local.keep_meta(&s.id, &s.data) {
+            tracing::warn!("{}: {e}", bucket.name());
+        }
+    }
+    if let Ok(mut f) = to.in_flight.lock() {
         f.remove(&s.pack);
     }
     Ok(())

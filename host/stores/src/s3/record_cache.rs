@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use vt_core::Hash;
+
 use crate::datafile::Group;
 
 /// A record's place: pack number and offset.
@@ -16,9 +18,11 @@ pub type RecordKey = (u32, u64);
 /// A decompressed, checked record.
 #[derive(Clone)]
 pub enum Cached {
-    /// A group record (each member is checked against its hash when it is
-    /// taken out).
-    Group(Arc<Group>),
+    /// A group record; with [`S3Verify::Hash`](super::S3Verify), the hash
+    /// of each member, computed together when it was decoded (several at a
+    /// time where the CPU allows). A member is checked against the hash
+    /// asked for when it is taken out.
+    Group(Arc<Group>, Option<Arc<[Hash]>>),
     /// A block's own record, its hash already checked.
     Block(Bytes),
 }
@@ -26,7 +30,7 @@ pub enum Cached {
 impl Cached {
     fn size(&self) -> usize {
         match self {
-            Cached::Group(g) => g.data.len(),
+            Cached::Group(g, _) => g.data.len(),
             Cached::Block(b) => b.len(),
         }
     }
@@ -58,6 +62,15 @@ impl RecordCache {
         let c = item.1.clone();
         self.items.push_back(item);
         Some(c)
+    }
+
+    /// Drops the record at `key`, if cached.
+    pub fn remove(&mut self, key: RecordKey) {
+        if let Some(i) = self.items.iter().position(|(k, _)| *k == key) {
+            if let Some((_, c)) = self.items.remove(i) {
+                self.used -= c.size();
+            }
+        }
     }
 
     /// Whether the record at `key` is cached (without touching its age).
