@@ -382,6 +382,25 @@ impl<'a> Exporter<'a> {
         Ok(subdirs)
     }
 
+    /// Where the data of a file whose content is `r` lies in the store (see
+    /// [`Store::locality`]): that of its first data block, found through
+    /// its indirect blocks (which such a store keeps at hand) when it has
+    /// any.
+    fn locality(&self, r: &BlockRef) -> Option<u64> {
+        let at = self.store.locality(&top_hash(r)?)?;
+        let mut r = r.clone();
+        for _ in 0..8 {
+            let BlockRef::Indirect { .. } = r else {
+                return self.store.locality(&top_hash(&r)?).or(Some(at));
+            };
+            r = vt_core::read::children(self.store, &r)
+                .ok()?
+                .into_iter()
+                .next()?;
+        }
+        Some(at)
+    }
+
     /// Writes the files the walk listed: workers take them in order, and
     /// the top blocks of the next [`FILES_AHEAD`] files are asked for
     /// before they are needed.
@@ -391,11 +410,7 @@ impl<'a> Exporter<'a> {
         // In the order their data lies in the store, where it can say
         // (an S3 store: by pack), so that each part of the store is read
         // once, while it is at hand; else in walk order.
-        files.sort_by_cached_key(|(_, d)| {
-            d.block()
-                .and_then(top_hash)
-                .and_then(|h| self.store.locality(&h))
-        });
+        files.sort_by_cached_key(|(_, d)| d.block().and_then(|r| self.locality(r)));
         let files = interleave(files);
         let next = AtomicUsize::new(0);
         let asked = Mutex::new(0usize);

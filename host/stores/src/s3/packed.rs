@@ -46,9 +46,9 @@ const SPAN_MAX: u64 = 4 << 20;
 const HOT_FRACTION: u64 = 16;
 /// Data packs fetched whole in the background at most at once (see
 /// [`Packed::read_ahead`]).
-const BACKGROUND: usize = 4;
+const BACKGROUND: usize = 6;
 /// How many packs past one being read in pack order are fetched ahead.
-const PACKS_AHEAD: usize = 2;
+const PACKS_AHEAD: usize = 4;
 /// A miss this close after the end of the pack's last fetched record
 /// counts as reading in order, which fetches the pack whole too.
 const SEQUENTIAL_GAP: u64 = 512 << 10;

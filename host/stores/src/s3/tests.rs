@@ -846,3 +846,47 @@ fn packs_above_16_mib_go_up_as_multipart_uploads() {
     check_all(&s, &hashes, &data);
     assert!(s.fsck().unwrap().is_clean());
 }
+
+/// A record rewritten on purpose, with a good CRC, passes the checksums
+/// of `verify = checksum` (as a DataDir's would) but never `verify =
+/// hash`, nor fsck.
+#[test]
+fn verify_hash_refuses_a_forged_record_that_checksums_pass() {
+    let srv = Server::start();
+    let root = srv.bucket("bkt");
+    let cache = tempfile::tempdir().unwrap();
+    let opts = srv.opts("bkt", S3Layout::Packed, Some(cache.path()));
+    let good = random(100_000, 3);
+    let forged = random(100_000, 4);
+    let h = {
+        let s = S3Store::open(opts.clone()).unwrap();
+        let (h, _) = s.add(&good).unwrap();
+        s.sync().unwrap();
+        h
+    };
+    let idx = files(&root.join("index"), ".idx");
+    let e = pack_index::PackIndex::decode(&std::fs::read(&idx[0]).unwrap())
+        .unwrap()
+        .entries
+        .into_iter()
+        .find(|e| e.hash == h)
+        .unwrap();
+    let rec = crate::datafile::encode_record(&h, 0, &forged, forged.len() as u32);
+    assert_eq!(rec.len(), e.len as usize, "random data is stored plain");
+    let packs = files(&root.join("data"), ".vtd");
+    let mut b = std::fs::read(&packs[0]).unwrap();
+    b[e.offset as usize..e.offset as usize + rec.len()].copy_from_slice(&rec);
+    std::fs::write(&packs[0], &b).unwrap();
+
+    let mut o = opts.clone();
+    o.verify = S3Verify::Hash;
+    let s = S3Store::open(o).unwrap();
+    let err = s.get(&h).unwrap_err();
+    assert!(err.to_string().contains("does not match its hash"), "{err}");
+    let r = s.fsck().unwrap();
+    assert_eq!(r.bad_blocks, vec![h], "{r:?}");
+    drop(s);
+    // The checksums hold: only the hash tells.
+    let s = S3Store::open(opts).unwrap();
+    assert_eq!(s.get(&h).unwrap().unwrap(), forged);
+}
