@@ -1,4 +1,4 @@
-//! Builds the bundled scanner plugins in `plugins/` as WebAssembly
+//! Builds the bundled plugins in `plugins/` (scanners and store schemes) as WebAssembly
 //! components (target `wasm32-wasip2`) and embeds them in the `vt` binary,
 //! so they are available with no installation step.
 //!
@@ -9,13 +9,16 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The bundled plugins: (crate, file it is built to).
+/// The bundled scanner plugins: (crate, file it is built to).
 const PLUGINS: &[(&str, &str)] = &[
     ("vt-plugin-mbox", "vt_plugin_mbox.wasm"),
     ("vt-plugin-gz", "vt_plugin_gz.wasm"),
     ("vt-plugin-vtd", "vt_plugin_vtd.wasm"),
     ("vt-plugin-media", "vt_plugin_media.wasm"),
 ];
+
+/// The bundled store-scheme plugins: (crate, file it is built to).
+const STORE_PLUGINS: &[(&str, &str)] = &[("vt-plugin-store-dir", "vt_plugin_store_dir.wasm")];
 
 const TARGET: &str = "wasm32-wasip2";
 
@@ -45,7 +48,7 @@ fn main() {
         .arg(root.join("Cargo.toml"))
         .arg("--target-dir")
         .arg(&target_dir);
-    for (krate, _) in PLUGINS {
+    for (krate, _) in PLUGINS.iter().chain(STORE_PLUGINS) {
         cmd.arg("-p").arg(krate);
     }
     // The outer build's settings are for the host, not for wasm.
@@ -81,6 +84,17 @@ fn main() {
     let mut code = String::from("/// The scanner plugins built into vt: (file name, component).\n");
     code.push_str("pub const BUNDLED: &[(&str, &[u8])] = &[\n");
     for (_, file) in PLUGINS {
+        let wasm = target_dir.join(TARGET).join("release").join(file);
+        check_exists(&wasm);
+        code.push_str(&format!(
+            "    ({file:?}, include_bytes!({:?})),\n",
+            wasm.display().to_string()
+        ));
+    }
+    code.push_str("];\n");
+    code.push_str("/// The store-scheme plugins built into vt: (file name, component).\n");
+    code.push_str("pub const BUNDLED_STORES: &[(&str, &[u8])] = &[\n");
+    for (_, file) in STORE_PLUGINS {
         let wasm = target_dir.join(TARGET).join("release").join(file);
         check_exists(&wasm);
         code.push_str(&format!(

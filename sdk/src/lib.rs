@@ -47,7 +47,7 @@ use std::cell::RefCell;
 use bindings::exports::vt::plugin::scanner as wit;
 
 /// The `vt:plugin` WIT package version this SDK builds plugins against.
-pub const WIT_VERSION: &str = "1.1.0";
+pub const WIT_VERSION: &str = "1.2.0";
 
 /// What a scanner is and which files it handles.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

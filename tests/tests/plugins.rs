@@ -142,7 +142,7 @@ fn incompatible_or_broken_plugins_are_refused_clearly() {
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(
-        err.contains("built against vt:plugin@2.0.0, but this vt speaks vt:plugin@1.1.0"),
+        err.contains("built against vt:plugin@2.0.0, but this vt speaks vt:plugin@1.2.0"),
         "{err}"
     );
 

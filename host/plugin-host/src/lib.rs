@@ -15,16 +15,18 @@ pub mod install;
 pub mod registry;
 pub mod returns;
 pub mod sandbox;
+pub mod store;
 pub mod wasm;
 
 pub use engine::PluginEngine;
 pub use error::{Error, Result};
 pub use install::{Manifest, PluginDir};
 pub use registry::{Registry, ScannerEntry, Source};
+pub use store::{StoreInfo, StorePlugin, WasmStore};
 pub use wasm::WasmPlugin;
 
 /// The `vt:plugin` WIT package version this host speaks.
-pub const WIT_VERSION: &str = "1.1.0";
+pub const WIT_VERSION: &str = "1.2.0";
 
 /// Host-side bindings generated from `wit/`: the `scanner-core` world,
 /// which plugins built against any 1.x export (`seams`, added in 1.1, is

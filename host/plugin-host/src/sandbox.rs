@@ -89,6 +89,24 @@ impl Sandbox {
         store
     }
 
+    /// A fresh store for a store plugin's instance: as [`Sandbox::store`],
+    /// plus directory `preopen` (if given), read-write, which the plugin
+    /// sees as `/store`.
+    pub fn store_with_dir(
+        engine: &PluginEngine,
+        preopen: Option<&std::path::Path>,
+    ) -> std::result::Result<Store<Sandbox>, String> {
+        let mut b = WasiCtx::builder();
+        b.wall_clock(Frozen).monotonic_clock(Frozen);
+        if let Some(dir) = preopen {
+            b.preopened_dir(dir, "/store", wasmtime_wasi::FsPerms::ReadWrite)
+                .map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
+        }
+        let mut store = Self::store(engine);
+        store.data_mut().wasi = b.build();
+        Ok(store)
+    }
+
     /// Sets the deadline of the next call, given how many bytes it is fed.
     pub fn deadline(store: &mut Store<Sandbox>, bytes: usize) {
         store.set_epoch_deadline(BASE_TICKS + (bytes as u64 >> 16));

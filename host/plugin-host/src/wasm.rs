@@ -354,7 +354,7 @@ fn check_world(engine: &PluginEngine, label: &str, c: &Component) -> Result<()> 
 }
 
 /// A trap or error as one line: the trap code or the innermost message.
-fn trap_text(e: &wasmtime::Error) -> String {
+pub(crate) fn trap_text(e: &wasmtime::Error) -> String {
     if let Some(t) = e.downcast_ref::<wasmtime::Trap>() {
         return match t {
             wasmtime::Trap::Interrupt => "ran past its time limit (interrupted)".into(),

@@ -707,11 +707,19 @@ impl Opener<'_> {
                     name: label.to_owned(),
                 }
             }
-            other => bail!(
-                "{}: unknown store type {other:?} (known: {})",
-                s.origin,
-                TYPES.join(", ")
-            ),
+            other => {
+                let schemes = crate::plugins::store_schemes(self.cfg)?;
+                let Some((_, plugin)) = schemes.iter().find(|(n, _)| n == other) else {
+                    let mut known: Vec<&str> = TYPES.to_vec();
+                    known.extend(schemes.iter().map(|(n, _)| n.as_str()));
+                    bail!(
+                        "{}: unknown store type {other:?} (known: {})",
+                        s.origin,
+                        known.join(", ")
+                    );
+                };
+                self.plugin_store(plugin, s, label)?
+            }
         };
         if !routes.is_empty() {
             let mut rs = Vec::new();
@@ -721,6 +729,39 @@ impl Opener<'_> {
             st.store = Arc::new(ArchiveRoute::new(st.store.clone(), rs));
         }
         Ok(st)
+    }
+}
+
+impl Opener<'_> {
+    /// Opens a store of a plugin's scheme: the clause's settings go to the
+    /// plugin as text, but for those the host grants (`preopen`, a
+    /// directory it may use, made if missing) and `hash`.
+    fn plugin_store(
+        &mut self,
+        plugin: &vt_plugin_host::StorePlugin,
+        s: &mut Settings,
+        label: &str,
+    ) -> Result<OpenStore> {
+        let preopen = s.str("preopen")?.map(|p| expand(&p));
+        let kind = parse_hash(s.str("hash")?.as_deref())?;
+        if let Some(d) = &preopen {
+            std::fs::create_dir_all(d)
+                .with_context(|| format!("{}: create preopen {}", s.origin, d.display()))?;
+        }
+        let config: Vec<(String, String)> = s
+            .map
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "type" | "hash" | "archives_from"))
+            .map(|(k, v)| {
+                let text = match v {
+                    toml::Value::String(t) => t.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), text)
+            })
+            .collect();
+        let store = plugin.open(&config, preopen.as_deref(), kind)?;
+        Ok(OpenStore::plain(Arc::new(store), label.to_owned()))
     }
 }
 

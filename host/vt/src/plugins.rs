@@ -10,7 +10,7 @@ use vt_core::chunker::Chunker;
 use vt_core::scanner::{ScannerSource, SNIFF_LEN};
 use vt_core::{ChunkParams, Scanner};
 use vt_plugin_host::wasm::WarnFn;
-use vt_plugin_host::{PluginDir, PluginEngine, Registry, Source};
+use vt_plugin_host::{PluginDir, PluginEngine, Registry, Source, StorePlugin};
 
 use crate::config::Config;
 use crate::progress::human;
@@ -37,6 +37,23 @@ pub fn registry(cfg: &Config, warn: WarnFn) -> Result<Registry> {
     let mut reg = Registry::load(&engine, bundled::BUNDLED, Some(&dir), warn);
     reg.set_mapping(cfg.scanner_mapping());
     Ok(reg)
+}
+
+/// The store schemes of the bundled store plugins, loaded (compiled, or
+/// taken from the plugin cache) on first use: (scheme name, plugin).
+pub fn store_schemes(cfg: &Config) -> Result<&'static [(String, Arc<StorePlugin>)]> {
+    static SCHEMES: OnceLock<Vec<(String, Arc<StorePlugin>)>> = OnceLock::new();
+    if let Some(s) = SCHEMES.get() {
+        return Ok(s);
+    }
+    let engine = engine(cfg)?;
+    let mut v = Vec::new();
+    for (file, bytes) in bundled::BUNDLED_STORES {
+        let p = StorePlugin::load(&engine, file, bytes)
+            .with_context(|| format!("load the bundled store plugin {file}"))?;
+        v.push((p.info().name.clone(), Arc::new(p)));
+    }
+    Ok(SCHEMES.get_or_init(|| v))
 }
 
 /// A registry loaded on first use: most imports never need one (files
@@ -129,6 +146,24 @@ pub fn list(cfg: &Config) -> Result<()> {
             src,
             digest,
             handles(&e.info.extensions, &e.info.mime_types)
+        );
+    }
+    println!();
+    println!(
+        "{:<12} {:<8} {:<10} {:<16} kind",
+        "store scheme", "version", "source", "sha256"
+    );
+    for t in crate::open::TYPES {
+        println!("{t:<12} {:<8} {:<10} {:<16} native", "-", "builtin", "-");
+    }
+    for (name, p) in store_schemes(cfg)? {
+        let d = p.digest();
+        println!(
+            "{:<12} {:<8} {:<10} {:<16} wasm",
+            name,
+            p.info().version,
+            "bundled",
+            &d[..16.min(d.len())]
         );
     }
     Ok(())

@@ -1,0 +1,191 @@
+//! `store-dir`: a vt store scheme as a WebAssembly component. Each block
+//! is a file of its own under the directory the vtrc clause preopens
+//! (`/store` to the plugin), named by the block's hash text, as the
+//! reference's S3 store names its objects: `blocks/9f/sha3_256:9f86…`
+//! (the first two hex digits make a level of directories, so that none
+//! holds more than a few thousand files). Archives are files under
+//! `archives/`, appended to.
+//!
+//! It sees nothing but that directory: the host grants no other file,
+//! no network, no clock.
+
+use std::fs;
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "store-plugin",
+});
+
+use exports::vt::plugin::store::{Backend, Guest, GuestBackend, Info, Stats, StoreError};
+
+/// Where the preopened directory appears.
+const ROOT: &str = "/store";
+
+struct Plugin;
+
+impl Guest for Plugin {
+    type Backend = DirStore;
+
+    fn describe() -> Info {
+        Info {
+            name: "store-dir".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+}
+
+/// A store in a directory.
+pub struct DirStore {
+    blocks: PathBuf,
+    archives: PathBuf,
+}
+
+fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Io(format!("{what} {}: {e}", path.display()))
+}
+
+/// Checks that `hash` is a hash's text (`KIND:HEX`), which is then safe
+/// as a file name; returns its file's path.
+fn block_path(blocks: &Path, hash: &str) -> Result<PathBuf, StoreError> {
+    let (kind, hex) = hash
+        .split_once(':')
+        .ok_or_else(|| StoreError::Io(format!("{hash:?} is not a block hash")))?;
+    let kind_ok = !kind.is_empty()
+        && kind
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    let hex_ok = hex.len() >= 2 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+    if !kind_ok || !hex_ok {
+        return Err(StoreError::Io(format!("{hash:?} is not a block hash")));
+    }
+    Ok(blocks.join(&hex[..2]).join(hash))
+}
+
+/// Checks that archive `name` is safe as a file name.
+fn archive_path(archives: &Path, name: &str) -> Result<PathBuf, StoreError> {
+    if name.is_empty() || name.starts_with('.') || name.contains(['/', '\0']) {
+        return Err(StoreError::Unsupported(format!(
+            "archive name {name:?}: store-dir keeps archives whose names are plain file names"
+        )));
+    }
+    Ok(archives.join(name))
+}
+
+impl GuestBackend for DirStore {
+    fn open(config: Vec<(String, String)>) -> Result<Backend, StoreError> {
+        for (k, _) in &config {
+            if k != "preopen" {
+                return Err(StoreError::Config(format!(
+                    "store-dir takes only preopen (the directory to keep blocks in), not {k:?}"
+                )));
+            }
+        }
+        let root = Path::new(ROOT);
+        if !root.is_dir() {
+            return Err(StoreError::Config(
+                "store-dir needs a directory: set preopen = \"DIR\" in its clause".into(),
+            ));
+        }
+        let blocks = root.join("blocks");
+        let archives = root.join("archives");
+        for d in [&blocks, &archives] {
+            fs::create_dir_all(d).map_err(|e| io("create", d, e))?;
+        }
+        Ok(Backend::new(DirStore { blocks, archives }))
+    }
+
+    fn get(&self, hash: String) -> Result<Option<Vec<u8>>, StoreError> {
+        let p = block_path(&self.blocks, &hash)?;
+        match fs::read(&p) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io("read", &p, e)),
+        }
+    }
+
+    fn put(&self, hash: String, data: Vec<u8>) -> Result<bool, StoreError> {
+        let p = block_path(&self.blocks, &hash)?;
+        if p.exists() {
+            return Ok(false);
+        }
+        let dir = p.parent().unwrap_or(&self.blocks);
+        fs::create_dir_all(dir).map_err(|e| io("create", dir, e))?;
+        // Written aside and renamed: a block file is whole or absent.
+        let tmp = dir.join(format!(".{hash}.tmp"));
+        fs::write(&tmp, &data)
+            .and_then(|()| fs::rename(&tmp, &p))
+            .map_err(|e| io("write", &p, e))?;
+        Ok(true)
+    }
+
+    fn contains(&self, hash: String) -> Result<bool, StoreError> {
+        Ok(block_path(&self.blocks, &hash)?.exists())
+    }
+
+    fn contains_many(&self, hashes: Vec<String>) -> Result<Vec<bool>, StoreError> {
+        hashes.into_iter().map(|h| self.contains(h)).collect()
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn stats(&self) -> Result<Stats, StoreError> {
+        let mut st = Stats {
+            blocks: 0,
+            raw_bytes: 0,
+            stored_bytes: 0,
+        };
+        let top = fs::read_dir(&self.blocks).map_err(|e| io("list", &self.blocks, e))?;
+        for d in top.flatten() {
+            let Ok(files) = fs::read_dir(d.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                let name = f.file_name();
+                if name.to_string_lossy().starts_with('.') {
+                    continue;
+                }
+                let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+                st.blocks += 1;
+                st.raw_bytes += len;
+                st.stored_bytes += len;
+            }
+        }
+        Ok(st)
+    }
+
+    fn archive_names(&self) -> Result<Vec<String>, StoreError> {
+        let rd = fs::read_dir(&self.archives).map_err(|e| io("list", &self.archives, e))?;
+        let mut names: Vec<String> = rd
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn archive_read(&self, name: String) -> Result<Option<Vec<u8>>, StoreError> {
+        let p = archive_path(&self.archives, &name)?;
+        match fs::read(&p) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io("read", &p, e)),
+        }
+    }
+
+    fn archive_append(&self, name: String, lines: Vec<u8>) -> Result<(), StoreError> {
+        let p = archive_path(&self.archives, &name)?;
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .and_then(|mut f| f.write_all(&lines))
+            .map_err(|e| io("append to", &p, e))
+    }
+}
+
+export!(Plugin);
