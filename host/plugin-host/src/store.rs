@@ -33,6 +33,9 @@ mod bindings {
 use bindings::exports::vt::plugin::store::StoreError;
 use bindings::{StorePlugin as Bindings, StorePluginPre as BindingsPre};
 
+/// Instances of a store plugin run at most, one a core.
+pub const INSTANCES: usize = 4;
+
 /// Deadline ticks of one store call beyond a scanner call's: a store
 /// waits on disks (and, granted, networks).
 const STORE_TICKS: u64 = 10 * BASE_TICKS;
@@ -135,7 +138,9 @@ impl StorePlugin {
 
     /// Opens a store of this scheme with `config` (its clause's settings
     /// as text), granting it directory `preopen`; new blocks are hashed
-    /// with `kind`.
+    /// with `kind`. The store runs [`INSTANCES`] instances of the plugin,
+    /// each with a backend opened alike, so that calls from several
+    /// threads run at once (as several vt processes may use one store).
     pub fn open(
         &self,
         config: &[(String, String)],
@@ -143,6 +148,27 @@ impl StorePlugin {
         kind: HashKind,
     ) -> CoreResult<WasmStore> {
         let name = format!("{} store (plugin {})", self.info.name, self.label);
+        let mut insts = Vec::new();
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, INSTANCES));
+        for _ in 0..n {
+            insts.push(Mutex::new(self.instance(&name, config, preopen)?));
+        }
+        Ok(WasmStore {
+            name,
+            kind,
+            preopen: preopen.map(Path::to_path_buf),
+            insts,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// One instance with its backend open.
+    fn instance(
+        &self,
+        name: &str,
+        config: &[(String, String)],
+        preopen: Option<&Path>,
+    ) -> CoreResult<Instance> {
         let err = |d: String| CoreError::Store(format!("{name}: {d}"));
         let mut store = Sandbox::store_with_dir(&self.engine, preopen).map_err(err)?;
         store.set_epoch_deadline(STORE_TICKS);
@@ -156,16 +182,11 @@ impl StorePlugin {
             .call_open(&mut store, config)
             .map_err(|e| err(trap_text(&e)))?
             .map_err(|e| err(error_text(e)))?;
-        Ok(WasmStore {
-            name,
-            kind,
-            preopen: preopen.map(Path::to_path_buf),
-            inst: Mutex::new(Instance {
-                store,
-                inst,
-                backend,
-                broken: None,
-            }),
+        Ok(Instance {
+            store,
+            inst,
+            backend,
+            broken: None,
         })
     }
 }
@@ -192,7 +213,10 @@ pub struct WasmStore {
     name: String,
     kind: HashKind,
     preopen: Option<PathBuf>,
-    inst: Mutex<Instance>,
+    /// The plugin's instances, each with its backend.
+    insts: Vec<Mutex<Instance>>,
+    /// Where the next call starts looking for a free instance.
+    next: std::sync::atomic::AtomicUsize,
 }
 
 impl WasmStore {
@@ -218,10 +242,31 @@ impl WasmStore {
             ResourceAny,
         ) -> wasmtime::Result<std::result::Result<T, StoreError>>,
     ) -> CoreResult<T> {
-        let mut g = self
-            .inst
-            .lock()
-            .map_err(|_| CoreError::Store(format!("{}: lock poisoned", self.name)))?;
+        // A free instance, else the next in turn.
+        let n = self.insts.len();
+        let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let free = (0..n).find_map(|k| self.insts[(start + k) % n].try_lock().ok());
+        let g = match free {
+            Some(g) => g,
+            None => self.insts[start % n]
+                .lock()
+                .map_err(|_| CoreError::Store(format!("{}: lock poisoned", self.name)))?,
+        };
+        self.run(g, what, bytes, f)
+    }
+
+    /// Runs `f` on the instance held by `g` (see [`WasmStore::call`]).
+    fn run<T>(
+        &self,
+        mut g: std::sync::MutexGuard<'_, Instance>,
+        what: &str,
+        bytes: usize,
+        f: impl FnOnce(
+            &Bindings,
+            &mut Store<Sandbox>,
+            ResourceAny,
+        ) -> wasmtime::Result<std::result::Result<T, StoreError>>,
+    ) -> CoreResult<T> {
         if let Some(why) = &g.broken {
             return Err(CoreError::Store(format!(
                 "{}: not used since it failed: {why}",
@@ -282,9 +327,16 @@ impl vt_core::Store for WasmStore {
     }
 
     fn sync(&self) -> CoreResult<()> {
-        self.call("flush", 0, |b, s, r| {
-            b.vt_plugin_store().backend().call_flush(s, r)
-        })
+        // Every instance: each backend may hold what it was given.
+        for i in &self.insts {
+            let g = i
+                .lock()
+                .map_err(|_| CoreError::Store(format!("{}: lock poisoned", self.name)))?;
+            self.run(g, "flush", 0, |b, s, r| {
+                b.vt_plugin_store().backend().call_flush(s, r)
+            })?;
+        }
+        Ok(())
     }
 
     fn stats(&self) -> CoreResult<StoreStats> {

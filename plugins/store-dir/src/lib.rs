@@ -56,7 +56,10 @@ fn block_path(blocks: &Path, hash: &str) -> Result<PathBuf, StoreError> {
         && kind
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    let hex_ok = hex.len() >= 2 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+    let hex_ok = hex.len() >= 2
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     if !kind_ok || !hex_ok {
         return Err(StoreError::Io(format!("{hash:?} is not a block hash")));
     }
@@ -93,6 +96,16 @@ impl GuestBackend for DirStore {
         for d in [&blocks, &archives] {
             fs::create_dir_all(d).map_err(|e| io("create", d, e))?;
         }
+        // The 256 directories of blocks, made once here rather than
+        // looked for at every put.
+        for i in 0..256 {
+            let d = blocks.join(format!("{i:02x}"));
+            match fs::create_dir(&d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io("create", &d, e)),
+            }
+        }
         Ok(Backend::new(DirStore { blocks, archives }))
     }
 
@@ -111,7 +124,6 @@ impl GuestBackend for DirStore {
             return Ok(false);
         }
         let dir = p.parent().unwrap_or(&self.blocks);
-        fs::create_dir_all(dir).map_err(|e| io("create", dir, e))?;
         // Written aside and renamed: a block file is whole or absent.
         let tmp = dir.join(format!(".{hash}.tmp"));
         fs::write(&tmp, &data)
@@ -188,4 +200,7 @@ impl GuestBackend for DirStore {
     }
 }
 
+// Exported only when built as a component: on the host the crate is
+// checked and linked (cargo build --workspace) but never run.
+#[cfg(target_arch = "wasm32")]
 export!(Plugin);
