@@ -116,3 +116,97 @@ fn unknown_schemes_and_settings_are_errors_that_say_what_is_known() {
     assert!(!o.status.success());
     assert!(e.contains("set preopen"), "{e}");
 }
+
+/// Builds tests/plugins (its hostile store among them) for wasm32-wasip2,
+/// once; returns the hostile store's component.
+fn hostile_store() -> &'static std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let target = repo.join("target/test-plugins");
+        let st = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--release", "--target", "wasm32-wasip2"])
+            .args(["-p", "hostile-store", "--manifest-path"])
+            .arg(repo.join("tests/plugins/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target)
+            .env_remove("CARGO_TARGET_DIR")
+            .status()
+            .expect("run cargo");
+        assert!(st.success(), "building tests/plugins/hostile-store failed");
+        target.join("wasm32-wasip2/release/hostile_store.wasm")
+    })
+}
+
+/// A store component that misbehaves: it reaches for files outside its
+/// directory (denied), loops (stopped), allocates without bound
+/// (stopped), returns other bytes for a hash (detected). Each is a clear
+/// error naming the plugin; vt neither hangs nor crashes, and the data
+/// the store holds stays intact.
+#[test]
+fn hostile_store_plugins_are_contained() {
+    let env = Env::new();
+    let out = env.ok(&["plugin", "install", hostile_store().to_str().unwrap()]);
+    assert!(
+        out.contains("installed store scheme hostile-store 0.1.0"),
+        "{out}"
+    );
+    let list = env.ok(&["plugin", "list"]);
+    assert!(
+        list.lines().any(|l| l.starts_with("hostile-store")
+            && l.contains("installed")
+            && l.ends_with("wasm")),
+        "{list}"
+    );
+    let dir = env.path("box/store");
+    let clause = |mode: &str| {
+        format!(
+            "[stores.h]\ntype = \"hostile-store\"\npreopen = \"{}\"\nmode = \"{mode}\"\n",
+            dir.display()
+        )
+    };
+    let src = env.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f.bin"), Rng(5).bytes(200_000)).unwrap();
+    std::fs::write(src.join("g.txt"), b"some text\n").unwrap();
+    let s = src.to_str().unwrap();
+
+    // Reaching outside the preopen: denied (the plugin would fail its
+    // open with ESCAPED), nothing written beside the directory.
+    write_vtrc(&env, &clause("escape"));
+    env.ok(&["-S", "h", "import", s, "snap"]);
+    assert!(!env.path("box/escaped").exists());
+    assert!(!Path::new("/escaped").exists());
+
+    // Unbounded allocation: stopped at the memory limit.
+    write_vtrc(&env, &clause("alloc"));
+    let t = std::time::Instant::now();
+    let o = env.run(&["-S", "h", "import", s, "snap2"]);
+    let e = stderr(&o);
+    assert!(!o.status.success());
+    assert!(e.contains("hostile-store store (plugin"), "{e}");
+    assert!(e.contains("memory limit"), "{e}");
+
+    // A loop: stopped at the deadline.
+    write_vtrc(&env, &clause("loop"));
+    let out = env.path("out-loop");
+    let o = env.run(&["-S", "h", "export", "snap", out.to_str().unwrap()]);
+    let e = stderr(&o);
+    assert!(!o.status.success());
+    assert!(e.contains("time limit"), "{e}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(120));
+
+    // Other bytes for a hash: detected, never written out as the file.
+    write_vtrc(&env, &clause("liar"));
+    let out = env.path("out-liar");
+    let o = env.run(&["-S", "h", "export", "snap", out.to_str().unwrap()]);
+    let e = stderr(&o);
+    assert!(!o.status.success());
+    assert!(e.contains("do not match the block's hash"), "{e}");
+
+    // The store's data is intact.
+    write_vtrc(&env, &clause("fine"));
+    let out = env.path("out");
+    env.ok(&["-S", "h", "export", "snap", out.to_str().unwrap()]);
+    assert_same_tree(&src, &out);
+}

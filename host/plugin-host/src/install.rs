@@ -25,6 +25,26 @@ pub struct Manifest {
     pub extensions: Vec<String>,
     /// MIME types it handles.
     pub mime_types: Vec<String>,
+    /// What it provides: `scanner` (the default, and what manifests
+    /// written before store plugins mean) or `store` (a store scheme
+    /// named `name`).
+    #[serde(default = "scanner_kind")]
+    pub kind: String,
+}
+
+fn scanner_kind() -> String {
+    "scanner".into()
+}
+
+/// Whether component `bytes` exports a store scheme (rather than a
+/// scanner).
+fn is_store(engine: &PluginEngine, label: &str, bytes: &[u8]) -> Result<bool> {
+    let (c, _) = engine.component(label, bytes)?;
+    let ty = c.component_type();
+    let store = ty
+        .exports(engine.engine())
+        .any(|(n, _)| n.starts_with("vt:plugin/store@"));
+    Ok(store)
 }
 
 /// A directory of installed plugins.
@@ -57,6 +77,23 @@ impl PluginDir {
     pub fn install(&self, engine: &PluginEngine, path: &Path, warn: WarnFn) -> Result<Manifest> {
         let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
         let label = path.display().to_string();
+        if is_store(engine, &label, &bytes)? {
+            let plugin = crate::StorePlugin::load(engine, &label, &bytes)?;
+            let m = Manifest {
+                name: plugin.info().name.clone(),
+                version: plugin.info().version.clone(),
+                source: std::fs::canonicalize(path)
+                    .unwrap_or_else(|_| path.to_path_buf())
+                    .display()
+                    .to_string(),
+                sha256: plugin.digest().to_string(),
+                wit: crate::WIT_VERSION.into(),
+                extensions: Vec::new(),
+                mime_types: Vec::new(),
+                kind: "store".into(),
+            };
+            return self.write(&m, &bytes);
+        }
         let plugin = WasmPlugin::load(engine, &label, &bytes, warn)?;
         let info: &PluginInfo = plugin.info();
         let m = Manifest {
@@ -70,14 +107,20 @@ impl PluginDir {
             wit: crate::WIT_VERSION.into(),
             extensions: info.extensions.clone(),
             mime_types: info.mime_types.clone(),
+            kind: scanner_kind(),
         };
-        write_atomic(&self.wasm_path(&m.name), &bytes)?;
+        self.write(&m, &bytes)
+    }
+
+    /// Writes component `bytes` and manifest `m`.
+    fn write(&self, m: &Manifest, bytes: &[u8]) -> Result<Manifest> {
+        write_atomic(&self.wasm_path(&m.name), bytes)?;
         let text = toml::to_string(&m).map_err(|e| Error::Invalid {
             plugin: m.name.clone(),
             detail: format!("cannot write its manifest: {e}"),
         })?;
         write_atomic(&self.manifest_path(&m.name), text.as_bytes())?;
-        Ok(m)
+        Ok(m.clone())
     }
 
     /// The manifests of every installed plugin, by name.
@@ -115,9 +158,22 @@ impl PluginDir {
         })
     }
 
-    /// Loads installed plugin `name`, refusing it if its component no
+    /// Loads installed scanner `name`, refusing it if its component no
     /// longer matches the digest recorded at install time.
     pub fn load(&self, engine: &PluginEngine, name: &str, warn: WarnFn) -> Result<WasmPlugin> {
+        let (path, bytes) = self.checked(name)?;
+        WasmPlugin::load(engine, &path.display().to_string(), &bytes, warn)
+    }
+
+    /// Loads installed store plugin `name`, checked as [`PluginDir::load`]
+    /// checks a scanner.
+    pub fn load_store(&self, engine: &PluginEngine, name: &str) -> Result<crate::StorePlugin> {
+        let (path, bytes) = self.checked(name)?;
+        crate::StorePlugin::load(engine, &path.display().to_string(), &bytes)
+    }
+
+    /// Plugin `name`'s component, if it matches its manifest's digest.
+    fn checked(&self, name: &str) -> Result<(PathBuf, Vec<u8>)> {
         let m = self.manifest(name)?;
         let path = self.wasm_path(name);
         let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
@@ -131,7 +187,7 @@ impl PluginDir {
                 ),
             });
         }
-        WasmPlugin::load(engine, &path.display().to_string(), &bytes, warn)
+        Ok((path, bytes))
     }
 
     /// Removes installed plugin `name`.

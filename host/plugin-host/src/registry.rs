@@ -139,6 +139,9 @@ impl Registry {
                 warn(format!("cannot list installed plugins: {e}"));
                 Vec::new()
             }) {
+                if m.kind != "scanner" {
+                    continue;
+                }
                 match dir.load(engine, &m.name, warn.clone()) {
                     Ok(p) => reg.add(p, Source::Installed(dir.wasm_path(&m.name))),
                     Err(e) => warn(format!("installed plugin {} not loaded: {e}", m.name)),

@@ -709,16 +709,16 @@ impl Opener<'_> {
             }
             other => {
                 let schemes = crate::plugins::store_schemes(self.cfg)?;
-                let Some((_, plugin)) = schemes.iter().find(|(n, _)| n == other) else {
+                let Some(scheme) = schemes.iter().find(|s| s.name == other) else {
                     let mut known: Vec<&str> = TYPES.to_vec();
-                    known.extend(schemes.iter().map(|(n, _)| n.as_str()));
+                    known.extend(schemes.iter().map(|s| s.name.as_str()));
                     bail!(
                         "{}: unknown store type {other:?} (known: {})",
                         s.origin,
                         known.join(", ")
                     );
                 };
-                self.plugin_store(plugin, s, label)?
+                self.plugin_store(&scheme.plugin, s, label)?
             }
         };
         if !routes.is_empty() {

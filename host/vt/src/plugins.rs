@@ -39,19 +39,49 @@ pub fn registry(cfg: &Config, warn: WarnFn) -> Result<Registry> {
     Ok(reg)
 }
 
-/// The store schemes of the bundled store plugins, loaded (compiled, or
-/// taken from the plugin cache) on first use: (scheme name, plugin).
-pub fn store_schemes(cfg: &Config) -> Result<&'static [(String, Arc<StorePlugin>)]> {
-    static SCHEMES: OnceLock<Vec<(String, Arc<StorePlugin>)>> = OnceLock::new();
+/// A store scheme a plugin provides.
+pub struct Scheme {
+    /// Its name (vtrc's `type`).
+    pub name: String,
+    /// The plugin.
+    pub plugin: Arc<StorePlugin>,
+    /// `bundled`, or `installed`.
+    pub source: &'static str,
+}
+
+/// The store schemes of the bundled and the installed store plugins (an
+/// installed one replaces a bundled one of its name), loaded (compiled,
+/// or taken from the plugin cache) on first use.
+pub fn store_schemes(cfg: &Config) -> Result<&'static [Scheme]> {
+    static SCHEMES: OnceLock<Vec<Scheme>> = OnceLock::new();
     if let Some(s) = SCHEMES.get() {
         return Ok(s);
     }
     let engine = engine(cfg)?;
-    let mut v = Vec::new();
+    let mut v: Vec<Scheme> = Vec::new();
     for (file, bytes) in bundled::BUNDLED_STORES {
         let p = StorePlugin::load(&engine, file, bytes)
             .with_context(|| format!("load the bundled store plugin {file}"))?;
-        v.push((p.info().name.clone(), Arc::new(p)));
+        v.push(Scheme {
+            name: p.info().name.clone(),
+            plugin: Arc::new(p),
+            source: "bundled",
+        });
+    }
+    let dir = PluginDir::new(cfg.plugin_dir());
+    for m in dir.list()? {
+        if m.kind != "store" {
+            continue;
+        }
+        let p = dir
+            .load_store(&engine, &m.name)
+            .with_context(|| format!("load the installed store plugin {}", m.name))?;
+        v.retain(|s| s.name != m.name);
+        v.push(Scheme {
+            name: m.name.clone(),
+            plugin: Arc::new(p),
+            source: "installed",
+        });
     }
     Ok(SCHEMES.get_or_init(|| v))
 }
@@ -116,7 +146,12 @@ pub fn install(cfg: &Config, path: &Path) -> Result<()> {
         .install(&engine, path, stderr_warn())
         .with_context(|| format!("cannot install {}", path.display()))?;
     println!(
-        "installed scanner {} {} (sha256 {}) in {}",
+        "installed {} {} {} (sha256 {}) in {}",
+        if m.kind == "store" {
+            "store scheme"
+        } else {
+            "scanner"
+        },
         m.name,
         m.version,
         m.sha256,
@@ -156,13 +191,13 @@ pub fn list(cfg: &Config) -> Result<()> {
     for t in crate::open::TYPES {
         println!("{t:<12} {:<8} {:<10} {:<16} native", "-", "builtin", "-");
     }
-    for (name, p) in store_schemes(cfg)? {
-        let d = p.digest();
+    for s in store_schemes(cfg)? {
+        let d = s.plugin.digest();
         println!(
             "{:<12} {:<8} {:<10} {:<16} wasm",
-            name,
-            p.info().version,
-            "bundled",
+            s.name,
+            s.plugin.info().version,
+            s.source,
             &d[..16.min(d.len())]
         );
     }
