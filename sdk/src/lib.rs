@@ -28,6 +28,7 @@
 //! vt_sdk::export_scanner!(Lines);
 //! ```
 
+pub mod store;
 pub mod testing;
 
 /// Bindings generated from `wit/` (the `vt:plugin` package).

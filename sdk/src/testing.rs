@@ -1,6 +1,7 @@
 //! Runs a [`Scanner`] natively, the way the host runs it as a plugin, so a
 //! scanner can be unit-tested with `cargo test` and no wasm.
 
+use crate::store::{BlockStore, StoreError};
 use crate::Scanner;
 
 /// The buffer size the host feeds scanners with (8 MiB).
@@ -58,4 +59,53 @@ pub fn assert_consistent<S: Scanner>(filename: &str, data: &[u8]) -> Vec<u64> {
         );
     }
     whole
+}
+
+/// Exercises store `T` natively over directory `root` (which the test
+/// makes, as the host's `preopen` would be), as vt uses a store: puts,
+/// gets (exact bytes), a second put of a block (not new), contains,
+/// an absent block, and an archive appended to twice. Panics, saying
+/// what went wrong.
+pub fn store_round_trip<T: BlockStore>(root: &std::path::Path, config: &[(String, String)]) {
+    std::fs::create_dir_all(root).expect("make the store's directory");
+    let s = T::open(Some(root), config).unwrap_or_else(|e| panic!("open: {e:?}"));
+    let blocks: Vec<(String, Vec<u8>)> = (0..20u8)
+        .map(|i| {
+            let data: Vec<u8> = (0..(i as usize * 997 + 1)).map(|j| (j as u8) ^ i).collect();
+            (format!("sha3_256:{:02x}{}", i, "ab".repeat(31)), data)
+        })
+        .collect();
+    for (h, d) in &blocks {
+        assert!(s.put(h, d).expect("put"), "{h}: a first put is new");
+    }
+    assert!(
+        !s.put(&blocks[0].0, &blocks[0].1).expect("put"),
+        "a second put is not new"
+    );
+    s.flush().expect("flush");
+    for (h, d) in &blocks {
+        assert!(s.contains(h).expect("contains"), "{h} held");
+        assert_eq!(
+            s.get(h).expect("get").as_deref(),
+            Some(&d[..]),
+            "{h}: exact bytes"
+        );
+    }
+    let absent = format!("sha3_256:{}", "cd".repeat(32));
+    assert!(!s.contains(&absent).expect("contains"));
+    assert_eq!(s.get(&absent).expect("get"), None);
+    match s.archive_append("snap", b"line one\n") {
+        Err(StoreError::Unsupported(_)) => return,
+        r => r.expect("archive_append"),
+    }
+    s.archive_append("snap", b"line two\n")
+        .expect("archive_append");
+    assert!(s
+        .archive_names()
+        .expect("archive_names")
+        .contains(&"snap".to_string()));
+    assert_eq!(
+        s.archive_read("snap").expect("archive_read").as_deref(),
+        Some(&b"line one\nline two\n"[..])
+    );
 }

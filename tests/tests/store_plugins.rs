@@ -210,3 +210,56 @@ fn hostile_store_plugins_are_contained() {
     env.ok(&["-S", "h", "export", "snap", out.to_str().unwrap()]);
     assert_same_tree(&src, &out);
 }
+
+/// `vt plugin new --store myscheme` makes a crate that passes its own
+/// test, builds to a component, installs, and, selected in vtrc, keeps a
+/// tree that comes back exactly.
+#[test]
+fn plugin_new_store_builds_passes_its_test_installs_and_round_trips() {
+    let env = Env::new();
+    let work = env.path("work");
+    std::fs::create_dir(&work).unwrap();
+    let o = env
+        .cmd()
+        .current_dir(&work)
+        .args(["plugin", "new", "--store", "myscheme"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let krate = work.join("myscheme");
+    let target =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-plugins/scaffold-store");
+    let cargo = |args: &[&str]| {
+        let st = std::process::Command::new(env!("CARGO"))
+            .args(args)
+            .current_dir(&krate)
+            .env("CARGO_TARGET_DIR", &target)
+            .status()
+            .expect("run cargo");
+        assert!(st.success(), "cargo {args:?} failed in the new plugin");
+    };
+    cargo(&["test", "--quiet"]);
+    cargo(&["build", "--target", "wasm32-wasip2"]);
+    let wasm = target.join("wasm32-wasip2/debug/myscheme.wasm");
+    let out = env.ok(&["plugin", "install", wasm.to_str().unwrap()]);
+    assert!(
+        out.contains("installed store scheme myscheme 0.1.0"),
+        "{out}"
+    );
+
+    let dir = env.path("mine");
+    write_vtrc(
+        &env,
+        &format!(
+            "[stores.mine]\ntype = \"myscheme\"\npreopen = \"{}\"\n",
+            dir.display()
+        ),
+    );
+    let src = env.path("src");
+    mixed_tree(&src, 8, 30, 20_000, 3);
+    env.ok(&["-S", "mine", "import", src.to_str().unwrap(), "snap"]);
+    let out = env.path("out");
+    env.ok(&["-S", "mine", "export", "snap", out.to_str().unwrap()]);
+    assert_same_tree(&src, &out);
+    assert!(dir.join("archives/snap").is_file());
+}

@@ -218,9 +218,11 @@ enum PluginCmd {
         name: String,
     },
     /// Create a scanner plugin crate NAME/ that builds and passes its test.
+    /// (`vt plugin new --store NAME`: a store scheme instead; `--store`
+    /// is then the scheme's name, not a store to open.)
     New {
         /// The plugin's name: lower-case letters, digits and dashes.
-        name: String,
+        name: Option<String>,
         /// The vt SDK to depend on [default: $VT_SDK, else this vt's checkout].
         #[arg(long)]
         sdk: Option<PathBuf>,
@@ -641,7 +643,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 PluginCmd::Info { name } => plugins::info(&cfg, &name)?,
                 PluginCmd::Remove { name } => plugins::remove(&cfg, &name)?,
                 PluginCmd::New { name, sdk } => {
-                    let dir = scaffold::new_plugin(Path::new("."), &name, sdk.as_deref())?;
+                    let (dir, name) = match (name, store_spec) {
+                        (Some(n), _) => (
+                            scaffold::new_plugin(Path::new("."), &n, sdk.as_deref())?,
+                            n,
+                        ),
+                        (None, Some(n)) => (
+                            scaffold::new_store_plugin(Path::new("."), n, sdk.as_deref())?,
+                            n.to_owned(),
+                        ),
+                        (None, None) => anyhow::bail!(
+                            "give the plugin's name: vt plugin new NAME (a scanner), or vt plugin new --store NAME (a store scheme)"
+                        ),
+                    };
                     println!("created {}; next:", dir.display());
                     println!("  cd {} && cargo test", dir.display());
                     println!("  cargo build --release --target wasm32-wasip2");
