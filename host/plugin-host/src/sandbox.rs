@@ -97,7 +97,12 @@ impl Sandbox {
         preopen: Option<&std::path::Path>,
     ) -> std::result::Result<Store<Sandbox>, String> {
         let mut b = WasiCtx::builder();
-        b.wall_clock(Frozen).monotonic_clock(Frozen);
+        // Calls are synchronous: file operations run on the calling thread
+        // rather than bouncing through a blocking pool (a store's put is
+        // a few of them, many thousand times an import).
+        b.wall_clock(Frozen)
+            .monotonic_clock(Frozen)
+            .allow_blocking_current_thread(true);
         if let Some(dir) = preopen {
             b.preopened_dir(dir, "/store", wasmtime_wasi::FsPerms::ReadWrite)
                 .map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
