@@ -263,3 +263,76 @@ fn plugin_new_store_builds_passes_its_test_installs_and_round_trips() {
     assert_same_tree(&src, &out);
     assert!(dir.join("archives/snap").is_file());
 }
+
+/// Builds plugins/store-native (the example native scheme) as a shared
+/// library into its own target directory, with `features`; returns it.
+fn native_library(features: &str, dir: &str) -> std::path::PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = repo.join("target/test-plugins").join(dir);
+    let mut c = std::process::Command::new(env!("CARGO"));
+    c.args(["build", "-p", "vt-plugin-store-native", "--manifest-path"])
+        .arg(repo.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target)
+        .env_remove("CARGO_TARGET_DIR");
+    if !features.is_empty() {
+        c.args(["--features", features]);
+    }
+    let st = c.status().expect("run cargo");
+    assert!(st.success(), "building plugins/store-native failed");
+    target.join("debug/libvt_plugin_store_native.so")
+}
+
+/// The native example, loaded through libloading with its clause's
+/// consent, round-trips a tree; without the consent, under another
+/// scheme's name, or built for another ABI version, it is refused with a
+/// message saying why.
+#[test]
+fn the_native_example_round_trips_and_a_wrong_abi_is_refused() {
+    let env = Env::new();
+    let lib = native_library("", "native");
+    let dir = env.path("nat");
+    let clause = |ty: &str, lib: &Path, trust: bool| {
+        format!(
+            "[stores.n]\ntype = \"{ty}\"\nlibrary = \"{}\"\npreopen = \"{}\"\n{}",
+            lib.display(),
+            dir.display(),
+            if trust { "trust = \"native\"\n" } else { "" }
+        )
+    };
+    let src = env.path("src");
+    mixed_tree(&src, 33, 40, 30_000, 3);
+    let s = src.to_str().unwrap();
+
+    write_vtrc(&env, &clause("store-native", &lib, false));
+    let o = env.run(&["-S", "n", "import", s, "snap"]);
+    let e = stderr(&o);
+    assert!(!o.status.success());
+    assert!(e.contains("trust = \"native\""), "{e}");
+    assert!(!dir.join("blocks").exists(), "nothing loaded");
+
+    write_vtrc(&env, &clause("other-name", &lib, true));
+    let e = stderr(&env.run(&["-S", "n", "import", s, "snap"]));
+    assert!(
+        e.contains("provides the store scheme \"store-native\", not \"other-name\""),
+        "{e}"
+    );
+
+    write_vtrc(&env, &clause("store-native", &lib, true));
+    env.ok(&["-S", "n", "import", s, "snap"]);
+    let out = env.path("out");
+    env.ok(&["-S", "n", "export", "snap", out.to_str().unwrap()]);
+    assert_same_tree(&src, &out);
+    assert!(dir.join("archives/snap").is_file());
+    assert!(std::fs::read_dir(dir.join("blocks")).unwrap().count() > 40);
+
+    let wrong = native_library("wrong-abi", "native-wrong-abi");
+    write_vtrc(&env, &clause("store-native", &wrong, true));
+    let o = env.run(&["-S", "n", "stats", "snap"]);
+    let e = stderr(&o);
+    assert!(!o.status.success());
+    assert!(
+        e.contains("implements vt store ABI version 2, but this vt loads version 1"),
+        "{e}"
+    );
+}

@@ -12,6 +12,7 @@
 pub mod engine;
 pub mod error;
 pub mod install;
+pub mod native;
 pub mod registry;
 pub mod returns;
 pub mod sandbox;
@@ -21,6 +22,7 @@ pub mod wasm;
 pub use engine::PluginEngine;
 pub use error::{Error, Result};
 pub use install::{Manifest, PluginDir};
+pub use native::{NativeLibrary, NativeStore};
 pub use registry::{Registry, ScannerEntry, Source};
 pub use store::{StoreInfo, StorePlugin, WasmStore};
 pub use wasm::WasmPlugin;

@@ -707,6 +707,7 @@ impl Opener<'_> {
                     name: label.to_owned(),
                 }
             }
+            other if s.map.contains_key("library") => self.native_store(other, s, label)?,
             other => {
                 let schemes = crate::plugins::store_schemes(self.cfg)?;
                 let Some(scheme) = schemes.iter().find(|s| s.name == other) else {
@@ -733,6 +734,41 @@ impl Opener<'_> {
 }
 
 impl Opener<'_> {
+    /// Opens a store of a native library's scheme (`library = PATH`),
+    /// which must be trusted in so many words (`trust = "native"`): it runs
+    /// with all of vt's rights.
+    fn native_store(&mut self, kind: &str, s: &mut Settings, label: &str) -> Result<OpenStore> {
+        let lib = expand(&s.required("library", "the path of the native library")?);
+        match s.str("trust")?.as_deref() {
+            Some("native") => {}
+            _ => bail!(
+                "{}: {} is a native library, which runs with all of vt's rights: load it only if you trust it, by adding trust = \"native\"",
+                s.origin,
+                lib.display()
+            ),
+        }
+        let l = Arc::new(
+            vt_plugin_host::NativeLibrary::load(&lib).map_err(|e| anyhow!("{}: {e}", s.origin))?,
+        );
+        if l.name() != kind {
+            bail!(
+                "{}: {} provides the store scheme {:?}, not {kind:?}",
+                s.origin,
+                lib.display(),
+                l.name()
+            );
+        }
+        let preopen = s.str("preopen")?.map(|p| expand(&p));
+        let hash = parse_hash(s.str("hash")?.as_deref())?;
+        if let Some(d) = &preopen {
+            std::fs::create_dir_all(d)
+                .with_context(|| format!("{}: create preopen {}", s.origin, d.display()))?;
+        }
+        let config = plugin_config(s, &["library", "trust"]);
+        let store = l.open(&config, preopen.as_deref(), hash)?;
+        Ok(OpenStore::plain(Arc::new(store), label.to_owned()))
+    }
+
     /// Opens a store of a plugin's scheme: the clause's settings go to the
     /// plugin as text, but for those the host grants (`preopen`, a
     /// directory it may use, made if missing) and `hash`.
@@ -748,21 +784,29 @@ impl Opener<'_> {
             std::fs::create_dir_all(d)
                 .with_context(|| format!("{}: create preopen {}", s.origin, d.display()))?;
         }
-        let config: Vec<(String, String)> = s
-            .map
-            .iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "type" | "hash" | "archives_from"))
-            .map(|(k, v)| {
-                let text = match v {
-                    toml::Value::String(t) => t.clone(),
-                    other => other.to_string(),
-                };
-                (k.clone(), text)
-            })
-            .collect();
+        let config = plugin_config(s, &[]);
         let store = plugin.open(&config, preopen.as_deref(), kind)?;
         Ok(OpenStore::plain(Arc::new(store), label.to_owned()))
     }
+}
+
+/// A clause's settings as a plugin gets them: each as text (a list as its
+/// TOML text), but for those the host keeps (`type`, `hash`,
+/// `archives_from`, and `also`).
+fn plugin_config(s: &Settings, also: &[&str]) -> Vec<(String, String)> {
+    s.map
+        .iter()
+        .filter(|(k, _)| {
+            !matches!(k.as_str(), "type" | "hash" | "archives_from") && !also.contains(&k.as_str())
+        })
+        .map(|(k, v)| {
+            let text = match v {
+                toml::Value::String(t) => t.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), text)
+        })
+        .collect()
 }
 
 fn read_token(path: &Path) -> Result<String> {
