@@ -939,6 +939,44 @@ fn mount_of_a_remote_store_reads_and_writes() {
     assert!(f.contains(" 0 problems"), "{f}");
 }
 
+/// Issue 21: a mount of a snapshot kept by a WebAssembly store plugin
+/// (the bundled store-dir, selected in vtrc) reads and writes like any
+/// other; the new snapshot and its blocks land in the plugin's directory.
+#[test]
+fn mount_of_a_plugin_store_reads_and_writes() {
+    let env = Env::new();
+    let usb = env.path("usb");
+    let cfg = env.path("xdg-config/vt");
+    std::fs::create_dir_all(&cfg).unwrap();
+    std::fs::write(
+        cfg.join("vtrc"),
+        format!(
+            "[stores.usb]\ntype = \"store-dir\"\npreopen = \"{}\"\n",
+            usb.display()
+        ),
+    )
+    .unwrap();
+    let src = env.path("src");
+    small_tree(&src);
+    env.ok(&["-q", "-S", "usb", "import", &src.to_string_lossy(), "t"]);
+    let mnt = env.path("mnt");
+    let m = Mount::start_at(&env, &["-S", "usb", "t", &mnt.to_string_lossy()], Some(&mnt));
+    assert_same_tree(&src, &mnt);
+    edits(&src);
+    edits(&mnt);
+    assert_same_tree(&src, &mnt);
+    m.umount(&env);
+    assert_eq!(
+        env.ok(&["-S", "usb", "log", "t"]).lines().count(),
+        2,
+        "one new snapshot at unmount"
+    );
+    let out = env.path("out");
+    env.ok(&["-q", "-S", "usb", "export", "t", &out.to_string_lossy()]);
+    assert_same_tree(&src, &out);
+    assert!(usb.join("archives/t").is_file());
+}
+
 /// fsyncs `p` (a file or directory in a mount): the mount records a
 /// snapshot.
 fn fsync(p: &Path) {
