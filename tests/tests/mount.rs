@@ -960,7 +960,11 @@ fn mount_of_a_plugin_store_reads_and_writes() {
     small_tree(&src);
     env.ok(&["-q", "-S", "usb", "import", &src.to_string_lossy(), "t"]);
     let mnt = env.path("mnt");
-    let m = Mount::start_at(&env, &["-S", "usb", "t", &mnt.to_string_lossy()], Some(&mnt));
+    let m = Mount::start_at(
+        &env,
+        &["-S", "usb", "t", &mnt.to_string_lossy()],
+        Some(&mnt),
+    );
     assert_same_tree(&src, &mnt);
     edits(&src);
     edits(&mnt);
