@@ -178,17 +178,17 @@ fn hostile_store_plugins_are_contained() {
     assert!(!env.path("box/escaped").exists());
     assert!(!Path::new("/escaped").exists());
 
-    // Unbounded allocation: stopped at the memory limit.
-    write_vtrc(&env, &clause("alloc"));
+    // Unbounded allocation: stopped at the memory limit (the clause's).
+    write_vtrc(&env, &format!("{}memory = \"32MiB\"\n", clause("alloc")));
     let t = std::time::Instant::now();
     let o = env.run(&["-S", "h", "import", s, "snap2"]);
     let e = stderr(&o);
     assert!(!o.status.success());
     assert!(e.contains("hostile-store store (plugin"), "{e}");
-    assert!(e.contains("memory limit"), "{e}");
+    assert!(e.contains("memory limit (32 MiB)"), "{e}");
 
-    // A loop: stopped at the deadline.
-    write_vtrc(&env, &clause("loop"));
+    // A loop: stopped at the deadline (the clause's).
+    write_vtrc(&env, &format!("{}timeout = \"2s\"\n", clause("loop")));
     let out = env.path("out-loop");
     let o = env.run(&["-S", "h", "export", "snap", out.to_str().unwrap()]);
     let e = stderr(&o);

@@ -64,12 +64,17 @@ impl HostMonotonicClock for Frozen {
 impl Sandbox {
     /// A fresh store for one plugin instance.
     pub fn store(engine: &PluginEngine) -> Store<Sandbox> {
+        Self::store_with_memory(engine, MEMORY_LIMIT)
+    }
+
+    /// As [`Sandbox::store`], with at most `memory` bytes of linear memory.
+    fn store_with_memory(engine: &PluginEngine, memory: usize) -> Store<Sandbox> {
         let wasi = WasiCtx::builder()
             .wall_clock(Frozen)
             .monotonic_clock(Frozen)
             .build();
         let limits = StoreLimitsBuilder::new()
-            .memory_size(MEMORY_LIMIT)
+            .memory_size(memory)
             .instances(16)
             .tables(64)
             .memories(4)
@@ -89,12 +94,13 @@ impl Sandbox {
         store
     }
 
-    /// A fresh store for a store plugin's instance: as [`Sandbox::store`],
-    /// plus directory `preopen` (if given), read-write, which the plugin
-    /// sees as `/store`.
+    /// A fresh store for a store plugin's instance: as [`Sandbox::store`]
+    /// with at most `memory` bytes of memory, plus directory `preopen` (if
+    /// given), read-write, which the plugin sees as `/store`.
     pub fn store_with_dir(
         engine: &PluginEngine,
         preopen: Option<&std::path::Path>,
+        memory: usize,
     ) -> std::result::Result<Store<Sandbox>, String> {
         let mut b = WasiCtx::builder();
         // Calls are synchronous: file operations run on the calling thread
@@ -107,7 +113,7 @@ impl Sandbox {
             b.preopened_dir(dir, "/store", wasmtime_wasi::FsPerms::ReadWrite)
                 .map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
         }
-        let mut store = Self::store(engine);
+        let mut store = Self::store_with_memory(engine, memory);
         store.data_mut().wasi = b.build();
         Ok(store)
     }

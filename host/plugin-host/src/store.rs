@@ -36,9 +36,30 @@ use bindings::{StorePlugin as Bindings, StorePluginPre as BindingsPre};
 /// Instances of a store plugin run at most, one a core.
 pub const INSTANCES: usize = 4;
 
-/// Deadline ticks of one store call beyond a scanner call's: a store
-/// waits on disks (and, granted, networks).
-const STORE_TICKS: u64 = 10 * BASE_TICKS;
+/// What a store plugin's instances may use, from its clause.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of linear memory, each instance.
+    pub memory: usize,
+    /// How long one call may run (plus a tick a 64 KiB it is given).
+    pub timeout: std::time::Duration,
+}
+
+impl Default for Limits {
+    /// 256 MiB (the scanners' limit) and 10 s: a store waits on disks.
+    fn default() -> Self {
+        Limits {
+            memory: crate::sandbox::MEMORY_LIMIT,
+            timeout: crate::engine::TICK * (10 * BASE_TICKS) as u32,
+        }
+    }
+}
+
+impl Limits {
+    fn ticks(&self) -> u64 {
+        (self.timeout.as_millis() / crate::engine::TICK.as_millis()).max(1) as u64
+    }
+}
 
 /// What a store plugin declares.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,12 +167,13 @@ impl StorePlugin {
         config: &[(String, String)],
         preopen: Option<&Path>,
         kind: HashKind,
+        limits: Limits,
     ) -> CoreResult<WasmStore> {
         let name = format!("{} store (plugin {})", self.info.name, self.label);
         let mut insts = Vec::new();
         let n = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, INSTANCES));
         for _ in 0..n {
-            insts.push(Mutex::new(self.instance(&name, config, preopen)?));
+            insts.push(Mutex::new(self.instance(&name, config, preopen, limits)?));
         }
         Ok(WasmStore {
             name,
@@ -159,6 +181,8 @@ impl StorePlugin {
             preopen: preopen.map(Path::to_path_buf),
             insts,
             next: std::sync::atomic::AtomicUsize::new(0),
+            ticks: limits.ticks(),
+            memory: limits.memory,
         })
     }
 
@@ -168,10 +192,12 @@ impl StorePlugin {
         name: &str,
         config: &[(String, String)],
         preopen: Option<&Path>,
+        limits: Limits,
     ) -> CoreResult<Instance> {
         let err = |d: String| CoreError::Store(format!("{name}: {d}"));
-        let mut store = Sandbox::store_with_dir(&self.engine, preopen).map_err(err)?;
-        store.set_epoch_deadline(STORE_TICKS);
+        let mut store =
+            Sandbox::store_with_dir(&self.engine, preopen, limits.memory).map_err(err)?;
+        store.set_epoch_deadline(limits.ticks());
         let inst = self
             .pre
             .instantiate(&mut store)
@@ -217,6 +243,10 @@ pub struct WasmStore {
     insts: Vec<Mutex<Instance>>,
     /// Where the next call starts looking for a free instance.
     next: std::sync::atomic::AtomicUsize,
+    /// Deadline ticks of a call.
+    ticks: u64,
+    /// Bytes of memory each instance may have.
+    memory: usize,
 }
 
 impl WasmStore {
@@ -275,7 +305,7 @@ impl WasmStore {
         }
         let i = &mut *g;
         i.store
-            .set_epoch_deadline(STORE_TICKS + (bytes as u64 >> 16));
+            .set_epoch_deadline(self.ticks + (bytes as u64 >> 16));
         match f(&i.inst, &mut i.store, i.backend) {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(CoreError::Store(format!(
@@ -284,7 +314,11 @@ impl WasmStore {
                 error_text(e)
             ))),
             Err(e) => {
-                let why = trap_text(&e);
+                // trap_text names the scanners' limit; this store's may differ.
+                let why = trap_text(&e).replace(
+                    &format!("({} MiB)", crate::sandbox::MEMORY_LIMIT >> 20),
+                    &format!("({} MiB)", self.memory >> 20),
+                );
                 i.broken = Some(why.clone());
                 Err(CoreError::Store(format!("{}: {what}: {why}", self.name)))
             }

@@ -770,8 +770,9 @@ impl Opener<'_> {
     }
 
     /// Opens a store of a plugin's scheme: the clause's settings go to the
-    /// plugin as text, but for those the host grants (`preopen`, a
-    /// directory it may use, made if missing) and `hash`.
+    /// plugin as text, but for those the host reads itself: `preopen` (a
+    /// directory it may use, made if missing), `hash`, and its limits,
+    /// `memory` (each instance's) and `timeout` (each call's).
     fn plugin_store(
         &mut self,
         plugin: &vt_plugin_host::StorePlugin,
@@ -784,8 +785,24 @@ impl Opener<'_> {
             std::fs::create_dir_all(d)
                 .with_context(|| format!("{}: create preopen {}", s.origin, d.display()))?;
         }
-        let config = plugin_config(s, &[]);
-        let store = plugin.open(&config, preopen.as_deref(), kind)?;
+        let mut limits = vt_plugin_host::Limits::default();
+        if let Some(m) = s.str("memory")? {
+            let n = parse_size(&m).map_err(|e| anyhow!("{} memory: {e}", s.origin))?;
+            if !(1 << 20..=4 << 30).contains(&n) {
+                bail!("{} memory = {m}: expected 1MiB to 4GiB", s.origin);
+            }
+            limits.memory = n as usize;
+        }
+        if let Some(t) = s.str("timeout")? {
+            limits.timeout = parse_duration(&t).ok_or_else(|| {
+                anyhow!(
+                    "{} timeout = {t:?}: expected seconds, like 30s or 5m",
+                    s.origin
+                )
+            })?;
+        }
+        let config = plugin_config(s, &["memory", "timeout"]);
+        let store = plugin.open(&config, preopen.as_deref(), kind, limits)?;
         Ok(OpenStore::plain(Arc::new(store), label.to_owned()))
     }
 }
