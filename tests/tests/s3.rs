@@ -80,8 +80,21 @@ fn trees_round_trip_in_both_layouts_and_fsck_is_clean() {
                 .unwrap()
                 .any(|e| std::fs::read(e.unwrap().path()).unwrap() == small);
             assert!(found, "no object holds d1/f1's bytes");
+            // Opened with the default (packed) layout by mistake: an
+            // error that says which layout it holds, not an empty store.
+            let o = env.run(&["-S", &spec_default(&s3.endpoint(), &bucket), "stats"]);
+            assert!(!o.status.success());
+            assert!(
+                stderr(&o).contains("open it with layout=blocks"),
+                "{}",
+                stderr(&o)
+            );
         }
     }
+}
+
+fn spec_default(endpoint: &str, bucket: &str) -> String {
+    spec(endpoint, bucket, "")
 }
 
 /// Every file under `dir` read whole, twice over a walk.

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
 use object_store::{BackoffConfig, ObjectMeta, ObjectStore, PutPayload, RetryConfig};
@@ -260,6 +260,17 @@ impl Bucket {
             .try_collect()
             .await
             .map_err(|e| self.error("cannot list", &key, e))
+    }
+
+    /// Whether any object lies under `dir` (reads one page of a listing).
+    pub(crate) async fn any(&self, dir: &str) -> Result<bool> {
+        bump(&self.counts.list);
+        let key = self.key(dir);
+        match self.client.list(Some(&key)).next().await {
+            None => Ok(false),
+            Some(Ok(_)) => Ok(true),
+            Some(Err(e)) => Err(self.error("cannot list", &key, e)),
+        }
     }
 
     /// The names of the "directories" right under `dir`.

@@ -195,6 +195,14 @@ impl Packed {
             )
         })?;
         let known = rt.block_on(load_indexes(&bucket, cache_dir))?;
+        // The layout is not recorded in the bucket: a store of the other
+        // layout would look empty, and grow packs beside its blocks.
+        if known.packs.is_empty() && rt.block_on(bucket.any("h"))? {
+            return Err(Error::Store(format!(
+                "{}: the bucket holds a store of the blocks layout (objects under h/), not packs: open it with layout=blocks",
+                bucket.name()
+            )));
+        }
         let local = LocalPacks::new(cache_dir);
         local.prune(&known.packs.iter().map(String::as_str).collect());
         Ok(Packed {
