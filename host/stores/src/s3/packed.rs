@@ -599,11 +599,20 @@ impl Packed {
             sequential || self.warm(loc.pack, u64::from(loc.len), size)
         };
         let file = if whole {
-            let f = self.whole(loc.pack, &id, meta, size)?;
-            if !meta {
-                self.read_ahead(loc.pack);
+            match self.whole(loc.pack, &id, meta, size) {
+                Ok(f) => {
+                    if !meta {
+                        self.read_ahead(loc.pack);
+                    }
+                    Some(f)
+                }
+                // No local copy (a full disk, a pack that would not come
+                // whole): the record alone, as if the pack were cold.
+                Err(e) => {
+                    tracing::debug!("{}: {e}; reading the record alone", self.bucket.name());
+                    None
+                }
             }
-            Some(f)
         } else {
             self.local.get(loc.pack, &id, meta, size)
         };

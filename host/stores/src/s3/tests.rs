@@ -890,3 +890,30 @@ fn verify_hash_refuses_a_forged_record_that_checksums_pass() {
     let s = S3Store::open(opts).unwrap();
     assert_eq!(s.get(&h).unwrap().unwrap(), forged);
 }
+
+/// Where no local copy of a pack can be kept (here `packs` is a file),
+/// blocks are read record by record instead, never an error.
+#[test]
+fn reads_work_when_no_local_copy_can_be_kept() {
+    let srv = Server::start();
+    srv.bucket("bkt");
+    let cache = tempfile::tempdir().unwrap();
+    let opts = srv.opts("bkt", S3Layout::Packed, Some(cache.path()));
+    let dirs: Vec<Vec<u8>> = (0..10).map(|i| text(3000, i + 3)).collect();
+    let hd: Vec<Hash> = {
+        let s = S3Store::open(opts.clone()).unwrap();
+        let hd = dirs
+            .iter()
+            .map(|b| s.add_as(b, vt_core::BlockClass::Meta).unwrap().0)
+            .collect();
+        s.sync().unwrap();
+        hd
+    };
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(other.path().join("packs"), b"not a directory").unwrap();
+    let mut o = opts;
+    o.cache_dir = Some(other.path().to_path_buf());
+    let s = S3Store::open(o).unwrap();
+    check_all(&s, &hd, &dirs);
+    assert!(s.requests().get_range > 0, "read record by record");
+}
