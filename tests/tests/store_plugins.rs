@@ -101,6 +101,19 @@ fn unknown_schemes_and_settings_are_errors_that_say_what_is_known() {
     assert!(!o.status.success());
     assert!(e.contains("unknown store type \"nosuch\""), "{e}");
     assert!(e.contains("datadir") && e.contains("store-dir"), "{e}");
+    // Built-in schemes, registered beside their code, and plugin ones.
+    let list = env.ok(&["plugin", "list"]);
+    for (name, kind) in [
+        ("datadir", "native"),
+        ("s3", "native"),
+        ("store-dir", "wasm"),
+    ] {
+        assert!(
+            list.lines()
+                .any(|l| l.starts_with(name) && l.contains(&format!(" {kind}: "))),
+            "{name}: {list}"
+        );
+    }
 
     let usb = env.path("usb");
     write_vtrc(&env, &format!("{}colour = \"red\"\n", usb_clause(&usb)));
@@ -155,7 +168,7 @@ fn hostile_store_plugins_are_contained() {
     assert!(
         list.lines().any(|l| l.starts_with("hostile-store")
             && l.contains("installed")
-            && l.ends_with("wasm")),
+            && l.contains(" wasm: ")),
         "{list}"
     );
     let dir = env.path("box/store");

@@ -177,3 +177,35 @@ pub trait Store: Send + Sync {
 fn no_archives() -> crate::Error {
     crate::Error::Unsupported("this store keeps no archives".into())
 }
+
+/// A store scheme compiled into vt, registered with `inventory::submit!`
+/// beside its implementation: the name a vtrc clause's `type` (or a
+/// `TYPE(...)` spec) gives, and the settings such a clause takes. With
+/// the schemes of plugins, these are every scheme `vt plugin list` shows.
+pub struct BuiltinScheme {
+    /// The scheme's name.
+    pub name: &'static str,
+    /// What it is, in a few words.
+    pub summary: &'static str,
+    /// The settings a clause of it takes (besides `type` and
+    /// `archives_from`).
+    pub settings: &'static [&'static str],
+    /// Where it sorts in lists: the order of vtrc(5).
+    pub order: u32,
+}
+
+inventory::collect!(BuiltinScheme);
+
+/// Every built-in scheme linked into this program, in vtrc(5)'s order.
+pub fn builtin_schemes() -> Vec<&'static BuiltinScheme> {
+    let mut v: Vec<&'static BuiltinScheme> = inventory::iter::<BuiltinScheme>.into_iter().collect();
+    v.sort_by_key(|s| (s.order, s.name));
+    v
+}
+
+/// The built-in scheme `name`, if there is one.
+pub fn builtin_scheme(name: &str) -> Option<&'static BuiltinScheme> {
+    inventory::iter::<BuiltinScheme>
+        .into_iter()
+        .find(|s| s.name == name)
+}

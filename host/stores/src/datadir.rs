@@ -2803,3 +2803,12 @@ mod tests {
         }
     }
 }
+
+inventory::submit! {
+    vt_core::store::BuiltinScheme {
+        name: "datadir",
+        summary: "a DataDir: append-only datafiles and an index, on a local filesystem",
+        settings: &["path", "hash", "verify", "compression"],
+        order: 0,
+    }
+}

@@ -790,3 +790,12 @@ impl Store for FileCache {
 
 #[cfg(test)]
 mod tests;
+
+inventory::submit! {
+    vt_core::store::BuiltinScheme {
+        name: "cache",
+        summary: "a cache (files or memory) in front of another store",
+        settings: &["store", "limit", "dir", "kind"],
+        order: 9,
+    }
+}

@@ -138,3 +138,12 @@ mod tests {
         assert!(s.contains(&b).unwrap());
     }
 }
+
+inventory::submit! {
+    vt_core::store::BuiltinScheme {
+        name: "memory",
+        summary: "blocks in memory, gone when vt exits",
+        settings: &["hash"],
+        order: 1,
+    }
+}

@@ -590,3 +590,12 @@ mod tests {
         assert_eq!(local.stats().unwrap().blocks, 64 + 8 * 64);
     }
 }
+
+inventory::submit! {
+    vt_core::store::BuiltinScheme {
+        name: "proxy",
+        summary: "several stores as one (read, save, read2, copy2)",
+        settings: &["read", "save", "read2", "copy2"],
+        order: 8,
+    }
+}

@@ -195,7 +195,7 @@ impl Config {
                 Err(VtrcError::NoType(name)) => bail!(
                     "configuration {}: [stores.{name}] has no type (known: {})",
                     path.display(),
-                    crate::open::TYPES.join(", ")
+                    crate::open::types().join(", ")
                 ),
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),

@@ -19,10 +19,14 @@ use vt_stores::{
 
 use crate::config::{cache_home, default_socket, default_store_path, expand, Config};
 
-/// Every store type a clause or a `TYPE(…)` spec can name.
-pub const TYPES: &[&str] = &[
-    "datadir", "memory", "unix", "tcp", "tls", "command", "http", "s3", "proxy", "cache",
-];
+/// Every built-in store type a clause or a `TYPE(…)` spec can name (each
+/// registered beside its implementation: [`vt_core::store::BuiltinScheme`]).
+pub fn types() -> Vec<&'static str> {
+    vt_core::store::builtin_schemes()
+        .iter()
+        .map(|s| s.name)
+        .collect()
+}
 
 /// An opened store with what the CLI needs to know about it.
 pub struct OpenStore {
@@ -291,41 +295,9 @@ impl Settings {
     }
 }
 
-/// The settings each store type takes.
+/// The settings each built-in store type takes.
 fn settings_of(kind: &str) -> Option<&'static [&'static str]> {
-    Some(match kind {
-        "datadir" => &["path", "hash", "verify", "compression"],
-        "memory" => &["hash"],
-        "unix" => &["path", "export", "token_file", "compress", "verify"],
-        "tcp" => &["address", "export", "token_file", "compress", "verify"],
-        "tls" => &[
-            "address",
-            "ca",
-            "export",
-            "token_file",
-            "compress",
-            "verify",
-        ],
-        "command" => &["command", "export", "token_file", "compress", "verify"],
-        "http" => &["url", "token_file"],
-        "s3" => &[
-            "bucket",
-            "prefix",
-            "endpoint",
-            "region",
-            "access_key_id",
-            "secret_access_key",
-            "layout",
-            "cache_dir",
-            "pack_size",
-            "hash",
-            "retry_timeout",
-            "verify",
-        ],
-        "proxy" => &["read", "save", "read2", "copy2"],
-        "cache" => &["store", "limit", "dir", "kind"],
-        _ => return None,
-    })
+    vt_core::store::builtin_scheme(kind).map(|s| s.settings)
 }
 
 /// Fills in the defaults that apply to clause `name` (for `vt config`).
@@ -479,7 +451,12 @@ impl Opener<'_> {
         let kind = t
             .get("type")
             .and_then(|v| v.as_str())
-            .ok_or_else(|| anyhow!("[stores.{name}] has no type (known: {})", TYPES.join(", ")))?
+            .ok_or_else(|| {
+                anyhow!(
+                    "[stores.{name}] has no type (known: {})",
+                    types().join(", ")
+                )
+            })?
             .to_owned();
         self.stack.push(name.to_owned());
         let mut s = Settings::from_table(name, t);
@@ -711,7 +688,7 @@ impl Opener<'_> {
             other => {
                 let schemes = crate::plugins::store_schemes(self.cfg)?;
                 let Some(scheme) = schemes.iter().find(|s| s.name == other) else {
-                    let mut known: Vec<&str> = TYPES.to_vec();
+                    let mut known: Vec<&str> = types();
                     known.extend(schemes.iter().map(|s| s.name.as_str()));
                     bail!(
                         "{}: unknown store type {other:?} (known: {})",

@@ -188,17 +188,25 @@ pub fn list(cfg: &Config) -> Result<()> {
         "{:<12} {:<8} {:<10} {:<16} kind",
         "store scheme", "version", "source", "sha256"
     );
-    for t in crate::open::TYPES {
-        println!("{t:<12} {:<8} {:<10} {:<16} native", "-", "builtin", "-");
+    for t in vt_core::store::builtin_schemes() {
+        println!(
+            "{:<12} {:<8} {:<10} {:<16} native: {}",
+            t.name, "-", "builtin", "-", t.summary
+        );
     }
     for s in store_schemes(cfg)? {
         let d = s.plugin.digest();
         println!(
-            "{:<12} {:<8} {:<10} {:<16} wasm",
+            "{:<12} {:<8} {:<10} {:<16} wasm: {}",
             s.name,
             s.plugin.info().version,
             s.source,
-            &d[..16.min(d.len())]
+            &d[..16.min(d.len())],
+            if s.source == "bundled" {
+                "a bundled store plugin"
+            } else {
+                "an installed store plugin"
+            }
         );
     }
     Ok(())

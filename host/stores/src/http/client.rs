@@ -479,3 +479,12 @@ impl Drop for HttpStore {
         let _ = self.drain();
     }
 }
+
+inventory::submit! {
+    vt_core::store::BuiltinScheme {
+        name: "http",
+        summary: "a vt httpd over HTTP",
+        settings: &["url", "token_file"],
+        order: 6,
+    }
+}

@@ -244,3 +244,12 @@ impl Drop for S3Store {
         }
     }
 }
+
+inventory::submit! {
+    vt_core::store::BuiltinScheme {
+        name: "s3",
+        summary: "an S3 bucket (AWS or any S3-compatible server)",
+        settings: &["bucket", "prefix", "endpoint", "region", "access_key_id", "secret_access_key", "layout", "cache_dir", "pack_size", "hash", "retry_timeout", "verify"],
+        order: 7,
+    }
+}

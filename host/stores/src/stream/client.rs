@@ -650,3 +650,39 @@ impl Drop for StreamStore {
         }
     }
 }
+
+inventory::submit! {
+    vt_core::store::BuiltinScheme {
+        name: "unix",
+        summary: "a vt serve over a UNIX socket",
+        settings: &["path", "export", "token_file", "compress", "verify"],
+        order: 2,
+    }
+}
+
+inventory::submit! {
+    vt_core::store::BuiltinScheme {
+        name: "tcp",
+        summary: "a vt serve over TCP",
+        settings: &["address", "export", "token_file", "compress", "verify"],
+        order: 3,
+    }
+}
+
+inventory::submit! {
+    vt_core::store::BuiltinScheme {
+        name: "tls",
+        summary: "a vt serve over TLS",
+        settings: &["address", "ca", "export", "token_file", "compress", "verify"],
+        order: 4,
+    }
+}
+
+inventory::submit! {
+    vt_core::store::BuiltinScheme {
+        name: "command",
+        summary: "a vt serve --stdio run as a command (ssh host vt serve --stdio)",
+        settings: &["command", "export", "token_file", "compress", "verify"],
+        order: 5,
+    }
+}
