@@ -671,12 +671,16 @@ fn re_tagged_media_adds_at_most_64_kib_a_file() {
     for (_, v2) in &pairs {
         std::fs::copy(v2, dir.join(v2.file_name().unwrap())).unwrap();
     }
-    env.ok(&["import", dir.to_str().unwrap(), "media"]);
+    let o = env.run(&["import", dir.to_str().unwrap(), "media"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let added = du(&env.store()) - before;
+    eprintln!("{} re-tagged files added {added} bytes", pairs.len());
     assert!(
         added <= 64 * 1024 * pairs.len() as u64,
-        "{} re-tagged files added {added} bytes",
-        pairs.len()
+        "{} re-tagged files added {added} bytes; the import said:\n{}{}",
+        pairs.len(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
     );
     let back = env.path("back");
     env.ok(&["export", "media", back.to_str().unwrap()]);
