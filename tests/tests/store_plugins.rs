@@ -171,6 +171,18 @@ fn hostile_store_plugins_are_contained() {
             && l.contains(" wasm: ")),
         "{list}"
     );
+    let info = env.ok(&["plugin", "info", "hostile-store"]);
+    assert!(
+        info.contains("kind:        store scheme, wasm") && info.contains("source:      installed"),
+        "{info}"
+    );
+    let info = env.ok(&["plugin", "info", "s3"]);
+    assert!(
+        info.contains("store scheme, native") && info.contains("bucket"),
+        "{info}"
+    );
+    let o = env.run(&["plugin", "info", "nosuch"]);
+    assert!(stderr(&o).contains("no scanner or store scheme named \"nosuch\""));
     let dir = env.path("box/store");
     let clause = |mode: &str| {
         format!(

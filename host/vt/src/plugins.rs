@@ -218,11 +218,34 @@ fn handles(exts: &[String], mimes: &[String]) -> String {
     v.join(" ")
 }
 
+/// `vt plugin info NAME` of a store scheme (no scanner has the name).
+fn scheme_info(cfg: &Config, name: &str) -> Result<()> {
+    if let Some(b) = vt_core::store::builtin_scheme(name) {
+        println!("name:        {}", b.name);
+        println!("kind:        store scheme, native");
+        println!("source:      builtin");
+        println!("what:        {}", b.summary);
+        println!("settings:    {}", b.settings.join(" "));
+        return Ok(());
+    }
+    let Some(s) = store_schemes(cfg)?.iter().find(|s| s.name == name) else {
+        bail!("no scanner or store scheme named {name:?} (see `vt plugin list`)");
+    };
+    println!("name:        {}", s.name);
+    println!("version:     {}", s.plugin.info().version);
+    println!("kind:        store scheme, wasm");
+    println!("source:      {}", s.source);
+    println!("sha256:      {}", s.plugin.digest());
+    println!("wit:         vt:plugin@{}", vt_plugin_host::WIT_VERSION);
+    println!("settings:    preopen hash memory timeout (host); the rest its own");
+    Ok(())
+}
+
 /// `vt plugin info NAME`.
 pub fn info(cfg: &Config, name: &str) -> Result<()> {
     let reg = registry(cfg, stderr_warn())?;
     let Some(e) = reg.get(name) else {
-        bail!("no scanner named {name:?} (see `vt plugin list`)");
+        return scheme_info(cfg, name);
     };
     println!("name:        {}", e.info.name);
     println!("version:     {}", e.info.version);
