@@ -81,29 +81,34 @@ fn main() {
     }
 
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
-    let mut code = String::from("/// The scanner plugins built into vt: (file name, component).\n");
-    code.push_str("pub const BUNDLED: &[(&str, &[u8])] = &[\n");
-    for (_, file) in PLUGINS {
-        let wasm = target_dir.join(TARGET).join("release").join(file);
-        check_exists(&wasm);
-        code.push_str(&format!(
-            "    ({file:?}, include_bytes!({:?})),\n",
-            wasm.display().to_string()
-        ));
-    }
-    code.push_str("];\n");
-    code.push_str("/// The store-scheme plugins built into vt: (file name, component).\n");
-    code.push_str("pub const BUNDLED_STORES: &[(&str, &[u8])] = &[\n");
-    for (_, file) in STORE_PLUGINS {
-        let wasm = target_dir.join(TARGET).join("release").join(file);
-        check_exists(&wasm);
-        code.push_str(&format!(
-            "    ({file:?}, include_bytes!({:?})),\n",
-            wasm.display().to_string()
-        ));
-    }
-    code.push_str("];\n");
+    let mut code = String::new();
+    let dir = target_dir.join(TARGET).join("release");
+    list(&mut code, "BUNDLED", "scanner plugins", PLUGINS, &dir);
+    list(
+        &mut code,
+        "BUNDLED_STORES",
+        "store-scheme plugins",
+        STORE_PLUGINS,
+        &dir,
+    );
     std::fs::write(out_dir.join("bundled.rs"), code).expect("write bundled.rs");
+}
+
+/// Appends to `code` the constant `name`: the `what` built into vt,
+/// (file name, component), each of `plugins` included from `dir`.
+fn list(code: &mut String, name: &str, what: &str, plugins: &[(&str, &str)], dir: &Path) {
+    code.push_str(&format!(
+        "/// The {what} built into vt: (file name, component).\npub const {name}: &[(&str, &[u8])] = &[\n"
+    ));
+    for (_, file) in plugins {
+        let wasm = dir.join(file);
+        check_exists(&wasm);
+        code.push_str(&format!(
+            "    ({file:?}, include_bytes!({:?})),\n",
+            wasm.display().to_string()
+        ));
+    }
+    code.push_str("];\n");
 }
 
 fn check_exists(p: &Path) {

@@ -225,6 +225,9 @@ fn error_text(e: StoreError) -> String {
     }
 }
 
+/// What a call into the plugin gives: a trap, or the store's own answer.
+type Outcome<T> = wasmtime::Result<std::result::Result<T, StoreError>>;
+
 struct Instance {
     store: Store<Sandbox>,
     inst: Bindings,
@@ -266,11 +269,7 @@ impl WasmStore {
         &self,
         what: &str,
         bytes: usize,
-        f: impl FnOnce(
-            &Bindings,
-            &mut Store<Sandbox>,
-            ResourceAny,
-        ) -> wasmtime::Result<std::result::Result<T, StoreError>>,
+        f: impl FnOnce(&Bindings, &mut Store<Sandbox>, ResourceAny) -> Outcome<T>,
     ) -> CoreResult<T> {
         // A free instance, else the next in turn.
         let n = self.insts.len();
@@ -291,11 +290,7 @@ impl WasmStore {
         mut g: std::sync::MutexGuard<'_, Instance>,
         what: &str,
         bytes: usize,
-        f: impl FnOnce(
-            &Bindings,
-            &mut Store<Sandbox>,
-            ResourceAny,
-        ) -> wasmtime::Result<std::result::Result<T, StoreError>>,
+        f: impl FnOnce(&Bindings, &mut Store<Sandbox>, ResourceAny) -> Outcome<T>,
     ) -> CoreResult<T> {
         if let Some(why) = &g.broken {
             return Err(CoreError::Store(format!(

@@ -36,5 +36,5 @@ pub use mem_cache::MemCache;
 pub use memory::MemoryStore;
 pub use progress::{ProgressCounts, ProgressStore};
 pub use proxy::ProxyStore;
-pub use s3::{S3Layout, S3Options, S3Store, S3Verify};
+pub use s3::{S3Layout, S3Options, S3Store};
 pub use stream::StreamStore;

@@ -13,8 +13,8 @@ use vt_stores::archive_route::ArchiveRoute;
 use vt_stores::spec::{parse_size, StoreSpec};
 use vt_stores::stream::{Endpoint, LinkOptions, StreamOptions};
 use vt_stores::{
-    Compression, DataDir, MemoryStore, ProgressStore, S3Layout, S3Options, S3Store, S3Verify,
-    StreamStore, Verify,
+    Compression, DataDir, MemoryStore, ProgressStore, S3Layout, S3Options, S3Store, StreamStore,
+    Verify,
 };
 
 use crate::config::{cache_home, default_socket, default_store_path, expand, Config};
@@ -185,6 +185,19 @@ impl Settings {
             Some(toml::Value::String(s)) => Ok(Some(s.clone())),
             Some(toml::Value::Integer(i)) => Ok(Some(i.to_string())),
             Some(v) => bail!("{} {key} = {v}: expected a string", self.origin),
+        }
+    }
+
+    /// `verify`, of a store in the datafile format (a DataDir, an S3
+    /// bucket's packs): `checksum` (the default) or `hash`.
+    fn verify(&mut self) -> Result<Verify> {
+        match self.str("verify")?.as_deref() {
+            None | Some("checksum") => Ok(Verify::Checksum),
+            Some("hash") => Ok(Verify::Hash),
+            Some(v) => bail!(
+                "{} verify = {v:?}: expected \"checksum\" or \"hash\"",
+                self.origin
+            ),
         }
     }
 
@@ -485,14 +498,7 @@ impl Opener<'_> {
                     None => bail!("{}: path is required (the DataDir's directory)", s.origin),
                 };
                 let hash = s.str("hash")?;
-                let verify = match s.str("verify")?.as_deref() {
-                    None | Some("checksum") => Verify::Checksum,
-                    Some("hash") => Verify::Hash,
-                    Some(other) => bail!(
-                        "{} verify = {other:?}: expected \"checksum\" or \"hash\"",
-                        s.origin
-                    ),
-                };
+                let verify = s.verify()?;
                 let compression = match s.str("compression")? {
                     None => Compression::default(),
                     Some(c) => c.parse().map_err(|e| anyhow!("{} {e}", s.origin))?,
@@ -589,14 +595,7 @@ impl Opener<'_> {
                     o.pack_size = n as usize;
                 }
                 o.hash_kind = parse_hash(s.str("hash")?.as_deref())?;
-                o.verify = match s.str("verify")?.as_deref() {
-                    None | Some("checksum") => S3Verify::Checksum,
-                    Some("hash") => S3Verify::Hash,
-                    Some(v) => bail!(
-                        "{} verify = {v:?}: expected \"checksum\" or \"hash\"",
-                        s.origin
-                    ),
-                };
+                o.verify = s.verify()?;
                 if let Some(t) = s.str("retry_timeout")? {
                     o.retry_timeout = parse_duration(&t).ok_or_else(|| {
                         anyhow!(

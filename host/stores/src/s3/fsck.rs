@@ -8,7 +8,7 @@ use futures::StreamExt;
 
 use vt_core::{Hash, Result};
 
-use crate::datafile::FILE_HEADER;
+use crate::datafile::{Verify, FILE_HEADER};
 use crate::dict::Dictionaries;
 
 use super::blocks::block_key;
@@ -16,7 +16,6 @@ use super::bucket::Bucket;
 use super::pack_index::{PackIndex, ALONE};
 use super::packed::{decode_record, id_of, index_key, pack_key, take_block};
 use super::record_cache::Cached;
-use super::S3Verify;
 
 /// Concurrent GETs of the blocks layout's check.
 const FETCHES: usize = 8;
@@ -162,11 +161,11 @@ fn check_pack(
             }
         };
         let decoded = if e.member == ALONE {
-            decode_record(dicts, &e.hash, ALONE, rec, S3Verify::Hash)
+            decode_record(dicts, &e.hash, ALONE, rec, Verify::Hash)
         } else {
             groups
                 .entry(e.offset)
-                .or_insert_with(|| decode_record(dicts, &e.hash, e.member, rec, S3Verify::Hash))
+                .or_insert_with(|| decode_record(dicts, &e.hash, e.member, rec, Verify::Hash))
                 .clone()
         };
         let got = decoded.and_then(|c| take_block(&c, &e.hash, e.member));

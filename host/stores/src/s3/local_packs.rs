@@ -26,6 +26,7 @@ use bytes::Bytes;
 use vt_core::{Error, Result};
 
 use super::packed::id_of;
+use super::single_flight::SingleFlight;
 
 /// Bytes of data packs the spool holds at most.
 pub const SPOOL_BYTES: u64 = 1 << 30;
@@ -91,9 +92,9 @@ pub struct LocalPacks {
     /// Where spooled data packs are created (and at once unlinked).
     spool_dir: PathBuf,
     files: Mutex<Files>,
-    /// Packs being fetched whole, each with a gate: the readers of one
-    /// pack wait for one GET.
-    fetching: Mutex<HashMap<u32, Arc<Mutex<()>>>>,
+    /// Packs being fetched whole: the readers of one pack wait for one
+    /// GET.
+    fetching: SingleFlight<u32>,
 }
 
 fn poisoned() -> Error {
@@ -107,7 +108,7 @@ impl LocalPacks {
             dir: cache_dir.join("packs"),
             spool_dir: cache_dir.to_path_buf(),
             files: Mutex::default(),
-            fetching: Mutex::default(),
+            fetching: SingleFlight::default(),
         }
     }
 
@@ -171,6 +172,14 @@ impl LocalPacks {
         self.files.lock().is_ok_and(|f| f.open.contains_key(&no))
     }
 
+    /// The packs with an open local copy.
+    pub fn open_packs(&self) -> HashSet<u32> {
+        self.files
+            .lock()
+            .map(|f| f.open.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
     /// Keeps metadata pack `id` (`data`, just uploaded) in the cache
     /// directory.
     pub fn keep_meta(&self, id: &str, data: &[u8]) -> Result<()> {
@@ -221,16 +230,8 @@ impl LocalPacks {
         if let Some(f) = self.get(no, id, meta, size) {
             return Ok(f);
         }
-        let gate = self
-            .fetching
-            .lock()
-            .map_err(|_| poisoned())?
-            .entry(no)
-            .or_default()
-            .clone();
-        let r = (|| {
-            let _turn = gate.lock().map_err(|_| poisoned())?;
-            // Whoever held the gate before may have fetched it.
+        self.fetching.run(no, || {
+            // Whoever went before may have fetched it.
             if let Some(f) = self.get(no, id, meta, size) {
                 return Ok(f);
             }
@@ -272,14 +273,7 @@ impl LocalPacks {
                 },
             );
             Ok(file)
-        })();
-        if let Ok(mut f) = self.fetching.lock() {
-            // The map's reference and ours: nobody else is waiting.
-            if Arc::strong_count(&gate) <= 2 {
-                f.remove(&no);
-            }
-        }
-        r
+        })
     }
 
     /// Forgets the local copy of pack `no` (ID `id`), found damaged; a

@@ -26,6 +26,7 @@ mod pack;
 mod pack_index;
 mod packed;
 mod record_cache;
+mod single_flight;
 mod uploads;
 
 #[cfg(test)]
@@ -46,7 +47,7 @@ use packed::Packed;
 
 pub use bucket::S3Requests;
 pub use fsck::S3FsckReport;
-pub use options::{S3Layout, S3Options, S3Verify, DEFAULT_PACK_SIZE};
+pub use options::{S3Layout, S3Options, DEFAULT_PACK_SIZE};
 
 /// Worker threads of a store's runtime: enough to keep several uploads
 /// and fetches in flight (they wait on the network, not the CPU).

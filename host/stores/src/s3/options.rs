@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use vt_core::HashKind;
 
+use crate::datafile::Verify;
+
 /// How an S3 store lays out its blocks in the bucket (see `vt-s3.5`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum S3Layout {
@@ -58,23 +60,12 @@ pub struct S3Options {
     /// No request is retried once this long has passed since it was first
     /// sent (default 3 minutes).
     pub retry_timeout: Duration,
-    /// How a read block is checked ([`S3Layout::Packed`]).
-    pub verify: S3Verify,
-}
-
-/// How the packed layout checks the blocks it reads.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum S3Verify {
-    /// As a DataDir checks its datafiles (the same format): the CRC-32 of
-    /// every record, a single block's record names the block, a group
-    /// member's table entry holds the first bytes of its hash. Catches
-    /// damage in the bucket and on the wire. The default.
-    #[default]
-    Checksum,
-    /// Also hashes every block read and compares it with its name, which
-    /// catches a bucket rewritten on purpose, at the cost of the hash
-    /// (SHA3-256: about 0.3 GB/s per core; group members four at a time).
-    Hash,
+    /// How the packed layout checks a block it reads: as a DataDir checks
+    /// its datafiles, the same format ([`Verify::Checksum`]: CRC-32,
+    /// record identity, a member's hash prefix; catches damage in the
+    /// bucket and on the wire), or also by hashing it ([`Verify::Hash`]:
+    /// catches a bucket rewritten on purpose, at SHA3's cost).
+    pub verify: Verify,
 }
 
 /// The default [`S3Options::pack_size`].
@@ -96,7 +87,7 @@ impl S3Options {
             pack_size: DEFAULT_PACK_SIZE,
             max_retries: 10,
             retry_timeout: Duration::from_secs(180),
-            verify: S3Verify::Checksum,
+            verify: Verify::Checksum,
         }
     }
 }

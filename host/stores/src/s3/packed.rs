@@ -25,8 +25,8 @@ use super::local_packs::{read_range, LocalPacks};
 use super::pack::{self, Lane, Writer, SMALL_BLOCK};
 use super::pack_index::{PackIndex, ALONE, FLAG_META};
 use super::record_cache::{Cached, RecordCache, RecordKey};
+use super::single_flight::SingleFlight;
 use super::uploads::Uploads;
-use super::S3Verify;
 
 /// Bytes of decompressed records kept for reads that follow.
 const CACHE_BYTES: usize = 32 << 20;
@@ -154,10 +154,9 @@ pub struct Packed {
     in_flight: Arc<Mutex<HashMap<u32, Bytes>>>,
     uploads: Uploads<Arc<Sealed>>,
     cache: Mutex<RecordCache>,
-    /// Records being fetched, each with a gate: readers of one record
-    /// (threads reading the members of one group) wait for one GET
-    /// instead of each making their own.
-    fetching: Mutex<HashMap<RecordKey, Arc<Mutex<()>>>>,
+    /// Records being fetched: readers of one record (threads reading the
+    /// members of one group) wait for one GET.
+    fetching: SingleFlight<RecordKey>,
     /// By pack, where the last record fetched from the bucket ended.
     last_end: Mutex<HashMap<u32, u64>>,
     /// By data pack, the bytes of records asked of it (see
@@ -170,7 +169,7 @@ pub struct Packed {
     /// Packs whose successors have been fetched ahead.
     ahead: Mutex<HashSet<u32>>,
     dicts: Dictionaries,
-    verify: S3Verify,
+    verify: Verify,
 }
 
 impl Packed {
@@ -182,7 +181,7 @@ impl Packed {
         kind: HashKind,
         pack_size: usize,
         cache_dir: &Path,
-        verify: S3Verify,
+        verify: Verify,
     ) -> Result<Self> {
         std::fs::create_dir_all(cache_dir).map_err(|e| {
             Error::io(
@@ -216,7 +215,7 @@ impl Packed {
             in_flight: Arc::default(),
             uploads: Uploads::new(rt),
             cache: Mutex::new(RecordCache::new(CACHE_BYTES)),
-            fetching: Mutex::default(),
+            fetching: SingleFlight::default(),
             last_end: Mutex::default(),
             heat: Mutex::default(),
             local: Arc::new(local),
@@ -469,29 +468,14 @@ impl Packed {
     /// one of the threads that want it at the same time, then cached.
     fn fetch_once(&self, hash: &Hash, loc: Location) -> Result<Cached> {
         let key = (loc.pack, loc.offset);
-        let gate = self
-            .fetching
-            .lock()
-            .map_err(|_| poisoned())?
-            .entry(key)
-            .or_default()
-            .clone();
-        let r = {
-            let _turn = gate.lock().map_err(|_| poisoned())?;
-            // Whoever held the gate before may have fetched it.
+        self.fetching.run(key, || {
+            // Whoever went before may have fetched it.
             let cached = self.cache.lock().map_err(|_| poisoned())?.get(key);
             match cached {
                 Some(c) => Ok(c),
                 None => self.fetch_decoded(hash, loc),
             }
-        };
-        if let Ok(mut f) = self.fetching.lock() {
-            // The map's reference and ours: nobody else is waiting.
-            if Arc::strong_count(&gate) <= 2 {
-                f.remove(&key);
-            }
-        }
-        r
+        })
     }
 
     /// The record at `loc`, fetched, decoded and cached. A damaged local
@@ -729,6 +713,8 @@ impl Packed {
         let mut whole: Vec<(u32, String, bool, u64)> = Vec::new();
         let mut seen: HashSet<RecordKey> = HashSet::new();
         let mut total = 0u64;
+        // Packs at hand locally: read from there, nothing to fetch.
+        let local = self.local.open_packs();
         {
             let (Ok(known), Ok(cache), Ok(in_flight)) =
                 (self.known(), self.cache.lock(), self.in_flight.lock())
@@ -744,7 +730,7 @@ impl Packed {
                 if in_flight.contains_key(&loc.pack)
                     || cache.has(key)
                     || !seen.insert(key)
-                    || self.local.is_open(loc.pack)
+                    || local.contains(&loc.pack)
                 {
                     continue;
                 }
@@ -876,7 +862,7 @@ pub fn decode_record(
     hash: &Hash,
     member: u32,
     raw: Bytes,
-    verify: S3Verify,
+    verify: Verify,
 ) -> std::result::Result<Cached, String> {
     let (h, payload) = mapped_checked(&raw, 0)?;
     if h.record_len() != raw.len() as u64 {
@@ -891,7 +877,7 @@ pub fn decode_record(
             return Err(format!("the record is for {}, not this block", h.hash));
         }
         let data = decode_payload(&h, payload, dicts)?;
-        if verify == S3Verify::Hash && hash.kind.digest(&data) != *hash {
+        if verify == Verify::Hash && hash.kind.digest(&data) != *hash {
             return Err("the data does not match its hash".into());
         }
         Ok(Cached::Block(data))
@@ -908,7 +894,7 @@ pub fn decode_record(
                 .ok_or("a group member lies outside the group's data")?;
             members.push(m);
         }
-        let digests = (verify == S3Verify::Hash).then(|| h.hash.kind.digest_many(&members).into());
+        let digests = (verify == Verify::Hash).then(|| h.hash.kind.digest_many(&members).into());
         Ok(Cached::Group(Arc::new(g), digests))
     }
 }

@@ -18,7 +18,7 @@ pub type RecordKey = (u32, u64);
 /// A decompressed, checked record.
 #[derive(Clone)]
 pub enum Cached {
-    /// A group record; with [`S3Verify::Hash`](super::S3Verify), the hash
+    /// A group record; with [`Verify::Hash`](crate::datafile::Verify), the hash
     /// of each member, computed together when it was decoded (several at a
     /// time where the CPU allows). A member is checked against the hash
     /// asked for when it is taken out.

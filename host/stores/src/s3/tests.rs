@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use vt_core::{Hash, HashKind, Store};
 
 use super::*;
+use crate::datafile::Verify;
 
 const ACCESS_KEY: &str = "vt-test-access";
 const SECRET_KEY: &str = "vt-test-secret-key";
@@ -879,7 +880,7 @@ fn verify_hash_refuses_a_forged_record_that_checksums_pass() {
     std::fs::write(&packs[0], &b).unwrap();
 
     let mut o = opts.clone();
-    o.verify = S3Verify::Hash;
+    o.verify = Verify::Hash;
     let s = S3Store::open(o).unwrap();
     let err = s.get(&h).unwrap_err();
     assert!(err.to_string().contains("does not match its hash"), "{err}");
