@@ -18,7 +18,10 @@ const PLUGINS: &[(&str, &str)] = &[
 ];
 
 /// The bundled store-scheme plugins: (crate, file it is built to).
-const STORE_PLUGINS: &[(&str, &str)] = &[("vt-plugin-store-dir", "vt_plugin_store_dir.wasm")];
+const STORE_PLUGINS: &[(&str, &str)] = &[
+    ("vt-plugin-store-dir", "vt_plugin_store_dir.wasm"),
+    ("vt-plugin-store-http", "vt_plugin_store_http.wasm"),
+];
 
 const TARGET: &str = "wasm32-wasip2";
 

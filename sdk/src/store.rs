@@ -5,7 +5,9 @@
 //! [`export_store!`](crate::export_store); `cargo build --target
 //! wasm32-wasip2` gives a component that `vt plugin install` accepts and a
 //! vtrc clause `type = "NAME"` selects. The host grants the component the
-//! directory of the clause's `preopen` (as [`ROOT`]) and nothing else,
+//! directory of the clause's `preopen` (as [`ROOT`]), HTTP requests
+//! (wasi:http, for example through the `wasip2` crate) to the hosts of
+//! its `allow_hosts`, and nothing else,
 //! names blocks by their hash's text (`sha3_256:9f86…`), and checks the
 //! hash of every block the store returns.
 //!

@@ -8,6 +8,7 @@ mod common;
 
 use std::path::Path;
 
+use common::server::Server;
 use common::*;
 
 fn write_vtrc(env: &Env, body: &str) {
@@ -360,4 +361,93 @@ fn the_native_example_round_trips_and_a_wrong_abi_is_refused() {
         e.contains("implements vt store ABI version 2, but this vt loads version 1"),
         "{e}"
     );
+}
+
+/// The bundled `store-http` component keeps a tree on a real `vt httpd`
+/// through wasi:http, and reaches no host its clause does not allow.
+#[test]
+fn the_store_http_plugin_reaches_only_the_hosts_its_clause_allows() {
+    let env = Env::new();
+    let token = env.path("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let server_store = env.path("server");
+    env.ok(&["-S", server_store.to_str().unwrap(), "init"]);
+    let server = Server::httpd(
+        &env,
+        &server_store,
+        &["--token-file", token.to_str().unwrap()],
+    );
+    let url = server.spec.trim_end_matches('/').to_owned();
+    let authority = url.strip_prefix("http://").expect("an http URL").to_owned();
+    // A listener the plugin is pointed at but not allowed to reach.
+    let bystander = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    bystander.set_nonblocking(true).unwrap();
+    let bystander_at = bystander.local_addr().unwrap();
+    let clause = |name: &str, url: &str, token: &str, allow: &str| {
+        format!(
+            "[stores.{name}]\ntype = \"store-http\"\nurl = \"{url}\"\ntoken = \"{token}\"\nallow_hosts = [{allow}]\n\n"
+        )
+    };
+    write_vtrc(
+        &env,
+        &[
+            clause("far", &url, "s3cret", &format!("\"{authority}\"")),
+            clause("ungranted", &url, "s3cret", ""),
+            clause(
+                "elsewhere",
+                &format!("http://{bystander_at}"),
+                "s3cret",
+                &format!("\"{authority}\""),
+            ),
+            clause("badtoken", &url, "guess", &format!("\"{authority}\"")),
+        ]
+        .concat(),
+    );
+
+    let src = env.path("src");
+    mixed_tree(&src, 22, 40, 30_000, 3);
+    std::fs::write(src.join("large.bin"), Rng(8).bytes(1 << 20)).unwrap();
+    env.ok(&["-S", "far", "import", src.to_str().unwrap(), "snap"]);
+    let out = env.path("out");
+    env.ok(&["-S", "far", "export", "snap", out.to_str().unwrap()]);
+    assert_same_tree(&src, &out);
+    // The blocks and the snapshot are on the server's store.
+    assert!(server_store.join("archives/snap.vt").is_file());
+    let direct = env.path("direct");
+    env.ok(&[
+        "-S",
+        server_store.to_str().unwrap(),
+        "export",
+        "snap",
+        direct.to_str().unwrap(),
+    ]);
+    assert_same_tree(&src, &direct);
+
+    // No grant, or a host not granted: refused before a connection, and
+    // the error names the host and the setting.
+    for (store, host) in [
+        ("ungranted", authority.clone()),
+        ("elsewhere", bystander_at.to_string()),
+    ] {
+        let o = env.run(&["-S", store, "import", src.to_str().unwrap(), "snap2"]);
+        assert!(!o.status.success(), "{store}");
+        let e = stderr(&o);
+        assert!(
+            e.contains("allow_hosts") && e.contains(&host),
+            "{store}: {e}"
+        );
+    }
+    assert!(
+        matches!(bystander.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the plugin connected to a host it was not granted"
+    );
+    // A wrong token: the server's refusal, said as a configuration error.
+    let o = env.run(&["-S", "badtoken", "import", out.to_str().unwrap(), "snap3"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("token"), "{}", stderr(&o));
+    server.stop();
+    assert!(!server_store.join("archives/snap2.vt").exists());
+    assert!(!server_store.join("archives/snap3.vt").exists());
+    let f = env.ok(&["-S", server_store.to_str().unwrap(), "fsck"]);
+    assert!(f.contains(" 0 problems"), "{f}");
 }

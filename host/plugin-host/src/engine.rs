@@ -26,6 +26,7 @@ pub struct PluginEngine {
 struct Inner {
     engine: Engine,
     linker: Linker<Sandbox>,
+    store_linker: Linker<Sandbox>,
     cache_dir: Option<PathBuf>,
     ticker: Once,
 }
@@ -50,15 +51,20 @@ impl PluginEngine {
             plugin: "(engine)".into(),
             detail: format!("cannot configure wasmtime: {e}"),
         })?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| Error::Invalid {
+        let link_err = |e: wasmtime::Error| Error::Invalid {
             plugin: "(engine)".into(),
             detail: format!("cannot link WASI: {e}"),
-        })?;
+        };
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(link_err)?;
+        let mut store_linker = linker.clone();
+        wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut store_linker)
+            .map_err(link_err)?;
         Ok(PluginEngine {
             inner: Arc::new(Inner {
                 engine,
                 linker,
+                store_linker,
                 cache_dir,
                 ticker: Once::new(),
             }),
@@ -73,6 +79,13 @@ impl PluginEngine {
     /// The linker providing the (empty) WASI world.
     pub fn linker(&self) -> &Linker<Sandbox> {
         &self.inner.linker
+    }
+
+    /// The linker for store plugins: WASI and outgoing HTTP (wasi:http),
+    /// which each instance's [`crate::sandbox::NetGrant`] restricts to
+    /// the hosts its clause allows.
+    pub fn store_linker(&self) -> &Linker<Sandbox> {
+        &self.inner.store_linker
     }
 
     /// Starts the thread that advances the epoch (once per process), which

@@ -24,7 +24,7 @@ pub use error::{Error, Result};
 pub use install::{Manifest, PluginDir};
 pub use native::{NativeLibrary, NativeStore};
 pub use registry::{Registry, ScannerEntry, Source};
-pub use store::{Limits, StoreInfo, StorePlugin, WasmStore};
+pub use store::{Grants, Limits, StoreInfo, StorePlugin, WasmStore};
 pub use wasm::WasmPlugin;
 
 /// The `vt:plugin` WIT package version this host speaks.

@@ -19,7 +19,7 @@ use vt_core::store::StoreStats;
 use vt_core::{Error as CoreError, Hash, HashKind, Result as CoreResult, Store as _};
 
 use crate::engine::sha256_hex;
-use crate::sandbox::{Sandbox, BASE_TICKS};
+use crate::sandbox::{NetGrant, Sandbox, BASE_TICKS};
 use crate::wasm::trap_text;
 use crate::{Error, PluginEngine, Result};
 
@@ -59,6 +59,15 @@ impl Limits {
     fn ticks(&self) -> u64 {
         (self.timeout.as_millis() / crate::engine::TICK.as_millis()).max(1) as u64
     }
+}
+
+/// What a store plugin's clause grants it beyond computing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// A directory, read-write, that the plugin sees as `/store`.
+    pub preopen: Option<PathBuf>,
+    /// Hosts (`host` or `host:port`) it may send HTTP requests to.
+    pub allow_hosts: Vec<String>,
 }
 
 /// What a store plugin declares.
@@ -106,7 +115,7 @@ impl StorePlugin {
             Some(_) => {}
         }
         let ipre = engine
-            .linker()
+            .store_linker()
             .instantiate_pre(&component)
             .map_err(|e| Error::Invalid {
                 plugin: label.into(),
@@ -158,14 +167,14 @@ impl StorePlugin {
     }
 
     /// Opens a store of this scheme with `config` (its clause's settings
-    /// as text), granting it directory `preopen`; new blocks are hashed
+    /// as text), granting it what `grants` says; new blocks are hashed
     /// with `kind`. The store runs [`INSTANCES`] instances of the plugin,
     /// each with a backend opened alike, so that calls from several
     /// threads run at once (as several vt processes may use one store).
     pub fn open(
         &self,
         config: &[(String, String)],
-        preopen: Option<&Path>,
+        grants: &Grants,
         kind: HashKind,
         limits: Limits,
     ) -> CoreResult<WasmStore> {
@@ -173,12 +182,12 @@ impl StorePlugin {
         let mut insts = Vec::new();
         let n = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, INSTANCES));
         for _ in 0..n {
-            insts.push(Mutex::new(self.instance(&name, config, preopen, limits)?));
+            insts.push(Mutex::new(self.instance(&name, config, grants, limits)?));
         }
         Ok(WasmStore {
             name,
             kind,
-            preopen: preopen.map(Path::to_path_buf),
+            preopen: grants.preopen.clone(),
             insts,
             next: std::sync::atomic::AtomicUsize::new(0),
             ticks: limits.ticks(),
@@ -191,12 +200,14 @@ impl StorePlugin {
         &self,
         name: &str,
         config: &[(String, String)],
-        preopen: Option<&Path>,
+        grants: &Grants,
         limits: Limits,
     ) -> CoreResult<Instance> {
         let err = |d: String| CoreError::Store(format!("{name}: {d}"));
+        let net = NetGrant::new(&grants.allow_hosts, limits.timeout);
         let mut store =
-            Sandbox::store_with_dir(&self.engine, preopen, limits.memory).map_err(err)?;
+            Sandbox::store_with_grants(&self.engine, grants.preopen.as_deref(), net, limits.memory)
+                .map_err(err)?;
         store.set_epoch_deadline(limits.ticks());
         let inst = self
             .pre
@@ -207,7 +218,7 @@ impl StorePlugin {
             .backend()
             .call_open(&mut store, config)
             .map_err(|e| err(trap_text(&e)))?
-            .map_err(|e| err(error_text(e)))?;
+            .map_err(|e| err(with_denied(error_text(e), store.data_mut())))?;
         Ok(Instance {
             store,
             inst,
@@ -215,6 +226,19 @@ impl StorePlugin {
             broken: None,
         })
     }
+}
+
+/// `text`, and the hosts the plugin was refused since its last call,
+/// which are likely why it failed.
+fn with_denied(text: String, sandbox: &mut Sandbox) -> String {
+    let denied = sandbox.take_denied();
+    if denied.is_empty() {
+        return text;
+    }
+    format!(
+        "{text} (it asked to reach {}, which its clause's allow_hosts does not list)",
+        denied.join(", ")
+    )
 }
 
 fn error_text(e: StoreError) -> String {
@@ -301,12 +325,13 @@ impl WasmStore {
         let i = &mut *g;
         i.store
             .set_epoch_deadline(self.ticks + (bytes as u64 >> 16));
+        i.store.data_mut().take_denied();
         match f(&i.inst, &mut i.store, i.backend) {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(CoreError::Store(format!(
                 "{}: {what}: {}",
                 self.name,
-                error_text(e)
+                with_denied(error_text(e), i.store.data_mut())
             ))),
             Err(e) => {
                 // trap_text names the scanners' limit; this store's may differ.

@@ -188,6 +188,29 @@ impl Settings {
         }
     }
 
+    /// A list of strings: a TOML array, or text with commas (as a store
+    /// spec's parameters give it).
+    fn strings(&mut self, key: &'static str) -> Result<Vec<String>> {
+        self.used.push(key);
+        match self.map.get(key) {
+            None => Ok(Vec::new()),
+            Some(toml::Value::String(s)) => Ok(s
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect()),
+            Some(toml::Value::Array(a)) => a
+                .iter()
+                .map(|v| match v {
+                    toml::Value::String(t) => Ok(t.clone()),
+                    v => bail!("{} {key}: {v} is not a string", self.origin),
+                })
+                .collect(),
+            Some(v) => bail!("{} {key} = {v}: expected a list of strings", self.origin),
+        }
+    }
+
     /// `verify`, of a store in the datafile format (a DataDir, an S3
     /// bucket's packs): `checksum` (the default) or `hash`.
     fn verify(&mut self) -> Result<Verify> {
@@ -777,8 +800,22 @@ impl Opener<'_> {
                 )
             })?;
         }
+        let allow_hosts = s.strings("allow_hosts")?;
+        if let Some(h) = allow_hosts
+            .iter()
+            .find(|h| h.is_empty() || h.contains(['/', '@', ' ']))
+        {
+            bail!(
+                "{} allow_hosts: {h:?} is not a host: give host names or host:port, such as \"store.example.org\" or \"127.0.0.1:8080\"",
+                s.origin
+            );
+        }
         let config = plugin_config(s, &["memory", "timeout"]);
-        let store = plugin.open(&config, preopen.as_deref(), kind, limits)?;
+        let grants = vt_plugin_host::Grants {
+            preopen,
+            allow_hosts,
+        };
+        let store = plugin.open(&config, &grants, kind, limits)?;
         Ok(OpenStore::plain(Arc::new(store), label.to_owned()))
     }
 }
