@@ -216,6 +216,34 @@ fn errno_of(r: std::io::Result<impl Sized>) -> i32 {
     }
 }
 
+/// An environment whose default store (`local`) is the bundled
+/// `store-dir` WebAssembly plugin over a directory of the environment.
+fn store_dir_env() -> Env {
+    let env = Env::new();
+    let cfg = env.path("xdg-config/vt");
+    std::fs::create_dir_all(&cfg).unwrap();
+    std::fs::write(
+        cfg.join("vtrc"),
+        format!(
+            "[stores.local]\ntype = \"store-dir\"\npreopen = \"{}\"\n",
+            env.path("usb").display()
+        ),
+    )
+    .unwrap();
+    env
+}
+
+/// Checks that `env`'s blocks went to its `store-dir` plugin's directory
+/// (one file per block), and that no DataDir was made.
+fn assert_in_the_plugin_store(env: &Env) {
+    let files = std::fs::read_dir(env.path("usb/blocks"))
+        .unwrap()
+        .map(|d| std::fs::read_dir(d.unwrap().path()).unwrap().count())
+        .sum::<usize>();
+    assert!(files > 10, "{files} block files in the plugin's directory");
+    assert!(!env.path("xdg-data/vt").exists(), "a DataDir was made");
+}
+
 /// Imports `src` into archive `name`.vt in the environment; returns its path.
 fn import(env: &Env, src: &Path, name: &str) -> String {
     let a = env
@@ -309,12 +337,24 @@ fn small_tree(root: &Path) {
 
 #[test]
 fn edits_through_the_mount_land_in_the_archive() {
-    let env = Env::new();
+    edits_through_the_mount_land_in_the_archive_on(&Env::new());
+}
+
+/// As [`edits_through_the_mount_land_in_the_archive`], with the default store the bundled
+/// `store-dir` plugin: the mount reads and writes through any store.
+#[test]
+fn edits_through_the_mount_land_in_the_archive_through_a_store_plugin() {
+    let env = store_dir_env();
+    edits_through_the_mount_land_in_the_archive_on(&env);
+    assert_in_the_plugin_store(&env);
+}
+
+fn edits_through_the_mount_land_in_the_archive_on(env: &Env) {
     let src = env.path("src");
     small_tree(&src);
-    let archive = import(&env, &src, "t");
+    let archive = import(env, &src, "t");
     let mnt = env.path("mnt");
-    let m = Mount::start(&env, &[&archive, &mnt.to_string_lossy()]);
+    let m = Mount::start(env, &[&archive, &mnt.to_string_lossy()]);
     // The mount shows the snapshot as imported.
     assert_same_tree(&src, &mnt);
     // Hard links share an inode; inodes are stable.
@@ -360,13 +400,13 @@ fn edits_through_the_mount_land_in_the_archive() {
         .unwrap();
     assert!(br.starts_with(b"I{"), "{}", String::from_utf8_lossy(&br));
     xattr::set(m.path("a.txt"), "user.mime_type", b"text/plain").unwrap();
-    m.umount(&env);
-    assert_eq!(snapshots(&env, &archive), 2, "one new snapshot at unmount");
+    m.umount(env);
+    assert_eq!(snapshots(env, &archive), 2, "one new snapshot at unmount");
     let out = env.path("out");
-    export(&env, &archive, &out);
+    export(env, &archive, &out);
     assert_same_tree(&src, &out);
     // Stored sparse file: zeros are RLE blocks, so SEEK_DATA skips them.
-    let m = Mount::start(&env, &[&archive, &mnt.to_string_lossy()]);
+    let m = Mount::start(env, &[&archive, &mnt.to_string_lossy()]);
     assert_eq!(
         xattr::get(m.path("a.txt"), "user.mime_type")
             .unwrap()
@@ -379,8 +419,8 @@ fn edits_through_the_mount_land_in_the_archive() {
     let data = unsafe { libc::lseek(f.as_raw_fd(), 0, libc::SEEK_DATA) };
     assert!(data > 0 && data <= 3 << 20, "stored hole skipped: {data}");
     drop(f);
-    m.umount(&env);
-    assert_eq!(snapshots(&env, &archive), 2, "no changes, no new snapshot");
+    m.umount(env);
+    assert_eq!(snapshots(env, &archive), 2, "no changes, no new snapshot");
 }
 
 #[test]
@@ -591,7 +631,20 @@ fn rsync_of_50000_files_round_trips() {
 #[test]
 fn git_clone_fsck_and_clean_status_after_remount() {
     need("git");
-    let env = Env::new();
+    git_clone_fsck_and_clean_status_after_remount_on(&Env::new());
+}
+
+/// As [`git_clone_fsck_and_clean_status_after_remount`], with the default store the bundled
+/// `store-dir` plugin: a real workload's writes and reads.
+#[test]
+fn git_clone_fsck_and_clean_status_after_remount_through_a_store_plugin() {
+    need("git");
+    let env = store_dir_env();
+    git_clone_fsck_and_clean_status_after_remount_on(&env);
+    assert_in_the_plugin_store(&env);
+}
+
+fn git_clone_fsck_and_clean_status_after_remount_on(env: &Env) {
     let repo = env.path("repo");
     std::fs::create_dir(&repo).unwrap();
     let git = |dir: &Path, args: &[&str]| {
@@ -623,10 +676,10 @@ fn git_clone_fsck_and_clean_status_after_remount() {
     }
     let empty = env.path("empty");
     std::fs::create_dir(&empty).unwrap();
-    let archive = import(&env, &empty, "g");
+    let archive = import(env, &empty, "g");
     let mnt = env.path("mnt");
     let mp = mnt.to_string_lossy().into_owned();
-    let m = Mount::start(&env, &[&archive, &mp]);
+    let m = Mount::start(env, &[&archive, &mp]);
     git(
         &mnt,
         &[
@@ -638,12 +691,12 @@ fn git_clone_fsck_and_clean_status_after_remount() {
         ],
     );
     git(&mnt.join("clone"), &["fsck", "--full"]);
-    m.umount(&env);
-    let m = Mount::start(&env, &[&archive, &mp]);
+    m.umount(env);
+    let m = Mount::start(env, &[&archive, &mp]);
     let status = git(&mnt.join("clone"), &["status", "--porcelain"]);
     assert_eq!(status, "", "clean after remount");
     git(&mnt.join("clone"), &["fsck", "--full"]);
-    m.umount(&env);
+    m.umount(env);
 }
 
 fn content(t: usize, i: usize, len: usize) -> Vec<u8> {
@@ -652,12 +705,24 @@ fn content(t: usize, i: usize, len: usize) -> Vec<u8> {
 
 #[test]
 fn concurrent_writers_2_and_16_threads() {
-    let env = Env::new();
+    concurrent_writers_2_and_16_threads_on(&Env::new());
+}
+
+/// As [`concurrent_writers_2_and_16_threads`], with the default store the bundled
+/// `store-dir` plugin: concurrent writers through the plugin's instances.
+#[test]
+fn concurrent_writers_2_and_16_threads_through_a_store_plugin() {
+    let env = store_dir_env();
+    concurrent_writers_2_and_16_threads_on(&env);
+    assert_in_the_plugin_store(&env);
+}
+
+fn concurrent_writers_2_and_16_threads_on(env: &Env) {
     let empty = env.path("empty");
     std::fs::create_dir(&empty).unwrap();
-    let archive = import(&env, &empty, "c");
+    let archive = import(env, &empty, "c");
     let mnt = env.path("mnt");
-    let m = Mount::start(&env, &[&archive, &mnt.to_string_lossy()]);
+    let m = Mount::start(env, &[&archive, &mnt.to_string_lossy()]);
     for threads in [2usize, 16] {
         let dir = mnt.join(format!("t{threads}"));
         std::fs::create_dir(&dir).unwrap();
@@ -703,9 +768,9 @@ fn concurrent_writers_2_and_16_threads() {
         let log = std::fs::read_to_string(dir.join("shared.log")).unwrap();
         assert_eq!(log.lines().count(), threads * 6, "every append kept");
     }
-    m.umount(&env);
+    m.umount(env);
     let out = env.path("out");
-    export(&env, &archive, &out);
+    export(env, &archive, &out);
     for threads in [2usize, 16] {
         for t in 0..threads {
             for i in 0..6 {
@@ -937,48 +1002,6 @@ fn mount_of_a_remote_store_reads_and_writes() {
     assert_same_tree(&src, &out);
     let f = env.ok(&["-S", &server_dir.to_string_lossy(), "fsck"]);
     assert!(f.contains(" 0 problems"), "{f}");
-}
-
-/// Issue 21: a mount of a snapshot kept by a WebAssembly store plugin
-/// (the bundled store-dir, selected in vtrc) reads and writes like any
-/// other; the new snapshot and its blocks land in the plugin's directory.
-#[test]
-fn mount_of_a_plugin_store_reads_and_writes() {
-    let env = Env::new();
-    let usb = env.path("usb");
-    let cfg = env.path("xdg-config/vt");
-    std::fs::create_dir_all(&cfg).unwrap();
-    std::fs::write(
-        cfg.join("vtrc"),
-        format!(
-            "[stores.usb]\ntype = \"store-dir\"\npreopen = \"{}\"\n",
-            usb.display()
-        ),
-    )
-    .unwrap();
-    let src = env.path("src");
-    small_tree(&src);
-    env.ok(&["-q", "-S", "usb", "import", &src.to_string_lossy(), "t"]);
-    let mnt = env.path("mnt");
-    let m = Mount::start_at(
-        &env,
-        &["-S", "usb", "t", &mnt.to_string_lossy()],
-        Some(&mnt),
-    );
-    assert_same_tree(&src, &mnt);
-    edits(&src);
-    edits(&mnt);
-    assert_same_tree(&src, &mnt);
-    m.umount(&env);
-    assert_eq!(
-        env.ok(&["-S", "usb", "log", "t"]).lines().count(),
-        2,
-        "one new snapshot at unmount"
-    );
-    let out = env.path("out");
-    env.ok(&["-q", "-S", "usb", "export", "t", &out.to_string_lossy()]);
-    assert_same_tree(&src, &out);
-    assert!(usb.join("archives/t").is_file());
 }
 
 /// fsyncs `p` (a file or directory in a mount): the mount records a
