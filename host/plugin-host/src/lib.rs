@@ -16,6 +16,9 @@ pub mod native;
 pub mod registry;
 pub mod returns;
 pub mod sandbox;
+mod since_v1_0;
+mod since_v1_1;
+mod since_v1_2;
 pub mod store;
 pub mod wasm;
 
@@ -29,13 +32,3 @@ pub use wasm::WasmPlugin;
 
 /// The `vt:plugin` WIT package version this host speaks.
 pub const WIT_VERSION: &str = "1.2.0";
-
-/// Host-side bindings generated from `wit/`: the `scanner-core` world,
-/// which plugins built against any 1.x export (`seams`, added in 1.1, is
-/// looked up on its own: see [`wasm`]).
-mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../../wit",
-        world: "scanner-core",
-    });
-}

@@ -23,15 +23,8 @@ use crate::sandbox::{NetGrant, Sandbox, BASE_TICKS};
 use crate::wasm::trap_text;
 use crate::{Error, PluginEngine, Result};
 
-mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../../wit",
-        world: "store-plugin",
-    });
-}
-
-use bindings::exports::vt::plugin::store::StoreError;
-use bindings::{StorePlugin as Bindings, StorePluginPre as BindingsPre};
+use crate::since_v1_2::exports::vt::plugin::store::StoreError;
+use crate::since_v1_2::{StorePlugin as Bindings, StorePluginPre as BindingsPre};
 
 /// Instances of a store plugin run at most, one a core.
 pub const INSTANCES: usize = 4;

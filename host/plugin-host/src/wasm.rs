@@ -8,12 +8,13 @@ use std::sync::{Arc, Mutex};
 use wasmtime::component::{Component, ResourceAny};
 use wasmtime::Store;
 
-use crate::bindings::exports::vt::plugin::scanner::Info;
-use crate::bindings::{ScannerCore as ScannerPlugin, ScannerCorePre as ScannerPluginPre};
 use crate::engine::{sha256_hex, Compiled};
 pub use crate::returns::valid_name;
 use crate::returns::{confidence, Offsets};
 use crate::sandbox::Sandbox;
+use crate::since_v1_0::exports::vt::plugin::scanner::Info;
+use crate::since_v1_0::{ScannerCore as ScannerPlugin, ScannerCorePre as ScannerPluginPre};
+use crate::since_v1_1::min_block;
 use crate::{Error, PluginEngine, Result, WIT_VERSION};
 
 /// What a scanner plugin declares about itself.
@@ -50,9 +51,6 @@ impl From<Info> for PluginInfo {
         }
     }
 }
-
-/// The export that holds `min-block` (any 1.x from 1.1 matches).
-const SEAMS: &str = "vt:plugin/seams@1.1.0";
 
 /// Where warnings about misbehaving plugins go.
 pub type WarnFn = Arc<dyn Fn(String) + Send + Sync>;
@@ -307,24 +305,6 @@ impl vt_core::Scanner for WasmScan {
         // beyond it.
         self.accept(got, u64::MAX)
     }
-}
-
-/// The plugin's `min-block` if it exports the `seams` interface (WIT 1.1
-/// and later), else 0.
-fn min_block(
-    component: &Component,
-    raw: &wasmtime::component::Instance,
-    store: &mut Store<Sandbox>,
-) -> wasmtime::Result<u32> {
-    let Some(seams) = component.get_export_index(None, SEAMS) else {
-        return Ok(0);
-    };
-    let Some(func) = component.get_export_index(Some(&seams), "min-block") else {
-        return Ok(0);
-    };
-    let f = raw.get_typed_func::<(), (u32,)>(&mut *store, func)?;
-    let (v,) = f.call(&mut *store, ())?;
-    Ok(v)
 }
 
 /// Refuses components that are not a `vt:plugin` scanner of this major
