@@ -2,9 +2,9 @@
 # bench/mount.sh — reading through `vt mount`, `restic mount` and
 # `borg mount`, against reading the same files natively.
 #
-# One corpus (a copy of the cargo registry sources, or $CORPUS, plus one
-# large file) is stored with each tool; each repository is mounted and,
-# with the page cache dropped before every measurement, timed for:
+# Each corpus (a source tree plus one large file) is stored with each tool;
+# each repository is mounted and, with the page cache dropped before every
+# measurement, timed for:
 #   walk  — `find MNT -ls`: every directory listed, every entry stat'ed;
 #   tree  — `tar -cf - . | cat`: every file read sequentially;
 #   large — `cat` of the one large file (sequential throughput).
@@ -13,7 +13,14 @@
 # Usage: bench/mount.sh
 # Environment:
 #   BENCH_DIR   work directory [/tmp/vt-bench-mount]; never inside the repo
-#   CORPUS      directory to use instead of /root/.cargo/registry/src
+#   CORPORA     which built-in corpora, in turn ["registry kernel"]:
+#               registry — the cargo registry sources (/root/.cargo/registry/src:
+#                          tens of thousands of files, a few hundred MiB);
+#               kernel   — a Debian linux-source tree (KERNEL_PKG
+#                          [linux-source-6.1], its newest version in the apt
+#                          archives; 80,000+ small files in 5,000+ directories),
+#                          unpacked once into CORPUS_CACHE [/tmp/vt-bench/corpus]
+#   CORPUS      a directory to use instead of the built-in corpora
 #   LARGE_MB    size of the large file [1024]
 #   TOOLS       subset of "native vt vt-blake3 restic borg"
 #   ROUNDS      measure every tool this many times, in turn [1]: all are
@@ -26,9 +33,11 @@ export LC_ALL=C
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 BENCH_DIR=${BENCH_DIR:-/tmp/vt-bench-mount}
-CORPUS=${CORPUS:-/root/.cargo/registry/src}
 LARGE_MB=${LARGE_MB:-1024}
 TOOLS=${TOOLS:-"native vt vt-blake3 restic borg"}
+CORPORA=${CORPORA:-"registry kernel"}
+KERNEL_PKG=${KERNEL_PKG:-linux-source-6.1}
+CORPUS_CACHE=${CORPUS_CACHE:-/tmp/vt-bench/corpus}
 ROUNDS=${ROUNDS:-1}
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "mount.sh: ROUNDS must be a positive number" >&2; exit 2; }
 case "$BENCH_DIR/" in
@@ -53,11 +62,36 @@ log "building vt (cargo build --release -p vt)"
 (cd "$REPO_ROOT" && cargo build --release -p vt -q)
 VT=$REPO_ROOT/target/release/vt
 
+# corpus_source NAME: the directory corpus NAME is copied from.
+corpus_source() {
+    case $1 in
+    registry) echo /root/.cargo/registry/src ;;
+    kernel)
+        local vers ver dest
+        mapfile -t vers < <(linux_versions "$KERNEL_PKG")
+        if ((${#vers[@]} == 0)); then
+            apt-get update -q >&2 || true
+            mapfile -t vers < <(linux_versions "$KERNEL_PKG")
+        fi
+        ((${#vers[@]})) || { log "no $KERNEL_PKG in the apt archives"; exit 1; }
+        ver=${vers[-1]}
+        dest=$CORPUS_CACHE/$KERNEL_PKG-$ver
+        CORPUS=$CORPUS_CACHE fetch_linux "$KERNEL_PKG" "$ver" "$dest"
+        echo "$dest"
+        ;;
+    *) log "unknown corpus $1 (registry, kernel; or set CORPUS)"; exit 2 ;;
+    esac
+}
+
+# bench_corpus SOURCE: stores SOURCE (plus the large file) with every tool,
+# measures ROUNDS rounds, prints the report section.
+bench_corpus() {
+SOURCE=$1
 rm -rf "$BENCH_DIR"
 mkdir -p "$BENCH_DIR"/{mnt,work}
 DATA=$BENCH_DIR/data
-log "copying the corpus $CORPUS"
-cp -a "$CORPUS" "$DATA"
+log "copying the corpus $SOURCE"
+cp -a "$SOURCE" "$DATA"
 log "writing a ${LARGE_MB} MiB file (compressible, not deduplicable)"
 python3 - "$DATA/large.bin" "$LARGE_MB" <<'PY'
 import random, sys
@@ -71,6 +105,7 @@ with open(sys.argv[1], "wb") as f:
         f.write(pool[at : at + (1 << 19)] + r.randbytes(1 << 19))
 PY
 FILES=$(find "$DATA" -type f | wc -l)
+DIRS=$(find "$DATA" -type d | wc -l)
 BYTES=$(du -sb "$DATA" | cut -f1)
 
 export XDG_CONFIG_HOME=$BENCH_DIR/work/xdg-config XDG_DATA_HOME=$BENCH_DIR/work/xdg-data
@@ -99,7 +134,8 @@ wait_for() { # path, pid
     return 1
 }
 
-declare -A WALK TREE LARGE DIR LABEL PID
+declare -gA WALK TREE LARGE DIR LABEL PID MW MT ML
+WALK=() TREE=() LARGE=() DIR=() LABEL=() PID=() MW=() MT=() ML=()
 measure() { # tool, dir, round
     local w t l
     drop; w=$(secs walk "$2")
@@ -188,18 +224,44 @@ if ((ROUNDS > 1)); then
         for ((r = 1; r <= ROUNDS; r++)); do
             w+=("${WALK[$tool/$r]}") t+=("${TREE[$tool/$r]}") l+=("${LARGE[$tool/$r]}")
         done
-        ROWS+=("$(row "**${LABEL[$tool]}, median**" "$(median %.2f "${w[@]}")" "$(median %.2f "${t[@]}")" "$(median %.2f "${l[@]}")")")
+        MW[$tool]=$(median %.2f "${w[@]}") MT[$tool]=$(median %.2f "${t[@]}") ML[$tool]=$(median %.2f "${l[@]}")
+        ROWS+=("$(row "**${LABEL[$tool]}, median**" "${MW[$tool]}" "${MT[$tool]}" "${ML[$tool]}")")
+    done
+fi
+# Ratios of the medians (of the single round with ROUNDS=1) to vt's.
+RATIOS=()
+if [[ " $TOOLS " == *" vt "* ]]; then
+    ratio() { echo "$1 / $2" | bc -l | xargs printf '%.2fx'; }
+    for tool in $TOOLS; do
+        [[ $tool == vt ]] && continue
+        if ((ROUNDS == 1)); then
+            MW[$tool]=${WALK[$tool/1]} MT[$tool]=${TREE[$tool/1]} ML[$tool]=${LARGE[$tool/1]}
+            MW[vt]=${WALK[vt/1]} MT[vt]=${TREE[vt/1]} ML[vt]=${LARGE[vt/1]}
+        fi
+        RATIOS+=("| ${LABEL[$tool]} / vt mount | $(ratio "${MW[$tool]}" "${MW[vt]}") | $(ratio "${MT[$tool]}" "${MT[vt]}") | $(ratio "${ML[$tool]}" "${ML[vt]}") |")
     done
 fi
 
 cat <<REPORT
-## Reading through mounts
+## Reading through mounts: $(basename "$SOURCE")
 
-Corpus: $FILES files, $((BYTES >> 20)) MiB ($CORPUS plus one ${LARGE_MB} MiB file); page cache dropped before every measurement.
+Corpus: $FILES files in $DIRS directories, $((BYTES >> 20)) MiB ($SOURCE plus one ${LARGE_MB} MiB file); page cache dropped before every measurement.
 Machine: $(nproc) cores, $(uname -sr); $(restic version 2>/dev/null | cut -d' ' -f1-2), $(borg --version 2>/dev/null), vt $(git -C "$REPO_ROOT" rev-parse --short HEAD).
 
 | | walk: \`find -ls\` (s) | tree: \`tar -cf - . \| cat\` (s) | large file: \`cat\` (s) |
 |---|---:|---:|---:|
 $(printf '%s\n' "${ROWS[@]}")
+$( ((${#RATIOS[@]})) && printf '%s\n' "" "Times against vt's (medians; above 1 is slower than vt):" "" "| | walk | tree | large file |" "|---|---:|---:|---:|" "${RATIOS[@]}")
 REPORT
 rm -rf "$BENCH_DIR"
+}
+
+if [[ -n ${CORPUS:-} ]]; then
+    bench_corpus "$CORPUS"
+else
+    for c in $CORPORA; do
+        src=$(corpus_source "$c") || exit 1
+        bench_corpus "$src"
+        echo
+    done
+fi
