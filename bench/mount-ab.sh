@@ -7,7 +7,9 @@
 # read-only and timed, page cache dropped before each read, for:
 #   large — `cat` of the large file (read once first, unmeasured: the
 #           first read also builds the file's blockmap);
-#   small — `tar -cf - --exclude=./large.bin . | cat` (the small files).
+#   small — `tar -cf - --exclude=./large.bin . | cat` (the small files);
+#   walk  — `find -ls` (put it first in WHAT: a mount keeps the
+#           directories a walk loaded, so only its first walk loads them).
 # Reported: mean wall time and the mount process's mean CPU time.
 #
 # Usage: bench/mount-ab.sh OLD_VT NEW_VT CORPUS
@@ -36,6 +38,7 @@ read_one() { # what
     case $1 in
     large) cat "$MNT/large.bin" ;;
     small) tar -C "$MNT" --exclude=./large.bin -cf - . | cat ;;
+    walk) find "$MNT" -ls ;;
     esac
 }
 declare -A SUM

@@ -87,6 +87,8 @@ pub(crate) struct Inner {
     to_push: Mutex<HashMap<Ino, Vec<Ahead>>>,
     /// Where [`Inner::push_files`] sends files to push.
     pusher: std::sync::OnceLock<std::sync::mpsc::Sender<PushBatch>>,
+    /// Where [`Inner::walk_ahead`] sends directories to load.
+    walker: std::sync::OnceLock<std::sync::mpsc::Sender<Vec<(Ino, BlockRef)>>>,
 }
 
 /// A file fetched ahead: its position in its directory's listing (from a
@@ -130,6 +132,10 @@ const LISTING_PART: usize = 1024;
 /// How recent a file read must be for a listing to fetch its directory's
 /// first files ahead.
 const READING_WINDOW_MS: u64 = 200;
+
+/// Directories loaded ahead of a walk, at most, for each listing: see
+/// [`Inner::walk_ahead`].
+const WALK_AHEAD: usize = 256;
 
 /// The filesystem given to FUSE.
 pub struct VtFs {
@@ -332,6 +338,7 @@ impl VtFs {
             notifier: std::sync::OnceLock::new(),
             to_push: Mutex::default(),
             pusher: std::sync::OnceLock::new(),
+            walker: std::sync::OnceLock::new(),
             started: std::time::Instant::now(),
             last_read: AtomicU64::new(0),
         });
@@ -673,6 +680,66 @@ impl Inner {
             rayon::spawn(move || cache.prefetch_start(&*store, &block, FILE_START));
         }
         files
+    }
+
+    /// A directory listed from its start has had its subdirectories
+    /// loaded (their attributes need their entries); a walker (`find`,
+    /// `du`, `tar`) lists those next, which loads *their* subdirectories
+    /// while it waits. Loads those ahead instead, at most [`WALK_AHEAD`]
+    /// a listing, in the order a walker goes, on one thread of their own
+    /// (not the pool: a request holding the table may wait on the pool,
+    /// and this waits for the table). A block is read and decoded without
+    /// holding the table, and installed only if no request loaded it
+    /// meanwhile; errors are left for a request to meet.
+    fn walk_ahead(this: &Arc<Inner>, st: &State, dir: Ino) {
+        let Some(kids) = loaded_children(st, dir) else {
+            return;
+        };
+        let todo: Vec<(Ino, BlockRef)> = kids
+            .values()
+            .filter_map(|&k| loaded_children(st, k))
+            .flat_map(|grand| grand.values())
+            .filter_map(|&g| st.unloaded_dir(g).map(|b| (g, b)))
+            .take(WALK_AHEAD)
+            .collect();
+        if todo.is_empty() {
+            return;
+        }
+        let walker = this.walker.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<Vec<(Ino, BlockRef)>>();
+            // Weak: the thread ends when the filesystem does (its sender
+            // goes with it).
+            let inner = Arc::downgrade(this);
+            let spawned = std::thread::Builder::new()
+                .name("vt-walk".into())
+                .spawn(move || {
+                    for todo in rx {
+                        let Some(inner) = inner.upgrade() else {
+                            return;
+                        };
+                        inner.load_ahead(todo);
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!("no walk-ahead thread ({e}): directories load on request");
+            }
+            tx
+        });
+        let _ = walker.send(todo);
+    }
+
+    /// Loads directories `todo` unless a request has (see
+    /// [`Inner::walk_ahead`]).
+    fn load_ahead(&self, todo: Vec<(Ino, BlockRef)>) {
+        for (ino, block) in todo {
+            if self.state().unloaded_dir(ino).is_none() {
+                continue;
+            }
+            let Ok(entries) = vt_core::dir::read_dir(&*self.store, &block) else {
+                continue;
+            };
+            let _ = self.state().install_dir(&*self.store, ino, entries);
+        }
     }
 
     /// Files fetched ahead for a listing of `dir` from its start are
@@ -1892,6 +1959,9 @@ impl Filesystem for VtFs {
         } else {
             Vec::new()
         };
+        if offset == 0 {
+            Inner::walk_ahead(&self.inner, &st, ino.0);
+        }
         drop(st);
         reply.ok();
         self.inner.push_later(ino.0, offset, ahead);

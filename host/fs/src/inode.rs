@@ -287,16 +287,37 @@ impl State {
 
     /// Loads directory `ino`'s entries from the store, if not yet loaded.
     pub fn load_dir(&mut self, store: &dyn Store, ino: Ino) -> Result<()> {
-        let (block, tree, frozen) = match self.get(ino) {
+        let Some(block) = self.unloaded_dir(ino) else {
+            return Ok(());
+        };
+        let entries = read_dir(store, &block)?;
+        self.install_dir(store, ino, entries)
+    }
+
+    /// The stored block of directory `ino`, if its entries are not loaded
+    /// yet.
+    pub fn unloaded_dir(&self, ino: Ino) -> Option<BlockRef> {
+        match self.get(ino) {
+            Some(Node {
+                kind: Kind::Dir(d), ..
+            }) if d.children.is_none() => Some(d.stored.clone()),
+            _ => None,
+        }
+    }
+
+    /// Makes `entries`, read from its stored block, directory `ino`'s
+    /// children, unless they were loaded meanwhile (the block can be read
+    /// and decoded without holding the table).
+    pub fn install_dir(&mut self, store: &dyn Store, ino: Ino, entries: Vec<Dirent>) -> Result<()> {
+        let (tree, frozen) = match self.get(ino) {
             Some(Node {
                 kind: Kind::Dir(d),
                 tree,
                 frozen,
                 ..
-            }) if d.children.is_none() => (d.stored.clone(), *tree, *frozen),
+            }) if d.children.is_none() => (*tree, *frozen),
             _ => return Ok(()),
         };
-        let entries = read_dir(store, &block)?;
         let mut children = BTreeMap::new();
         let mut subdirs = 0;
         for e in entries {
