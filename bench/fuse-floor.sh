@@ -33,16 +33,7 @@ FLOOR=$REPO_ROOT/bench/fuse-floor/target/release/fuse-floor
 rm -rf "$BENCH_DIR"
 mkdir -p "$BENCH_DIR"/{data,mnt-vt,mnt-floor,work}
 log "writing a ${LARGE_MB} MiB file"
-python3 - "$BENCH_DIR/data/large.bin" "$LARGE_MB" <<'PY'
-import random, sys
-r = random.Random(1)
-words = [bytes(r.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(r.randint(2, 9))) for _ in range(5000)]
-pool = b" ".join(r.choice(words) for _ in range(2_000_000))
-with open(sys.argv[1], "wb") as f:
-    for _ in range(int(sys.argv[2])):
-        at = r.randrange(len(pool) - (1 << 19))
-        f.write(pool[at : at + (1 << 19)] + r.randbytes(1 << 19))
-PY
+write_large "$BENCH_DIR/data/large.bin" "$LARGE_MB"
 export XDG_CONFIG_HOME=$BENCH_DIR/work/cfg XDG_DATA_HOME=$BENCH_DIR/work/data
 "$VT" -q import "$BENCH_DIR/data" "$BENCH_DIR/work/l.vt" >/dev/null
 

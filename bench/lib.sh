@@ -12,6 +12,22 @@ median() {
         awk -v f="$fmt" '{v[NR]=$1} END{if (NR) printf f, NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'
 }
 
+# write_large FILE MIB: the mount benchmarks' large file, MIB MiB, the same
+# bytes every time: each MiB half text (compressible; excerpts of one pool
+# of words, so some blocks recur) and half random bytes (no two MiB alike).
+write_large() {
+    python3 - "$1" "$2" <<'PY'
+import random, sys
+r = random.Random(1)
+words = [bytes(r.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(r.randint(2, 9))) for _ in range(5000)]
+pool = b" ".join(r.choice(words) for _ in range(2_000_000))
+with open(sys.argv[1], "wb") as f:
+    for _ in range(int(sys.argv[2])):
+        at = r.randrange(len(pool) - (1 << 19))
+        f.write(pool[at : at + (1 << 19)] + r.randbytes(1 << 19))
+PY
+}
+
 # ---------------------------------------------------------------- corpora
 # (compare.sh and remote.sh)
 

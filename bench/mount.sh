@@ -93,17 +93,7 @@ DATA=$BENCH_DIR/data
 log "copying the corpus $SOURCE"
 cp -a "$SOURCE" "$DATA"
 log "writing a ${LARGE_MB} MiB file (compressible, not deduplicable)"
-python3 - "$DATA/large.bin" "$LARGE_MB" <<'PY'
-import random, sys
-r = random.Random(1)
-words = [bytes(r.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(r.randint(2, 9))) for _ in range(5000)]
-pool = b" ".join(r.choice(words) for _ in range(2_000_000))
-with open(sys.argv[1], "wb") as f:
-    for _ in range(int(sys.argv[2])):
-        # Half text (compressible), half random bytes (no two MiB alike).
-        at = r.randrange(len(pool) - (1 << 19))
-        f.write(pool[at : at + (1 << 19)] + r.randbytes(1 << 19))
-PY
+write_large "$DATA/large.bin" "$LARGE_MB"
 FILES=$(find "$DATA" -type f | wc -l)
 DIRS=$(find "$DATA" -type d | wc -l)
 BYTES=$(du -sb "$DATA" | cut -f1)
