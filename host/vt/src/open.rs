@@ -558,7 +558,7 @@ impl Opener<'_> {
                     _ => Endpoint::Command(s.required("command", "a command that runs vt serve --stdio")?),
                 };
                 let token = match s.str("token_file")? {
-                    Some(f) => Some(read_token(&expand(&f))?),
+                    Some(f) => Some(crate::serve::read_token(&expand(&f))?),
                     None => None,
                 };
                 let opts = StreamOptions {
@@ -584,7 +584,7 @@ impl Opener<'_> {
             "http" => {
                 let url = s.required("url", "http://HOST:PORT/ of a vt httpd")?;
                 let token = match s.str("token_file")? {
-                    Some(f) => Some(read_token(&expand(&f))?),
+                    Some(f) => Some(crate::serve::read_token(&expand(&f))?),
                     None => None,
                 };
                 s.finish(kind)?;
@@ -837,16 +837,6 @@ fn plugin_config(s: &Settings, also: &[&str]) -> Vec<(String, String)> {
             (k.clone(), text)
         })
         .collect()
-}
-
-fn read_token(path: &Path) -> Result<String> {
-    let t = std::fs::read_to_string(path)
-        .with_context(|| format!("read token file {}", path.display()))?;
-    let t = t.trim().to_owned();
-    if t.is_empty() {
-        bail!("token file {} is empty", path.display());
-    }
-    Ok(t)
 }
 
 fn stream(endpoint: Endpoint, opts: StreamOptions, label: &str) -> Result<OpenStore> {

@@ -263,3 +263,19 @@ pub fn serve(
     r?;
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_the_first_line_of_its_file_for_servers_and_clients_alike() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("token");
+        std::fs::write(&f, "  s3cret \n# made by the admin on Monday\n").unwrap();
+        assert_eq!(read_token(&f).unwrap(), "s3cret");
+        std::fs::write(&f, "\n").unwrap();
+        let e = read_token(&f).unwrap_err().to_string();
+        assert!(e.contains("is empty"), "{e}");
+    }
+}
