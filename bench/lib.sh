@@ -28,6 +28,24 @@ with open(sys.argv[1], "wb") as f:
 PY
 }
 
+# tree_arg SCRIPT [TREE]: the tree a single-tree benchmark uses: TREE, else
+# the oldest kernel tree compare.sh unpacked under $BENCH_DIR/corpus, else
+# the cargo registry sources. Exits if it is not a directory, or if
+# BENCH_DIR lies inside the repository ($ROOT).
+tree_arg() {
+    local script=$1 tree
+    shift
+    if [[ $# -ge 1 ]]; then
+        tree=$1
+    else
+        tree=$(ls -d "$BENCH_DIR"/corpus/linux-source-*[0-9] 2>/dev/null | sort -V | head -1 || true)
+        [[ -n $tree ]] || tree=/root/.cargo/registry/src
+    fi
+    [[ -d $tree ]] || { echo "$script: $tree is not a directory" >&2; exit 2; }
+    case "$BENCH_DIR/" in "$ROOT"/*) echo "$script: BENCH_DIR is inside the repository" >&2; exit 2 ;; esac
+    echo "$tree"
+}
+
 # ---------------------------------------------------------------- corpora
 # (compare.sh and remote.sh)
 

@@ -22,20 +22,13 @@ PAIRS=${PAIRS:-5}
 WARM=${WARM:-0}
 VT=${VT:-$ROOT/target/release/vt}
 [[ $PAIRS =~ ^[1-9][0-9]*$ ]] || { echo "reimport.sh: PAIRS must be a positive number" >&2; exit 2; }
-if [[ $# -ge 1 ]]; then
-    TREE=$1
-else
-    TREE=$(ls -d "$BENCH_DIR"/corpus/linux-source-*[0-9] 2>/dev/null | sort -V | head -1 || true)
-    [[ -n $TREE ]] || TREE=/root/.cargo/registry/src
-fi
-[[ -d $TREE ]] || { echo "reimport.sh: $TREE is not a directory" >&2; exit 2; }
-[[ -x $VT ]] || (cd "$ROOT" && cargo build --release -q -p vt)
-case "$BENCH_DIR/" in "$ROOT"/*) echo "reimport.sh: BENCH_DIR is inside the repository" >&2; exit 2 ;; esac
-W=$BENCH_DIR/reimport
-trap 'rm -rf "$W"' EXIT
 
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
+TREE=$(tree_arg reimport.sh "$@")
+[[ -x $VT ]] || (cd "$ROOT" && cargo build --release -q -p vt)
+W=$BENCH_DIR/reimport
+trap 'rm -rf "$W"' EXIT
 cache() {
     sync
     if ((WARM)); then

@@ -16,20 +16,13 @@ BENCH_DIR=${BENCH_DIR:-/tmp/vt-bench}
 ROUNDS=${ROUNDS:-3}
 VT=${VT:-$ROOT/target/release/vt}
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "store-plugin.sh: ROUNDS must be a positive number" >&2; exit 2; }
-if [[ $# -ge 1 ]]; then
-    TREE=$1
-else
-    TREE=$(ls -d "$BENCH_DIR"/corpus/linux-source-*[0-9] 2>/dev/null | sort -V | head -1 || true)
-    [[ -n $TREE ]] || TREE=/root/.cargo/registry/src
-fi
-[[ -d $TREE ]] || { echo "store-plugin.sh: $TREE is not a directory" >&2; exit 2; }
-[[ -x $VT ]] || (cd "$ROOT" && cargo build --release -q -p vt)
-case "$BENCH_DIR/" in "$ROOT"/*) echo "store-plugin.sh: BENCH_DIR is inside the repository" >&2; exit 2 ;; esac
-W=$BENCH_DIR/store-plugin
-trap 'rm -rf "$W"' EXIT
 
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
+TREE=$(tree_arg store-plugin.sh "$@")
+[[ -x $VT ]] || (cd "$ROOT" && cargo build --release -q -p vt)
+W=$BENCH_DIR/store-plugin
+trap 'rm -rf "$W"' EXIT
 cold() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 # timed OUTVAR CMD...: wall seconds of CMD into OUTVAR.
 timed() {

@@ -695,10 +695,25 @@ impl Inner {
         let Some(kids) = loaded_children(st, dir) else {
             return;
         };
+        // Only subdirectories that have subdirectories, and in each only
+        // as far as its last one: this runs holding the table, and a
+        // listing of directories full of files would scan every file.
         let todo: Vec<(Ino, BlockRef)> = kids
             .values()
-            .filter_map(|&k| loaded_children(st, k))
-            .flat_map(|grand| grand.values())
+            .filter_map(|&k| match st.get(k).map(|n| &n.kind) {
+                Some(Kind::Dir(DirData {
+                    children: Some(grand),
+                    subdirs,
+                    ..
+                })) if *subdirs > 0 => Some(
+                    grand
+                        .values()
+                        .filter(|&&g| st.get(g).is_some_and(Node::is_dir))
+                        .take(*subdirs as usize),
+                ),
+                _ => None,
+            })
+            .flatten()
             .filter_map(|&g| st.unloaded_dir(g).map(|b| (g, b)))
             .take(WALK_AHEAD)
             .collect();

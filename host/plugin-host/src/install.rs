@@ -77,37 +77,35 @@ impl PluginDir {
     pub fn install(&self, engine: &PluginEngine, path: &Path, warn: WarnFn) -> Result<Manifest> {
         let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
         let label = path.display().to_string();
-        if is_store(engine, &label, &bytes)? {
+        let source = std::fs::canonicalize(path)
+            .unwrap_or_else(|_| path.to_path_buf())
+            .display()
+            .to_string();
+        let m = if is_store(engine, &label, &bytes)? {
             let plugin = crate::StorePlugin::load(engine, &label, &bytes)?;
-            let m = Manifest {
+            Manifest {
                 name: plugin.info().name.clone(),
                 version: plugin.info().version.clone(),
-                source: std::fs::canonicalize(path)
-                    .unwrap_or_else(|_| path.to_path_buf())
-                    .display()
-                    .to_string(),
+                source,
                 sha256: plugin.digest().to_string(),
                 wit: crate::WIT_VERSION.into(),
                 extensions: Vec::new(),
                 mime_types: Vec::new(),
                 kind: "store".into(),
-            };
-            return self.write(&m, &bytes);
-        }
-        let plugin = WasmPlugin::load(engine, &label, &bytes, warn)?;
-        let info: &PluginInfo = plugin.info();
-        let m = Manifest {
-            name: info.name.clone(),
-            version: info.version.clone(),
-            source: std::fs::canonicalize(path)
-                .unwrap_or_else(|_| path.to_path_buf())
-                .display()
-                .to_string(),
-            sha256: plugin.digest().to_string(),
-            wit: crate::WIT_VERSION.into(),
-            extensions: info.extensions.clone(),
-            mime_types: info.mime_types.clone(),
-            kind: scanner_kind(),
+            }
+        } else {
+            let plugin = WasmPlugin::load(engine, &label, &bytes, warn)?;
+            let info: &PluginInfo = plugin.info();
+            Manifest {
+                name: info.name.clone(),
+                version: info.version.clone(),
+                source,
+                sha256: plugin.digest().to_string(),
+                wit: crate::WIT_VERSION.into(),
+                extensions: info.extensions.clone(),
+                mime_types: info.mime_types.clone(),
+                kind: scanner_kind(),
+            }
         };
         self.write(&m, &bytes)
     }

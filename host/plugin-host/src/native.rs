@@ -342,15 +342,7 @@ impl vt_core::Store for NativeStore {
         if self.check("get", r, err)? == 0 {
             return Ok(None);
         }
-        let d = out.take();
-        if hash.kind.digest(&d) != *hash {
-            return Err(CoreError::Corrupt {
-                hash: *hash,
-                file: PathBuf::from(&self.name),
-                detail: "the library returned bytes that do not match the block's hash".into(),
-            });
-        }
-        Ok(Some(d))
+        crate::store::checked(hash, &self.name, "library", Some(out.take()))
     }
 
     fn contains(&self, hash: &Hash) -> CoreResult<bool> {

@@ -242,6 +242,24 @@ fn error_text(e: StoreError) -> String {
     }
 }
 
+/// `got`, a block store `name` (a `who`: plugin, library) returned for
+/// `hash`, if its bytes hash to it: other bytes are an error, never data.
+pub(crate) fn checked(
+    hash: &Hash,
+    name: &str,
+    who: &str,
+    got: Option<Vec<u8>>,
+) -> CoreResult<Option<Vec<u8>>> {
+    match got {
+        Some(d) if hash.kind.digest(&d) != *hash => Err(CoreError::Corrupt {
+            hash: *hash,
+            file: PathBuf::from(name),
+            detail: format!("the {who} returned bytes that do not match the block's hash"),
+        }),
+        other => Ok(other),
+    }
+}
+
 /// What a call into the plugin gives: a trap, or the store's own answer.
 type Outcome<T> = wasmtime::Result<std::result::Result<T, StoreError>>;
 
@@ -356,14 +374,7 @@ impl vt_core::Store for WasmStore {
         let got = self.call("get", 0, |b, s, r| {
             b.vt_plugin_store().backend().call_get(s, r, &h)
         })?;
-        match got {
-            Some(d) if hash.kind.digest(&d) != *hash => Err(CoreError::Corrupt {
-                hash: *hash,
-                file: PathBuf::from(&self.name),
-                detail: "the plugin returned bytes that do not match the block's hash".into(),
-            }),
-            other => Ok(other),
-        }
+        checked(hash, &self.name, "plugin", got)
     }
 
     fn contains(&self, hash: &Hash) -> CoreResult<bool> {

@@ -757,12 +757,8 @@ impl Opener<'_> {
                 l.name()
             );
         }
-        let preopen = s.str("preopen")?.map(|p| expand(&p));
+        let preopen = preopen(s)?;
         let hash = parse_hash(s.str("hash")?.as_deref())?;
-        if let Some(d) = &preopen {
-            std::fs::create_dir_all(d)
-                .with_context(|| format!("{}: create preopen {}", s.origin, d.display()))?;
-        }
         let config = plugin_config(s, &["library", "trust"]);
         let store = l.open(&config, preopen.as_deref(), hash)?;
         Ok(OpenStore::plain(Arc::new(store), label.to_owned()))
@@ -778,12 +774,8 @@ impl Opener<'_> {
         s: &mut Settings,
         label: &str,
     ) -> Result<OpenStore> {
-        let preopen = s.str("preopen")?.map(|p| expand(&p));
+        let preopen = preopen(s)?;
         let kind = parse_hash(s.str("hash")?.as_deref())?;
-        if let Some(d) = &preopen {
-            std::fs::create_dir_all(d)
-                .with_context(|| format!("{}: create preopen {}", s.origin, d.display()))?;
-        }
         let mut limits = vt_plugin_host::Limits::default();
         if let Some(m) = s.str("memory")? {
             let n = parse_size(&m).map_err(|e| anyhow!("{} memory: {e}", s.origin))?;
@@ -818,6 +810,16 @@ impl Opener<'_> {
         let store = plugin.open(&config, &grants, kind, limits)?;
         Ok(OpenStore::plain(Arc::new(store), label.to_owned()))
     }
+}
+
+/// A plugin clause's `preopen`, the directory it grants, made if missing.
+fn preopen(s: &mut Settings) -> Result<Option<PathBuf>> {
+    let Some(d) = s.str("preopen")?.map(|p| expand(&p)) else {
+        return Ok(None);
+    };
+    std::fs::create_dir_all(&d)
+        .with_context(|| format!("{}: create preopen {}", s.origin, d.display()))?;
+    Ok(Some(d))
 }
 
 /// A clause's settings as a plugin gets them: each as text (a list as its

@@ -13,28 +13,7 @@ use std::fs;
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "store-plugin",
-});
-
-use exports::vt::plugin::store::{Backend, Guest, GuestBackend, Info, Stats, StoreError};
-
-/// Where the preopened directory appears.
-const ROOT: &str = "/store";
-
-struct Plugin;
-
-impl Guest for Plugin {
-    type Backend = DirStore;
-
-    fn describe() -> Info {
-        Info {
-            name: "store-dir".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-        }
-    }
-}
+use vt_sdk::store::{check_hash, BlockStore, StoreError, StoreInfo, StoreStats};
 
 /// A store in a directory.
 pub struct DirStore {
@@ -46,23 +25,11 @@ fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
     StoreError::Io(format!("{what} {}: {e}", path.display()))
 }
 
-/// Checks that `hash` is a hash's text (`KIND:HEX`), which is then safe
-/// as a file name; returns its file's path.
+/// The file of block `hash`, once [`check_hash`] says it is a hash's
+/// text (then it is safe as a file name).
 fn block_path(blocks: &Path, hash: &str) -> Result<PathBuf, StoreError> {
-    let (kind, hex) = hash
-        .split_once(':')
-        .ok_or_else(|| StoreError::Io(format!("{hash:?} is not a block hash")))?;
-    let kind_ok = !kind.is_empty()
-        && kind
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    let hex_ok = hex.len() >= 2
-        && hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    if !kind_ok || !hex_ok {
-        return Err(StoreError::Io(format!("{hash:?} is not a block hash")));
-    }
+    check_hash(hash)?;
+    let hex = hash.split_once(':').map_or("", |(_, h)| h);
     Ok(blocks.join(&hex[..2]).join(hash))
 }
 
@@ -76,21 +43,36 @@ fn archive_path(archives: &Path, name: &str) -> Result<PathBuf, StoreError> {
     Ok(archives.join(name))
 }
 
-impl GuestBackend for DirStore {
-    fn open(config: Vec<(String, String)>) -> Result<Backend, StoreError> {
-        for (k, _) in &config {
+/// File `p`'s bytes, `None` if there is no such file.
+fn read_file(p: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    match fs::read(p) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io("read", p, e)),
+    }
+}
+
+impl BlockStore for DirStore {
+    fn info() -> StoreInfo {
+        StoreInfo {
+            name: "store-dir".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+
+    fn open(root: Option<&Path>, config: &[(String, String)]) -> Result<Self, StoreError> {
+        for (k, _) in config {
             if k != "preopen" {
                 return Err(StoreError::Config(format!(
                     "store-dir takes only preopen (the directory to keep blocks in), not {k:?}"
                 )));
             }
         }
-        let root = Path::new(ROOT);
-        if !root.is_dir() {
-            return Err(StoreError::Config(
+        let root = root.ok_or_else(|| {
+            StoreError::Config(
                 "store-dir needs a directory: set preopen = \"DIR\" in its clause".into(),
-            ));
-        }
+            )
+        })?;
         let blocks = root.join("blocks");
         let archives = root.join("archives");
         for d in [&blocks, &archives] {
@@ -106,58 +88,40 @@ impl GuestBackend for DirStore {
                 Err(e) => return Err(io("create", &d, e)),
             }
         }
-        Ok(Backend::new(DirStore { blocks, archives }))
+        Ok(DirStore { blocks, archives })
     }
 
-    fn get(&self, hash: String) -> Result<Option<Vec<u8>>, StoreError> {
-        let p = block_path(&self.blocks, &hash)?;
-        match fs::read(&p) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io("read", &p, e)),
-        }
+    fn get(&self, hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        read_file(&block_path(&self.blocks, hash)?)
     }
 
-    fn put(&self, hash: String, data: Vec<u8>) -> Result<bool, StoreError> {
-        let p = block_path(&self.blocks, &hash)?;
+    fn put(&self, hash: &str, data: &[u8]) -> Result<bool, StoreError> {
+        let p = block_path(&self.blocks, hash)?;
         if p.exists() {
             return Ok(false);
         }
         let dir = p.parent().unwrap_or(&self.blocks);
         // Written aside and renamed: a block file is whole or absent.
         let tmp = dir.join(format!(".{hash}.tmp"));
-        fs::write(&tmp, &data)
+        fs::write(&tmp, data)
             .and_then(|()| fs::rename(&tmp, &p))
             .map_err(|e| io("write", &p, e))?;
         Ok(true)
     }
 
-    fn contains(&self, hash: String) -> Result<bool, StoreError> {
-        Ok(block_path(&self.blocks, &hash)?.exists())
+    fn contains(&self, hash: &str) -> Result<bool, StoreError> {
+        Ok(block_path(&self.blocks, hash)?.exists())
     }
 
-    fn contains_many(&self, hashes: Vec<String>) -> Result<Vec<bool>, StoreError> {
-        hashes.into_iter().map(|h| self.contains(h)).collect()
-    }
-
-    fn flush(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    fn stats(&self) -> Result<Stats, StoreError> {
-        let mut st = Stats {
-            blocks: 0,
-            raw_bytes: 0,
-            stored_bytes: 0,
-        };
+    fn stats(&self) -> Result<StoreStats, StoreError> {
+        let mut st = StoreStats::default();
         let top = fs::read_dir(&self.blocks).map_err(|e| io("list", &self.blocks, e))?;
         for d in top.flatten() {
             let Ok(files) = fs::read_dir(d.path()) else {
                 continue;
             };
             for f in files.flatten() {
-                let name = f.file_name();
-                if name.to_string_lossy().starts_with('.') {
+                if f.file_name().to_string_lossy().starts_with('.') {
                     continue;
                 }
                 let len = f.metadata().map(|m| m.len()).unwrap_or(0);
@@ -180,27 +144,29 @@ impl GuestBackend for DirStore {
         Ok(names)
     }
 
-    fn archive_read(&self, name: String) -> Result<Option<Vec<u8>>, StoreError> {
-        let p = archive_path(&self.archives, &name)?;
-        match fs::read(&p) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io("read", &p, e)),
-        }
+    fn archive_read(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        read_file(&archive_path(&self.archives, name)?)
     }
 
-    fn archive_append(&self, name: String, lines: Vec<u8>) -> Result<(), StoreError> {
-        let p = archive_path(&self.archives, &name)?;
+    fn archive_append(&self, name: &str, lines: &[u8]) -> Result<(), StoreError> {
+        let p = archive_path(&self.archives, name)?;
         fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&p)
-            .and_then(|mut f| f.write_all(&lines))
+            .and_then(|mut f| f.write_all(lines))
             .map_err(|e| io("append to", &p, e))
     }
 }
 
-// Exported only when built as a component: on the host the crate is
-// checked and linked (cargo build --workspace) but never run.
-#[cfg(target_arch = "wasm32")]
-export!(Plugin);
+vt_sdk::export_store!(DirStore);
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn blocks_and_archives_round_trip_natively() {
+        let d = std::env::temp_dir().join(format!("store-dir-test-{}", std::process::id()));
+        vt_sdk::testing::store_round_trip::<super::DirStore>(&d, &[]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

@@ -179,6 +179,18 @@ unsafe extern "C" fn open(
     Box::into_raw(Box::new(d)) as *mut c_void
 }
 
+/// File `p`'s bytes into `out` (1), 0 if there is no such file.
+unsafe fn read_file(p: &std::path::Path, out: *mut VtBuf, err: *mut VtBuf) -> i32 {
+    match fs::read(p) {
+        Ok(b) => {
+            unsafe { give(out, b) };
+            1
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => 0,
+        Err(e) => unsafe { fail(err, format!("read {}: {e}", p.display())) },
+    }
+}
+
 unsafe fn dir<'a>(h: *mut c_void) -> &'a Dir {
     // SAFETY: `h` came from open and is not closed yet.
     unsafe { &*(h as *const Dir) }
@@ -194,14 +206,7 @@ unsafe extern "C" fn get(
         Ok(p) => p,
         Err(e) => return unsafe { fail(err, e) },
     };
-    match fs::read(&p) {
-        Ok(b) => {
-            unsafe { give(out, b) };
-            1
-        }
-        Err(e) if e.kind() == ErrorKind::NotFound => 0,
-        Err(e) => unsafe { fail(err, format!("read {}: {e}", p.display())) },
-    }
+    unsafe { read_file(&p, out, err) }
 }
 
 unsafe extern "C" fn put(
@@ -267,14 +272,7 @@ unsafe extern "C" fn archive_read(
         Ok(p) => p,
         Err(e) => return unsafe { fail(err, e) },
     };
-    match fs::read(&p) {
-        Ok(b) => {
-            unsafe { give(out, b) };
-            1
-        }
-        Err(e) if e.kind() == ErrorKind::NotFound => 0,
-        Err(e) => unsafe { fail(err, format!("read {}: {e}", p.display())) },
-    }
+    unsafe { read_file(&p, out, err) }
 }
 
 unsafe extern "C" fn archive_append(
