@@ -20,8 +20,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 pub struct ProxyCounts {
     /// Requests by method (`GET`, `PUT`, ...).
     pub by_method: Mutex<BTreeMap<String, u64>>,
-    /// GETs of objects under a `data/` prefix (an S3 store's packs).
-    pub data_gets: AtomicU64,
+    /// Bytes of the bodies answering GETs of objects under a `data/`
+    /// prefix (an S3 store's packs).
+    pub data_bytes: AtomicU64,
     /// Requests answered with an injected error.
     pub injected: AtomicU64,
     /// Answer every Nth request with 503 (0: never).
@@ -106,9 +107,7 @@ async fn forward(
         .entry(req.method().to_string())
         .or_default() += 1;
     let n = counts.seen.fetch_add(1, Ordering::Relaxed) + 1;
-    if req.method() == hyper::Method::GET && req.uri().path().contains("/data/") {
-        counts.data_gets.fetch_add(1, Ordering::Relaxed);
-    }
+    let data_get = req.method() == hyper::Method::GET && req.uri().path().contains("/data/");
     let (parts, body) = req.into_parts();
     let body = body
         .collect()
@@ -140,6 +139,11 @@ async fn forward(
                 .await
                 .map(|b| b.to_bytes())
                 .unwrap_or_default();
+            if data_get {
+                counts
+                    .data_bytes
+                    .fetch_add(body.len() as u64, Ordering::Relaxed);
+            }
             Ok(Response::from_parts(p, Full::new(body)))
         }
         Err(e) => {
