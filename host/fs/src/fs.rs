@@ -401,8 +401,17 @@ impl VtFs {
     }
 
     /// Mounts at `mountpoint`, calls `ready`, and serves requests with
-    /// `threads` threads until unmounted.
-    pub fn run(self, mountpoint: &Path, threads: usize, ready: impl FnOnce()) -> Result<()> {
+    /// `threads` threads until unmounted. After each request one of them
+    /// polls for the next for up to `poll` before it sleeps (see
+    /// [`fuser::set_request_poll`]; zero: never).
+    pub fn run(
+        self,
+        mountpoint: &Path,
+        threads: usize,
+        poll: std::time::Duration,
+        ready: impl FnOnce(),
+    ) -> Result<()> {
+        fuser::set_request_poll(poll);
         let mut cfg = fuser::Config::default();
         cfg.mount_options = vec![
             MountOption::FSName("vt".into()),

@@ -21,7 +21,9 @@ pub struct MountArgs {
     /// Read-only (same as -o readonly).
     #[arg(short = 'r')]
     readonly: bool,
-    /// Options, comma-separated: readonly (ro), append_only, rw.
+    /// Options, comma-separated: readonly (ro), append_only, rw,
+    /// poll=MICROSECONDS (how long a request thread waits busy for the
+    /// next request before it sleeps; 0: never) [default poll: 200].
     #[arg(short = 'o')]
     options: Option<String>,
     /// Show every snapshot of the archive as a read-only directory named
@@ -53,22 +55,38 @@ fn pid_file(mountpoint: &Path) -> PathBuf {
         .join(format!("{h:016x}.pid"))
 }
 
-fn mode_of(a: &MountArgs) -> Result<Mode> {
+/// How long a request thread polls for the next request before it sleeps,
+/// unless `-o poll=` says otherwise: about the gaps between the requests
+/// of a directory walk (20-60 µs here), with room for a slower reader.
+const DEFAULT_POLL: Duration = Duration::from_micros(200);
+
+/// The mount's mode and request poll time, from `-r` and `-o`.
+fn options_of(a: &MountArgs) -> Result<(Mode, Duration)> {
     let mut mode = if a.readonly {
         Mode::ReadOnly
     } else {
         Mode::ReadWrite
     };
+    let mut poll = DEFAULT_POLL;
     for o in a.options.iter().flat_map(|o| o.split(',')) {
         match o.trim() {
             "" | "rw" => {}
             "ro" | "readonly" => mode = Mode::ReadOnly,
             "append_only" if mode != Mode::ReadOnly => mode = Mode::AppendOnly,
             "append_only" => {}
-            other => bail!("unknown mount option {other:?} (known: readonly, append_only, rw)"),
+            o if o.starts_with("poll=") => {
+                let us = &o["poll=".len()..];
+                let us: u64 = us.parse().ok().filter(|&n| n <= 1_000_000).ok_or_else(|| {
+                    anyhow!("mount option poll={us}: give microseconds, from 0 to 1000000")
+                })?;
+                poll = Duration::from_micros(us);
+            }
+            other => bail!(
+                "unknown mount option {other:?} (known: readonly, append_only, rw, poll=MICROSECONDS)"
+            ),
         }
     }
-    Ok(mode)
+    Ok((mode, poll))
 }
 
 /// The mountpoint implied by SPECIAL: the archive's name without `.vt`, or
@@ -176,7 +194,7 @@ pub fn mount(
     quiet: bool,
 ) -> Result<ExitCode> {
     let sigs = crate::signals::block();
-    let mode = mode_of(&a)?;
+    let (mode, poll) = options_of(&a)?;
     let (special, st) = resolve(&a.special, cfg, store_spec, false)?;
     let roots = if a.all {
         let Special::Archive(ar) = &special else {
@@ -258,7 +276,7 @@ pub fn mount(
     let handle = fs.handle();
     on_signal(sigs, handle.clone(), mountpoint.clone(), has_archive, quiet);
     let shown = mountpoint.display().to_string();
-    let r = fs.run(&mountpoint, THREADS, || {
+    let r = fs.run(&mountpoint, THREADS, poll, || {
         if !quiet {
             eprintln!("vt: mounted {} on {shown}", a.special);
         }
@@ -355,6 +373,46 @@ fn report_orphaned_backing() {
         tracing::warn!(
             "{}: left by a vt mount (pid {pid}) that died before recording its last writes: {files} backing files, {bytes} bytes of content written after its last snapshot (kept; remove the directory when done with it)",
             ent.path().display()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        a: MountArgs,
+    }
+
+    fn options(args: &[&str]) -> Result<(Mode, Duration)> {
+        let cmd = Cmd::try_parse_from(["mount"].iter().chain(args).chain(&["a.vt"])).unwrap();
+        options_of(&cmd.a)
+    }
+
+    #[test]
+    fn mount_options_give_mode_and_poll_time() {
+        assert_eq!(options(&[]).unwrap(), (Mode::ReadWrite, DEFAULT_POLL));
+        assert_eq!(
+            options(&["-r", "-o", "poll=0"]).unwrap(),
+            (Mode::ReadOnly, Duration::ZERO)
+        );
+        assert_eq!(
+            options(&["-o", "append_only,poll=50"]).unwrap(),
+            (Mode::AppendOnly, Duration::from_micros(50))
+        );
+        let e = options(&["-o", "poll=fast"]).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "mount option poll=fast: give microseconds, from 0 to 1000000"
+        );
+        let e = options(&["-o", "speed"]).unwrap_err().to_string();
+        assert!(
+            e.contains("\"speed\"") && e.contains("poll=MICROSECONDS"),
+            "{e}"
         );
     }
 }
