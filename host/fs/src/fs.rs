@@ -798,6 +798,8 @@ impl Inner {
         drop(m);
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         if self.push_files(files, Some(tx)) {
+            // The pushes may wait for READs: another thread must take them.
+            fuser::hand_off_reading();
             let _ = rx.recv_timeout(PUSH_WAIT);
         }
     }

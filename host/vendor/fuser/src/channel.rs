@@ -2,7 +2,7 @@ use std::io;
 use std::os::fd::AsFd;
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -10,19 +10,19 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use crate::dev_fuse::DevFuse;
 use crate::passthrough::BackingId;
+use crate::relay::Relay;
 
-/// How long a request thread polls the device before it sleeps, in
+/// How long the reading thread polls the device before it sleeps, in
 /// nanoseconds (0: it sleeps at once).
 static POLL_NS: AtomicU64 = AtomicU64::new(0);
-/// Whether a request thread is polling (at most one does).
-static POLLING: AtomicBool = AtomicBool::new(false);
 
-/// Sets how long, after each request, one request thread of this process
-/// polls the FUSE device for the next before it sleeps (zero, the
-/// default: never). (A vt addition.) Where waking an idle CPU is slow, as
-/// on many virtual machines, requests that follow each other closely,
-/// like the listings of a directory walk, are then answered sooner, for
-/// the CPU time of the polling.
+/// Sets how long, after each request, the request thread that reads the
+/// device next polls it before it sleeps (zero, the default: never). (A
+/// vt addition.) Where waking an idle CPU is slow, as on many virtual
+/// machines, requests that follow each other closely, like the listings
+/// of a directory walk, are then answered sooner, for the CPU time of the
+/// polling. With polling on, one thread at a time reads the device (see
+/// `relay.rs`).
 pub fn set_request_poll(time: Duration) {
     POLL_NS.store(
         u64::try_from(time.as_nanos()).unwrap_or(u64::MAX),
@@ -30,9 +30,28 @@ pub fn set_request_poll(time: Duration) {
     );
 }
 
+thread_local! {
+    /// The reader role of the session this request thread serves.
+    static CURRENT: std::cell::RefCell<Option<Arc<Relay>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Called by a filesystem method that is about to wait (on storage, on
+/// another thread): with request polling on, another request thread reads
+/// the next request meanwhile. (A vt addition.) Does nothing outside a
+/// request thread, or when this thread is not the reading one.
+pub fn hand_off_reading() {
+    if POLL_NS.load(Ordering::Relaxed) != 0 {
+        CURRENT.with(|c| {
+            if let Some(r) = c.borrow().as_ref() {
+                r.hand_off();
+            }
+        });
+    }
+}
+
 /// A raw communication channel to the FUSE kernel driver
 #[derive(Debug, Clone)]
-pub(crate) struct Channel(Arc<DevFuse>);
+pub(crate) struct Channel(Arc<DevFuse>, Arc<Relay>);
 
 impl AsFd for Channel {
     fn as_fd(&self) -> BorrowedFd<'_> {
@@ -45,33 +64,67 @@ impl Channel {
     /// given path. The kernel driver will delegate filesystem operations of
     /// the given path to the channel.
     pub(crate) fn new(device: Arc<DevFuse>) -> Self {
-        Self(device)
+        Self(device, Arc::default())
     }
 
     /// Receives data up to the capacity of the given buffer (can block).
     ///
-    /// Before blocking, one thread of the process at a time polls the
-    /// device for up to [`set_request_poll`]'s time: a request that comes
-    /// in meanwhile is taken without waking a sleeping CPU.
-    fn receive(&self, buffer: &mut [u8]) -> nix::Result<usize> {
+    /// With request polling on, only the thread that holds the reader role
+    /// reads (the others wait for it in [`Relay::lead`]), and it polls the
+    /// device for up to [`set_request_poll`]'s time before it sleeps: a
+    /// request that comes in meanwhile is taken without waking a CPU.
+    fn receive(&self, buffer: &mut [u8], relay: bool) -> nix::Result<usize> {
         let poll = Duration::from_nanos(POLL_NS.load(Ordering::Relaxed));
-        if !poll.is_zero()
-            && POLLING
-                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-        {
-            let deadline = Instant::now() + poll;
-            loop {
-                let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
-                match nix::poll::poll(&mut fds, PollTimeout::ZERO) {
-                    // Yielding lets other threads of this CPU run meanwhile.
-                    Ok(0) if Instant::now() < deadline => std::thread::yield_now(),
-                    _ => break,
-                }
-            }
-            POLLING.store(false, Ordering::Release);
+        if poll.is_zero() || !relay {
+            return nix::unistd::read(&self.0, buffer);
         }
-        nix::unistd::read(&self.0, buffer)
+        self.1.lead().map_err(|_| Errno::ENODEV)?;
+        let deadline = Instant::now() + poll;
+        let ready = loop {
+            let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
+            match nix::poll::poll(&mut fds, PollTimeout::ZERO) {
+                // Yielding lets other threads of this CPU run meanwhile.
+                Ok(0) if Instant::now() < deadline => std::thread::yield_now(),
+                Ok(0) => break false,
+                _ => break true,
+            }
+        };
+        if !ready {
+            self.1.sleep();
+        }
+        match nix::unistd::read(&self.0, buffer) {
+            Ok(n) => {
+                self.1.begin();
+                Ok(n)
+            }
+            Err(e) => {
+                self.1.wake();
+                if e == Errno::ENODEV {
+                    self.1.close();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// With request polling on, the reading thread gives the reader role
+    /// up before it answers a request that may take long.
+    pub(crate) fn hand_off(&self) {
+        if POLL_NS.load(Ordering::Relaxed) != 0 {
+            self.1.hand_off();
+        }
+    }
+
+    /// Makes this thread's [`hand_off_reading`] hand this channel's reader
+    /// role off.
+    pub(crate) fn enter(&self) {
+        CURRENT.with(|c| *c.borrow_mut() = Some(self.1.clone()));
+    }
+
+    /// The session is over for this thread: with request polling on, the
+    /// threads waiting for the reader role return ENODEV.
+    pub(crate) fn close(&self) {
+        self.1.close();
     }
 
     /// Receives data up to the capacity of the given buffer (can block),
@@ -80,9 +133,11 @@ impl Channel {
     /// - ENOENT: Operation interrupted. According to FUSE, this is safe to retry.
     /// - EINTR: Interrupted system call, retry.
     /// - EAGAIN: Explicitly instructed to try again.
-    pub(crate) fn receive_retrying(&self, buffer: &mut [u8]) -> nix::Result<usize> {
+    /// `relay`: this is a request thread of a running session (and not
+    /// the handshake before the threads start).
+    pub(crate) fn receive_retrying(&self, buffer: &mut [u8], relay: bool) -> nix::Result<usize> {
         loop {
-            match self.receive(buffer) {
+            match self.receive(buffer, relay) {
                 Ok(size) => return Ok(size),
                 Err(Errno::ENOENT | Errno::EINTR | Errno::EAGAIN) => continue,
                 Err(err) => return Err(err),
@@ -118,7 +173,7 @@ impl Channel {
             crate::ll::ioctl::fuse_dev_ioc_clone(new_dev.as_raw_fd(), &mut source_fd)?;
         }
 
-        Ok(Channel::new(Arc::new(new_dev)))
+        Ok(Channel(Arc::new(new_dev), self.1.clone()))
     }
 }
 

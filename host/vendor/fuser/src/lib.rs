@@ -30,8 +30,8 @@ use serde::Deserialize;
 use serde::Serialize;
 
 pub use crate::access_flags::AccessFlags;
-pub use crate::channel::set_request_poll;
 pub use crate::bsd_file_flags::BsdFileFlags;
+pub use crate::channel::{hand_off_reading, set_request_poll};
 use crate::forget_one::ForgetOne;
 pub use crate::ll::Errno;
 pub use crate::ll::Generation;
@@ -96,6 +96,7 @@ mod open_flags;
 mod passthrough;
 mod poll_events;
 mod read_buf;
+mod relay;
 mod rename_flags;
 mod reply;
 mod request;

@@ -338,7 +338,7 @@ impl<FS: Filesystem> Session<FS> {
 
         loop {
             // Read the init request from the kernel
-            let size = match self.ch.receive_retrying(buf) {
+            let size = match self.ch.receive_retrying(buf, false) {
                 Ok(size) => size,
                 Err(nix::errno::Errno::ENODEV) => {
                     return Err(io::Error::new(
@@ -524,20 +524,36 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
     fn event_loop(&self) -> io::Result<()> {
         // Buffer for receiving requests from the kernel. Only one is allocated and
         // it is reused immediately after dispatching to conserve memory and allocations.
+        // Whatever ends this thread's loop ends the others' wait to read.
+        struct Close<'a>(&'a Channel);
+        impl Drop for Close<'_> {
+            fn drop(&mut self) {
+                self.0.close();
+            }
+        }
+        let _close = Close(&self.ch);
+        self.ch.enter();
         let mut buf = FuseReadBuf::new();
         let buf = buf.as_mut();
         loop {
             // Read the next request from the given channel to kernel driver
             // The kernel driver makes sure that we get exactly one request per read
-            match self.ch.receive_retrying(buf) {
+            match self.ch.receive_retrying(buf, true) {
                 Ok(size) => match RequestWithSender::new(self.ch.sender(), &buf[..size]) {
                     // Dispatch request
                     Some(req) => {
-                        if let Ok(Operation::Destroy(_)) = req.request.operation() {
-                            req.reply::<ReplyEmpty>().ok();
-                            return Ok(());
-                        } else {
-                            req.dispatch(self)
+                        match req.request.operation() {
+                            Ok(Operation::Destroy(_)) => {
+                                req.reply::<ReplyEmpty>().ok();
+                                return Ok(());
+                            }
+                            // File data: may wait on storage, so another
+                            // thread reads the next request meanwhile.
+                            Ok(Operation::Read(_) | Operation::Write(_)) => {
+                                self.ch.hand_off();
+                                req.dispatch(self)
+                            }
+                            _ => req.dispatch(self),
                         }
                     }
                     // Quit loop on illegal request
