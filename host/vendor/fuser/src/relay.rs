@@ -230,8 +230,10 @@ impl Relay {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::sync::atomic::AtomicUsize;
+    // (No `use` of `Arc`: this file is formatted as part of both fuser,
+    // edition 2024, and vt's tests, edition 2021, which order it apart.)
+    type Arc<T> = std::sync::Arc<T>;
 
     #[test]
     fn one_leader_at_a_time_and_slow_requests_are_taken_over() {
