@@ -146,6 +146,11 @@ const MAX_OFFSET: u64 = (1 << 48) - 1;
 /// pages of every run, so this bounds what a process holds mapped at a few
 /// MB a run (a release costs one madvise per run).
 const RELEASE_EVERY: u64 = 256;
+/// Look-ups between read-aheads of the small runs ([`Index::read_ahead`]),
+/// the first after [`RELEASE_EVERY`].
+const READ_AHEAD_EVERY: u64 = 4096;
+/// Runs up to this size are read ahead whole when look-ups come in bulk.
+const READ_AHEAD_BELOW: usize = 64 << 20;
 /// Entries read in a row (merging, listing) between releases of pages.
 const RELEASE_SEQUENTIAL: usize = 1 << 16;
 /// Runs up to this size have their checksum checked when a process opens
@@ -857,10 +862,32 @@ impl Index {
         self.writing.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Counts a look-up; every [`RELEASE_EVERY`] releases the maps' pages.
+    /// Counts a look-up; every [`RELEASE_EVERY`] releases the maps' pages,
+    /// and every [`READ_AHEAD_EVERY`] reads the small runs ahead.
     fn note_lookup(&self) {
-        if self.lookups.fetch_add(1, Relaxed) % RELEASE_EVERY == RELEASE_EVERY - 1 {
+        let n = self.lookups.fetch_add(1, Relaxed);
+        if n % RELEASE_EVERY == RELEASE_EVERY - 1 {
             self.release_pages();
+        }
+        if n % READ_AHEAD_EVERY == RELEASE_EVERY - 1 {
+            self.read_ahead();
+        }
+    }
+
+    /// Asks the kernel to read the runs under [`READ_AHEAD_BELOW`] into the
+    /// page cache (without waiting, and without mapping them). Look-ups in
+    /// bulk on a cold cache (a large file read through `vt mount`, an
+    /// import) otherwise fault in one page per look-up at random: 1,500
+    /// reads of 4 KiB for a 6 MB run, where one sequential read costs a
+    /// few milliseconds (a cold `cat` of a 1 GiB file stored beside a
+    /// kernel tree took 0.97-1.19 s with the run cold, 0.83 s with it
+    /// cached). Pages already cached cost a look-up each in the page
+    /// cache, about 0.1 ms for 6 MB every 4,096 look-ups.
+    fn read_ahead(&self) {
+        for r in &self.view().runs {
+            if r.map.len() <= READ_AHEAD_BELOW {
+                mapping::will_need(&r.map);
+            }
         }
     }
 

@@ -533,3 +533,70 @@ fn torn_temporary_files_are_not_runs() {
     assert_eq!(ix.runs(), 1);
     all_found(&ix, &e);
 }
+
+/// Pages of `map` in the page cache, as a fraction of its pages.
+fn cached_fraction(map: &Bytes) -> f64 {
+    let page = 4096;
+    let pages = map.len().div_ceil(page);
+    let mut vec = vec![0u8; pages];
+    // SAFETY: `map` is a whole mapping (page-aligned start, its length),
+    // and `vec` has one byte per page of it.
+    let rc = unsafe {
+        libc::mincore(
+            map.as_ptr() as *mut libc::c_void,
+            map.len(),
+            vec.as_mut_ptr(),
+        )
+    };
+    assert_eq!(rc, 0, "mincore: {}", std::io::Error::last_os_error());
+    vec.iter().filter(|&&b| b & 1 == 1).count() as f64 / pages as f64
+}
+
+#[test]
+fn lookups_in_bulk_read_a_small_cold_run_ahead() {
+    let t = tempfile::tempdir().unwrap();
+    let ix = Index::open(t.path()).unwrap();
+    let mut rng = Rng(7);
+    let all = rng.entries(100_000);
+    ix.add_run(all.clone(), &[(1, 1000)]).unwrap();
+    drop(ix);
+    let ix = Index::open(t.path()).unwrap();
+    let run = run_files(t.path()).pop().unwrap();
+    let map = ix.view().runs[0].map.clone();
+    assert!(map.len() > 2 << 20, "a run of {} bytes", map.len());
+    // Out of the page cache (unmapped first: mapped pages stay).
+    ix.release_pages();
+    let f = std::fs::File::open(&run).unwrap();
+    // SAFETY: advisory, on a descriptor we own.
+    unsafe {
+        libc::posix_fadvise(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            0,
+            0,
+            libc::POSIX_FADV_DONTNEED,
+        )
+    };
+    let before = cached_fraction(&map);
+    if before > 0.2 {
+        // tmpfs and the like keep their pages: nothing to read ahead.
+        eprintln!(
+            "skipped: {before} of the run stays cached in {}",
+            t.path().display()
+        );
+        return;
+    }
+    // Fewer look-ups than the run has pages: alone they would fault in
+    // fewer than half of them.
+    for (h, l) in all.iter().step_by(97).take(RELEASE_EVERY as usize) {
+        assert_eq!(ix.get(h).unwrap(), Some(*l));
+    }
+    let mut after = cached_fraction(&map);
+    for _ in 0..200 {
+        if after > 0.9 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        after = cached_fraction(&map);
+    }
+    assert!(after > 0.9, "{after} of the run cached after the look-ups");
+}
