@@ -146,11 +146,12 @@ const MAX_OFFSET: u64 = (1 << 48) - 1;
 /// pages of every run, so this bounds what a process holds mapped at a few
 /// MB a run (a release costs one madvise per run).
 const RELEASE_EVERY: u64 = 256;
-/// Look-ups between read-aheads of the small runs ([`Index::read_ahead`]),
-/// the first after [`RELEASE_EVERY`].
-const READ_AHEAD_EVERY: u64 = 4096;
-/// Runs up to this size are read ahead whole when look-ups come in bulk.
+/// Runs up to this size are read ahead whole when look-ups come in bulk
+/// and find them out of the page cache ([`Index::read_ahead`]).
 const READ_AHEAD_BELOW: usize = 64 << 20;
+/// Pages of a run probed for being cached, every [`RELEASE_EVERY`]
+/// look-ups.
+const READ_AHEAD_PROBE: usize = 16;
 /// Entries read in a row (merging, listing) between releases of pages.
 const RELEASE_SEQUENTIAL: usize = 1 << 16;
 /// Runs up to this size have their checksum checked when a process opens
@@ -862,30 +863,33 @@ impl Index {
         self.writing.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Counts a look-up; every [`RELEASE_EVERY`] releases the maps' pages,
-    /// and every [`READ_AHEAD_EVERY`] reads the small runs ahead.
+    /// Counts a look-up; every [`RELEASE_EVERY`] releases the maps' pages
+    /// and reads the small runs ahead if they are not cached.
     fn note_lookup(&self) {
         let n = self.lookups.fetch_add(1, Relaxed);
         if n % RELEASE_EVERY == RELEASE_EVERY - 1 {
             self.release_pages();
-        }
-        if n % READ_AHEAD_EVERY == RELEASE_EVERY - 1 {
-            self.read_ahead();
+            self.read_ahead(n / RELEASE_EVERY);
         }
     }
 
-    /// Asks the kernel to read the runs under [`READ_AHEAD_BELOW`] into the
-    /// page cache (without waiting, and without mapping them). Look-ups in
-    /// bulk on a cold cache (a large file read through `vt mount`, an
-    /// import) otherwise fault in one page per look-up at random: 1,500
-    /// reads of 4 KiB for a 6 MB run, where one sequential read costs a
-    /// few milliseconds (a cold `cat` of a 1 GiB file stored beside a
-    /// kernel tree took 0.97-1.19 s with the run cold, 0.83 s with it
-    /// cached). Pages already cached cost a look-up each in the page
-    /// cache, about 0.1 ms for 6 MB every 4,096 look-ups.
-    fn read_ahead(&self) {
+    /// Asks the kernel to read each run under [`READ_AHEAD_BELOW`] into
+    /// the page cache (without waiting, and without mapping it) when a
+    /// probe of [`READ_AHEAD_PROBE`] of its pages, at a place that moves
+    /// with `turn`, finds one missing. Look-ups in bulk on a cold cache (a
+    /// large file read through `vt mount`, an import) otherwise fault in
+    /// one page per look-up at random: 1,500 reads of 4 KiB for a 6 MB
+    /// run, where one sequential read costs a few milliseconds (a cold
+    /// `cat` of a 1 GiB file stored beside a kernel tree took 0.97-1.19 s
+    /// with the run cold, 0.83 s with it cached).
+    fn read_ahead(&self, turn: u64) {
         for r in &self.view().runs {
-            if r.map.len() <= READ_AHEAD_BELOW {
+            if r.map.len() > READ_AHEAD_BELOW {
+                continue;
+            }
+            let pages = r.map.len().div_ceil(4096);
+            let at = ((turn + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize % pages;
+            if !mapping::cached(&r.map, at, READ_AHEAD_PROBE) {
                 mapping::will_need(&r.map);
             }
         }

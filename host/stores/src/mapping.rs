@@ -97,6 +97,32 @@ pub fn will_need(map: &Bytes) {
     advise(map, libc::MADV_WILLNEED);
 }
 
+/// Whether the `count` pages of `map` from page `first` on are all in the
+/// page cache (`mincore`; pages past its end are left out). A probe costs
+/// about a microsecond, where asking to read a cached 6 MB map ahead costs
+/// about 0.1 ms.
+pub fn cached(map: &Bytes, first: usize, count: usize) -> bool {
+    const PAGE: usize = 4096;
+    let pages = map.len().div_ceil(PAGE);
+    let first = first.min(pages);
+    let count = count.min(pages - first);
+    if count == 0 {
+        return true;
+    }
+    let mut vec = vec![0u8; count];
+    // SAFETY: the range lies within `map`, a whole mapping from a
+    // page-aligned start (what `map` returns), and `vec` has one byte for
+    // each of its pages.
+    let rc = unsafe {
+        libc::mincore(
+            map.as_ptr().add(first * PAGE) as *mut libc::c_void,
+            (count * PAGE).min(map.len() - first * PAGE),
+            vec.as_mut_ptr(),
+        )
+    };
+    rc != 0 || vec.iter().all(|&b| b & 1 == 1)
+}
+
 /// `madvise(advice)` over the whole of `map`.
 fn advise(map: &Bytes, advice: libc::c_int) {
     // SAFETY: `map` starts at a mapping's page-aligned start and covers it
@@ -124,6 +150,31 @@ mod tests {
         assert!(map(tempfile::tempfile().as_ref().unwrap(), 0)
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn cached_tells_pages_in_the_page_cache_from_pages_out_of_it() {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&vec![7u8; 1 << 20]).unwrap();
+        f.sync_all().unwrap();
+        let m = map(&f, 1 << 20).unwrap().unwrap();
+        // SAFETY: advisory, on a descriptor we own.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        if cached(&m, 0, 256) {
+            eprintln!("skipped: the temporary file's pages cannot be dropped (tmpfs?)");
+            return;
+        }
+        // One page read at a time (no read-around).
+        advise_random(&m);
+        assert_eq!(m[40 * 4096], 7);
+        assert!(cached(&m, 40, 1));
+        assert!(!cached(&m, 41, 16));
+        // Past the end: nothing missing there.
+        assert!(cached(&m, 256, 16));
+        assert_eq!(m[255 * 4096], 7);
+        assert!(cached(&m, 255, 16));
     }
 
     /// Resident bytes of the mapping that starts at `at` (/proc/self/smaps).
