@@ -887,7 +887,7 @@ impl Index {
             if r.map.len() > READ_AHEAD_BELOW {
                 continue;
             }
-            let pages = r.map.len().div_ceil(4096);
+            let pages = r.map.len().div_ceil(mapping::PAGE);
             let at = ((turn + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize % pages;
             if !mapping::cached(&r.map, at, READ_AHEAD_PROBE) {
                 mapping::will_need(&r.map);

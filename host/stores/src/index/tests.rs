@@ -536,20 +536,8 @@ fn torn_temporary_files_are_not_runs() {
 
 /// Pages of `map` in the page cache, as a fraction of its pages.
 fn cached_fraction(map: &Bytes) -> f64 {
-    let page = 4096;
-    let pages = map.len().div_ceil(page);
-    let mut vec = vec![0u8; pages];
-    // SAFETY: `map` is a whole mapping (page-aligned start, its length),
-    // and `vec` has one byte per page of it.
-    let rc = unsafe {
-        libc::mincore(
-            map.as_ptr() as *mut libc::c_void,
-            map.len(),
-            vec.as_mut_ptr(),
-        )
-    };
-    assert_eq!(rc, 0, "mincore: {}", std::io::Error::last_os_error());
-    vec.iter().filter(|&&b| b & 1 == 1).count() as f64 / pages as f64
+    let pages = map.len().div_ceil(mapping::PAGE);
+    mapping::cached_pages(map, 0, pages) as f64 / pages as f64
 }
 
 #[test]

@@ -107,14 +107,6 @@ impl Channel {
         }
     }
 
-    /// With request polling on, the reading thread gives the reader role
-    /// up before it answers a request that may take long.
-    pub(crate) fn hand_off(&self) {
-        if POLL_NS.load(Ordering::Relaxed) != 0 {
-            self.1.hand_off();
-        }
-    }
-
     /// Makes this thread's [`hand_off_reading`] hand this channel's reader
     /// role off.
     pub(crate) fn enter(&self) {

@@ -58,6 +58,12 @@ fn leader(s: u64) -> u64 {
     (s >> LEADER_SHIFT) & LEADER_BITS
 }
 
+/// State `s`'s request count with leader `who` (0: none), neither busy
+/// nor asleep.
+fn led_by(s: u64, who: u64) -> u64 {
+    (s >> SEQ_SHIFT) << SEQ_SHIFT | who << LEADER_SHIFT
+}
+
 /// Who waits, and whether the session has ended.
 #[derive(Debug, Default)]
 struct Gate {
@@ -109,7 +115,7 @@ impl Relay {
                 continue;
             }
             if who == 0 {
-                let mine = (s >> SEQ_SHIFT) << SEQ_SHIFT | me << LEADER_SHIFT;
+                let mine = led_by(s, me);
                 if self
                     .state
                     .compare_exchange(s, mine, Ordering::AcqRel, Ordering::Acquire)
@@ -156,7 +162,7 @@ impl Relay {
                 .0;
             // The same request, still being answered: take over.
             if s & BUSY != 0 {
-                let mine = (s >> SEQ_SHIFT) << SEQ_SHIFT | me << LEADER_SHIFT;
+                let mine = led_by(s, me);
                 if self
                     .state
                     .compare_exchange(s, mine, Ordering::AcqRel, Ordering::Acquire)
@@ -197,7 +203,7 @@ impl Relay {
         if leader(s) != me {
             return;
         }
-        let free = (s >> SEQ_SHIFT) << SEQ_SHIFT;
+        let free = led_by(s, 0);
         if self
             .state
             .compare_exchange(s, free, Ordering::AcqRel, Ordering::Acquire)

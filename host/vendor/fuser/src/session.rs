@@ -550,7 +550,7 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
                             // File data: may wait on storage, so another
                             // thread reads the next request meanwhile.
                             Ok(Operation::Read(_) | Operation::Write(_)) => {
-                                self.ch.hand_off();
+                                crate::channel::hand_off_reading();
                                 req.dispatch(self)
                             }
                             _ => req.dispatch(self),
