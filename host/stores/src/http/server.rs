@@ -596,14 +596,28 @@ impl HttpServer {
         })
     }
 
+    /// Answers `r` to a request refused before its body was read, after
+    /// reading the body (up to `limit` bytes, dropped): a client still
+    /// sending it would otherwise find the connection closed instead of
+    /// the answer (a wrong token seen as an HTTP protocol error).
+    async fn refuse(body: Incoming, limit: usize, r: Resp) -> Resp {
+        let _ = Self::read_body(body, limit).await;
+        r
+    }
+
     async fn put_block(
         &self,
         head: &RequestHead,
         seg: &str,
         body: Incoming,
     ) -> std::result::Result<Resp, Resp> {
-        self.authorized(head)?;
-        let h = parse_hash(seg).map_err(|e| bad_request(format!("bad hashcode {seg:?}: {e}")))?;
+        let checked = self.authorized(head).and_then(|()| {
+            parse_hash(seg).map_err(|e| bad_request(format!("bad hashcode {seg:?}: {e}")))
+        });
+        let h = match checked {
+            Ok(h) => h,
+            Err(r) => return Err(Self::refuse(body, MAX_PUT, r).await),
+        };
         let data = Self::read_body(body, MAX_PUT).await?;
         let store = self.store.clone();
         let new = blocking(move || -> Result<bool> {
@@ -633,13 +647,20 @@ impl HttpServer {
         name: &str,
         body: Incoming,
     ) -> std::result::Result<Resp, Resp> {
-        self.authorized(head)?;
-        let name = String::from_utf8(decode(name).map_err(|e| bad_request(e.to_string()))?)
-            .map_err(|_| bad_request("archive name is not UTF-8"))?;
-        if name.is_empty() {
-            return Err(bad_request("no archive name"));
-        }
-        let text = Self::read_body(body, 256 << 20).await?;
+        const MAX_ARCHIVE: usize = 256 << 20;
+        let checked = self.authorized(head).and_then(|()| {
+            let name = String::from_utf8(decode(name).map_err(|e| bad_request(e.to_string()))?)
+                .map_err(|_| bad_request("archive name is not UTF-8"))?;
+            if name.is_empty() {
+                return Err(bad_request("no archive name"));
+            }
+            Ok(name)
+        });
+        let name = match checked {
+            Ok(n) => n,
+            Err(r) => return Err(Self::refuse(body, MAX_ARCHIVE, r).await),
+        };
+        let text = Self::read_body(body, MAX_ARCHIVE).await?;
         let store = self.store.clone();
         let replace = head.method == Method::PUT;
         blocking(move || {
