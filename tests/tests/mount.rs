@@ -563,6 +563,81 @@ fn modes_readonly_append_only_all_and_subpath() {
 }
 
 #[test]
+fn a_read_write_mount_pushes_files_ahead_but_never_over_a_write() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    let old = |i: usize| format!("old content of file {i}\n").into_bytes();
+    // New contents shorter and longer than the old ones: a push landing
+    // after a write would show the old bytes, or the old length.
+    let new = |i: usize| format!("new {i}{}\n", "+".repeat(i % 50)).into_bytes();
+    let n = 1200;
+    for i in 0..n {
+        std::fs::write(src.join(format!("d/f{i:04}")), old(i)).unwrap();
+    }
+    let archive = import(&env, &src, "t");
+    let mnt = env.path("mnt");
+    let mp = mnt.to_string_lossy().into_owned();
+    let m = Mount::start(&env, &[archive.as_str(), mp.as_str()]);
+    // A reader of one file gets the next ones of its directory put into
+    // the page cache, as on a read-only mount (listed first: the kernel
+    // makes their inodes then).
+    assert_eq!(std::fs::read_dir(m.path("d")).unwrap().count(), n);
+    // (Opening a file to look fetches the files after it: look far off.)
+    assert!(!resident(&m.path("d/f0900"), 0), "nothing read yet");
+    assert_eq!(std::fs::read(m.path("d/f0000")).unwrap(), old(0));
+    await_resident(&m.path("d/f0010"), 0);
+    // Every 40th file read, the 39 after it (being pushed meanwhile, in
+    // order) rewritten at once, last first to meet pushes under way, a
+    // third of them truncated first; each must read back as written.
+    let mut written = Vec::new();
+    for k in (40..n).step_by(40) {
+        assert_eq!(
+            std::fs::read(m.path(&format!("d/f{k:04}"))).unwrap(),
+            old(k)
+        );
+        let batch: Vec<usize> = (k + 1..(k + 40).min(n)).collect();
+        for &i in batch.iter().rev() {
+            let p = m.path(&format!("d/f{i:04}"));
+            if i % 3 == 0 {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&p)
+                    .unwrap()
+                    .set_len(0)
+                    .unwrap();
+            }
+            std::fs::write(&p, new(i)).unwrap();
+        }
+        for &i in &batch {
+            let got = std::fs::read(m.path(&format!("d/f{i:04}"))).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&new(i)),
+                "d/f{i:04} right after its write"
+            );
+        }
+        written.extend(batch);
+    }
+    // Still so a while later (a push that lost the race would land late).
+    std::thread::sleep(Duration::from_millis(300));
+    for &i in &written {
+        assert_eq!(
+            std::fs::read(m.path(&format!("d/f{i:04}"))).unwrap(),
+            new(i),
+            "d/f{i:04} later"
+        );
+    }
+    m.umount(&env);
+    let out = env.path("out");
+    export(&env, &archive, &out);
+    for i in 0..n {
+        let want = if written.contains(&i) { new(i) } else { old(i) };
+        assert_eq!(std::fs::read(out.join(format!("d/f{i:04}"))).unwrap(), want);
+    }
+}
+
+#[test]
 fn rsync_of_50000_files_round_trips() {
     need("rsync");
     let env = Env::new();

@@ -23,6 +23,7 @@ use vt_core::{BlockRef, Dirent, DirentKind, Meta, Store};
 
 use crate::backing::{Backing, BackingDir, MEM_MAX};
 use crate::blockmap::{BlockMap, LeafCache};
+use crate::fence::{PushFence, Pushed};
 use crate::inode::{from_system, now, Content, DirData, Ino, Kind, Node, State, Tree, ROOT};
 use crate::readahead;
 use crate::sync::{start_workers, SyncQueue};
@@ -72,15 +73,17 @@ pub(crate) struct Inner {
     pub(crate) last_top: Mutex<Option<Dirent>>,
     pub(crate) commit_lock: Mutex<()>,
     pub(crate) commits: AtomicU64,
-    /// Per directory, the last name whose first block was fetched ahead.
-    prefetched: Mutex<HashMap<Ino, Vec<u8>>>,
+    /// Per directory, the window of files last fetched ahead.
+    prefetched: Mutex<HashMap<Ino, Window>>,
     /// When the mount was served from, and when (milliseconds after that)
     /// a file was last read.
     started: std::time::Instant,
     last_read: AtomicU64,
-    /// On a read-only mount, what puts files fetched ahead straight into
-    /// the kernel's page cache (set once the session exists).
+    /// What puts files fetched ahead straight into the kernel's page
+    /// cache (set once the session exists).
     notifier: std::sync::OnceLock<fuser::Notifier>,
+    /// Keeps those pushes off files changed during the mount.
+    fence: Arc<PushFence>,
     /// Files fetched ahead when a directory was listed from its start, to
     /// be pushed when the lister asks for the part after theirs (by then
     /// the kernel has made inodes of their entries).
@@ -90,6 +93,10 @@ pub(crate) struct Inner {
     /// Where [`Inner::walk_ahead`] sends directories to load.
     walker: std::sync::OnceLock<std::sync::mpsc::Sender<Vec<(Ino, BlockRef)>>>,
 }
+
+/// Where a directory's reader was when its files were last fetched ahead,
+/// and the last name fetched.
+type Window = (Vec<u8>, Vec<u8>);
 
 /// A file fetched ahead: its position in its directory's listing (from a
 /// listing from the start; else 0), inode and content.
@@ -108,6 +115,11 @@ type PushBatch = (
 /// READ. Bounded, because a push to a page being read waits for that
 /// READ's reply (see [`Inner::push_files`]).
 const PUSH_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// How long making a file writable waits for a push of its stored content
+/// under way (see [`PushFence::mark_changed`]); one that takes longer is
+/// dropped from the page cache once done.
+const FENCE_WAIT: Duration = Duration::from_millis(200);
 
 /// Files after an opened one whose first blocks are fetched ahead.
 const SIBLINGS_AHEAD: usize = 64;
@@ -232,16 +244,22 @@ fn stored_file(st: &State, ino: Ino) -> Option<BlockRef> {
 /// for a READ to meet.
 fn push_batch(
     notifier: &fuser::Notifier,
+    fence: &Arc<PushFence>,
     store: &Arc<dyn Store>,
     cache: &Arc<LeafCache>,
     batch: Vec<(Ino, BlockRef)>,
 ) {
     for (ino, block) in batch {
         if let Some(d) = cache.cached(&block) {
-            let _ = notifier.store(INodeNo(ino), 0, &d);
+            push_one(notifier, fence, ino, &d);
             continue;
         }
-        let (store, cache, notifier) = (store.clone(), cache.clone(), notifier.clone());
+        let (store, cache, notifier, fence) = (
+            store.clone(),
+            cache.clone(),
+            notifier.clone(),
+            fence.clone(),
+        );
         rayon::spawn(move || {
             let span = block.span();
             if span > PUSH_WHOLE {
@@ -252,9 +270,21 @@ fn push_batch(
                 .and_then(|m| Arc::new(m).read(&store, &cache, 0, span));
             // A short read would leave its last page incomplete.
             if let Some(d) = data.ok().filter(|d| d.len() as u64 == span) {
-                let _ = notifier.store(INodeNo(ino), 0, &d);
+                push_one(&notifier, &fence, ino, &d);
             }
         });
+    }
+}
+
+/// Puts `data`, file `ino`'s whole stored content, into its page cache,
+/// unless the file changed since (see [`PushFence`]); if it changed while
+/// the push ran, what was pushed is dropped again.
+fn push_one(notifier: &fuser::Notifier, fence: &PushFence, ino: Ino, data: &[u8]) {
+    let pushed = fence.push(ino, || {
+        let _ = notifier.store(INodeNo(ino), 0, data);
+    });
+    if pushed == Pushed::Overtaken {
+        let _ = notifier.inval_inode(INodeNo(ino), 0, 0);
     }
 }
 
@@ -336,6 +366,7 @@ impl VtFs {
             commits: AtomicU64::new(0),
             prefetched: Mutex::default(),
             notifier: std::sync::OnceLock::new(),
+            fence: Arc::default(),
             to_push: Mutex::default(),
             pusher: std::sync::OnceLock::new(),
             walker: std::sync::OnceLock::new(),
@@ -436,9 +467,7 @@ impl VtFs {
         if let Err(e) = readahead::set_window(&point, readahead::WINDOW_KB) {
             tracing::debug!("read-ahead of {} left as it was: {e}", point.display());
         }
-        if inner.mode == Mode::ReadOnly {
-            let _ = inner.notifier.set(session.notifier());
-        }
+        let _ = inner.notifier.set(session.notifier());
         ready();
         session.run().map_err(ctx)
     }
@@ -631,8 +660,13 @@ impl Inner {
             // files may have left the caches since the last one).
             pf.remove(&dir);
         }
-        let upto = pf.get(&dir).cloned();
         let from = after.unwrap_or_default().to_vec();
+        // A reader back before the window (files opened in another order)
+        // starts a new one.
+        let upto = pf
+            .get(&dir)
+            .filter(|(at, _)| from >= *at)
+            .map(|(_, upto)| upto.clone());
         let near_end = match &upto {
             None => true,
             Some(upto) => kids
@@ -645,7 +679,7 @@ impl Inner {
         }
         let start = match (upto, after) {
             (Some(u), _) if u > from => std::ops::Bound::Excluded(u),
-            (_, Some(_)) => std::ops::Bound::Excluded(from),
+            (_, Some(_)) => std::ops::Bound::Excluded(from.clone()),
             (_, None) => std::ops::Bound::Unbounded,
         };
         let mut last = None;
@@ -672,11 +706,11 @@ impl Inner {
             }
         }
         if let Some(l) = last {
-            pf.insert(dir, l);
+            pf.insert(dir, (from, l));
         }
-        // The directory's own files first: its lister reads them next (on
-        // a read-only mount, once they are pushed with the listing's next
-        // part, so they are fetched now, while the kernel takes the reply).
+        // The directory's own files first: its lister reads them next
+        // (once they are pushed with the listing's next part, so they are
+        // fetched now, while the kernel takes the reply).
         let mut fetch: Vec<BlockRef> = Vec::new();
         if self.notifier.get().is_none() {
             fetch.extend(files.drain(..).map(|(_, _, b)| b));
@@ -821,13 +855,17 @@ impl Inner {
         }
         let pusher = self.pusher.get_or_init(|| {
             let (tx, rx) = std::sync::mpsc::channel::<PushBatch>();
-            let (store, cache, notifier) =
-                (self.store.clone(), self.cache.clone(), notifier.clone());
+            let (store, cache, notifier, fence) = (
+                self.store.clone(),
+                self.cache.clone(),
+                notifier.clone(),
+                self.fence.clone(),
+            );
             let spawned = std::thread::Builder::new()
                 .name("vt-push".into())
                 .spawn(move || {
                     for (batch, done) in rx {
-                        push_batch(&notifier, &store, &cache, batch);
+                        push_batch(&notifier, &fence, &store, &cache, batch);
                         if let Some(d) = done {
                             let _ = d.try_send(());
                         }
@@ -915,6 +953,7 @@ impl Inner {
     }
 
     fn set_size(&self, ino: Ino, size: u64) -> R<()> {
+        self.fence.mark_changed(ino, FENCE_WAIT);
         {
             let st = self.state();
             let n = Self::node(&st, ino)?;
@@ -1754,7 +1793,11 @@ impl Filesystem for VtFs {
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let r = (|| {
             let _g = if write {
-                Some(self.inner.change()?)
+                let g = self.inner.change()?;
+                // Before the writes reach the page cache: no push of the
+                // stored content may land after them.
+                self.inner.fence.mark_changed(ino.0, FENCE_WAIT);
+                Some(g)
             } else {
                 None
             };

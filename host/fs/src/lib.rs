@@ -17,6 +17,7 @@
 pub mod backing;
 pub mod blockmap;
 pub mod error;
+pub mod fence;
 mod fs;
 pub mod inode;
 pub mod readahead;
