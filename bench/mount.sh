@@ -22,7 +22,9 @@
 #                          unpacked once into CORPUS_CACHE [/tmp/vt-bench/corpus]
 #   CORPUS      a directory to use instead of the built-in corpora
 #   LARGE_MB    size of the large file [1024]
-#   TOOLS       subset of "native vt vt-blake3 restic borg"
+#   TOOLS       subset of "native vt vt-rw vt-blake3 restic borg" [all but
+#               vt-rw]; vt is a read-only mount (`vt mount -r`), vt-rw the
+#               default, read-write one of a store of its own
 #   ROUNDS      measure every tool this many times, in turn [1]: all are
 #               mounted first, then each round measures each tool, so a
 #               drift of the machine's speed hits all alike; the report
@@ -159,17 +161,19 @@ for tool in $TOOLS; do
     native)
         LABEL[$tool]=native DIR[$tool]=$DATA
         ;;
-    vt | vt-blake3)
+    vt | vt-rw | vt-blake3)
         # The default store (SHA3-256, every block's hash verified on
-        # read), and one hashing with BLAKE3.
-        hash=sha3_256 LABEL[$tool]="vt mount"
+        # read) mounted read-only and read-write, and one hashing with
+        # BLAKE3.
+        hash=sha3_256 LABEL[$tool]="vt mount" ro=-r
+        [[ $tool == vt-rw ]] && LABEL[$tool]="vt mount (read-write)" ro=
         [[ $tool == vt-blake3 ]] && hash=blake3 LABEL[$tool]="vt mount (BLAKE3 store)"
         mkdir -p "$XDG_CONFIG_HOME/vt"
         printf '[default]\nstore = "%s"\n[stores.%s]\ntype = "datadir"\npath = "%s"\nhash = "%s"\n' \
             "$tool" "$tool" "$BENCH_DIR/work/$tool" "$hash" >"$XDG_CONFIG_HOME/vt/vtrc"
         log "${LABEL[$tool]}: vt import"
         "$VT" -q import "$DATA" "$BENCH_DIR/work/$tool.vt" >/dev/null
-        "$VT" -q mount -r "$BENCH_DIR/work/$tool.vt" "$mnt" & PID[$tool]=$!
+        "$VT" -q mount $ro "$BENCH_DIR/work/$tool.vt" "$mnt" & PID[$tool]=$!
         DIR[$tool]=$mnt
         ;;
     restic)
