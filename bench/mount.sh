@@ -104,7 +104,24 @@ export XDG_CONFIG_HOME=$BENCH_DIR/work/xdg-config XDG_DATA_HOME=$BENCH_DIR/work/
 export RESTIC_PASSWORD=bench RESTIC_REPOSITORY=$BENCH_DIR/work/restic
 export BORG_REPO=$BENCH_DIR/work/borg BORG_PASSPHRASE= BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
 
-drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+# settle: waits (up to 5 s) until the machine is quiet for 100 ms. Dropping
+# the caches makes every FUSE server handle the kernel's FORGETs for the
+# inodes it had (restic: about a second of CPU after a tree of 80,000
+# files), work that would otherwise land in the next measurement.
+settle() {
+    local i a b busy total
+    for ((i = 0; i < 50; i++)); do
+        # cpu user nice system idle iowait irq softirq
+        read -ra a </proc/stat
+        sleep 0.1
+        read -ra b </proc/stat
+        busy=$((b[1] + b[2] + b[3] + b[6] + b[7] - a[1] - a[2] - a[3] - a[6] - a[7]))
+        total=$((busy + b[4] + b[5] - a[4] - a[5]))
+        ((total > 0 && busy * 10 <= total)) && return 0
+    done
+    return 0
+}
+drop() { sync; echo 3 >/proc/sys/vm/drop_caches; settle; }
 secs() { # seconds taken by "$@" (stdout discarded)
     local t0 t1
     t0=$(date +%s.%N)
