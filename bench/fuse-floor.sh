@@ -42,7 +42,8 @@ cleanup() {
     fusermount3 -u "$BENCH_DIR/mnt-floor" 2>/dev/null || true
     wait 2>/dev/null || true
 }
-trap cleanup EXIT
+hold_page_reporting
+trap 'cleanup; release_page_reporting' EXIT
 "$VT" -q mount -r "$BENCH_DIR/work/l.vt" "$BENCH_DIR/mnt-vt" &
 "$FLOOR" "$BENCH_DIR/mnt-floor" "$LARGE_MB" 2>/dev/null &
 for _ in $(seq 300); do
@@ -71,6 +72,8 @@ done
 cleanup
 
 echo "## A ${LARGE_MB} MiB file read with cat, page cache dropped (vt $(git -C "$REPO_ROOT" rev-parse --short HEAD), $(nproc) cores, $(uname -r))"
+echo
+echo "$PAGE_REPORTING_NOTE"
 echo
 echo "| | $(seq -s ' | ' 1 "$ROUNDS") | median | vs ext4 |"
 echo "|---|$(printf -- '---:|%.0s' $(seq "$ROUNDS"))---:|---:|"

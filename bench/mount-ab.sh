@@ -32,6 +32,10 @@ for v in old new; do
     mkdir -p "$B/$v/cfg/vt" "$B/$v/data"
     env $(env_of $v) "${BIN[$v]}" -q import "$CORPUS" "$B/$v/a.vt" >/dev/null
 done
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+hold_page_reporting
+trap release_page_reporting EXIT
 drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 read_one() { # what
@@ -68,4 +72,4 @@ for w in $WHAT; do
     done
 done
 echo
-echo "$PAIRS interleaved cold reads per build; old: $OLD, new: $NEW"
+echo "$PAIRS interleaved cold reads per build; old: $OLD, new: $NEW; $PAGE_REPORTING_NOTE"

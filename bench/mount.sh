@@ -29,6 +29,9 @@
 #               mounted first, then each round measures each tool, so a
 #               drift of the machine's speed hits all alike; the report
 #               gives every round and the medians
+#   PAGE_REPORTING  "hold" [default]: on a VM that reports free memory to
+#               its host, hold that off for the run (see bench/lib.sh);
+#               "keep": leave it as it is
 
 set -euo pipefail
 export LC_ALL=C
@@ -42,6 +45,7 @@ KERNEL_PKG=${KERNEL_PKG:-linux-source-6.1}
 CORPUS_CACHE=${CORPUS_CACHE:-/tmp/vt-bench/corpus}
 ROUNDS=${ROUNDS:-1}
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "mount.sh: ROUNDS must be a positive number" >&2; exit 2; }
+[[ ${PAGE_REPORTING:-hold} =~ ^(hold|keep)$ ]] || { echo "mount.sh: PAGE_REPORTING must be hold or keep" >&2; exit 2; }
 case "$BENCH_DIR/" in
     "$REPO_ROOT"/*) echo "mount.sh: BENCH_DIR is inside the repository" >&2; exit 2 ;;
 esac
@@ -60,6 +64,8 @@ if ((${#need_pkgs[@]})); then
     apt-get install -y -q "${need_pkgs[@]}" >&2 || { apt-get update -q >&2 && apt-get install -y -q "${need_pkgs[@]}" >&2; }
 fi
 
+hold_page_reporting
+trap release_page_reporting EXIT
 log "building vt (cargo build --release -p vt)"
 (cd "$REPO_ROOT" && cargo build --release -p vt -q)
 VT=$REPO_ROOT/target/release/vt
@@ -170,7 +176,7 @@ unmount_all() {
         unset "PID[$tool]"
     done
 }
-trap unmount_all EXIT
+trap 'unmount_all; release_page_reporting' EXIT
 for tool in $TOOLS; do
     mnt=$BENCH_DIR/mnt/$tool
     mkdir -p "$mnt"
@@ -257,7 +263,7 @@ cat <<REPORT
 ## Reading through mounts: $(basename "$SOURCE")
 
 Corpus: $FILES files in $DIRS directories, $((BYTES >> 20)) MiB ($SOURCE plus one ${LARGE_MB} MiB file); page cache dropped before every measurement.
-Machine: $(nproc) cores, $(uname -sr); $(restic version 2>/dev/null | cut -d' ' -f1-2), $(borg --version 2>/dev/null), vt $(git -C "$REPO_ROOT" rev-parse --short HEAD).
+Machine: $(nproc) cores, $(uname -sr); $(restic version 2>/dev/null | cut -d' ' -f1-2), $(borg --version 2>/dev/null), vt $(git -C "$REPO_ROOT" rev-parse --short HEAD); $PAGE_REPORTING_NOTE
 
 | | walk: \`find -ls\` (s) | tree: \`tar -cf - . \| cat\` (s) | large file: \`cat\` (s) |
 |---|---:|---:|---:|
