@@ -5,7 +5,9 @@
 //! pass over its indirect blocks; leaves are not fetched) and dropped when
 //! the file's content changes. It is not persisted. Leaf data is shared by
 //! every open file through a [`LeafCache`]; sequential readers get the next
-//! leaves fetched ahead of them in parallel.
+//! leaves fetched ahead of them in parallel, and the store is told of them
+//! all at once ([`Store::prefetch`]: a remote store asks for the window in
+//! one go).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -286,16 +288,23 @@ impl BlockMap {
         {
             return;
         }
-        for i in next.max(done)..target {
-            if let BlockRef::Direct { hash, span } = self.leaves[i].clone() {
-                if cache.contains(&hash) {
-                    continue;
-                }
-                let (store, cache) = (store.clone(), cache.clone());
-                rayon::spawn(move || {
-                    let _ = cache.fetch(&*store, &hash, span);
-                });
-            }
+        let want: Vec<(Hash, u64)> = (next.max(done)..target)
+            .filter_map(|i| match &self.leaves[i] {
+                BlockRef::Direct { hash, span } if !cache.contains(hash) => Some((*hash, *span)),
+                _ => None,
+            })
+            .collect();
+        // The whole window at once: a remote store asks for it in one go,
+        // where the fetches below, a few at a time (one per thread of the
+        // pool), would each wait for a round trip. A local store ignores
+        // the hint.
+        let hashes: Vec<Hash> = want.iter().map(|w| w.0).collect();
+        store.prefetch(&hashes);
+        for (hash, span) in want {
+            let (store, cache) = (store.clone(), cache.clone());
+            rayon::spawn(move || {
+                let _ = cache.fetch(&*store, &hash, span);
+            });
         }
     }
 
@@ -353,6 +362,79 @@ mod tests {
             .unwrap();
         let map = Arc::new(BlockMap::build(&*store, &root).unwrap());
         (store, root, map)
+    }
+
+    /// A memory store that records what it is asked to prefetch.
+    struct Recording {
+        inner: MemoryStore,
+        asked: Mutex<Vec<Vec<Hash>>>,
+    }
+
+    impl Store for Recording {
+        fn hash_kind(&self) -> HashKind {
+            self.inner.hash_kind()
+        }
+        fn add_hashed(&self, hash: &Hash, data: &[u8]) -> Result<bool> {
+            self.inner.add_hashed(hash, data)
+        }
+        fn get(&self, hash: &Hash) -> Result<Option<Vec<u8>>> {
+            self.inner.get(hash)
+        }
+        fn contains(&self, hash: &Hash) -> Result<bool> {
+            self.inner.contains(hash)
+        }
+        fn sync(&self) -> Result<()> {
+            self.inner.sync()
+        }
+        fn stats(&self) -> Result<vt_core::store::StoreStats> {
+            self.inner.stats()
+        }
+        fn prefetch(&self, hashes: &[Hash]) {
+            self.asked.lock().unwrap().push(hashes.to_vec());
+        }
+    }
+
+    #[test]
+    fn a_sequential_reader_s_window_is_asked_of_the_store_at_once() {
+        let d = random(24 << 20);
+        let rec = Arc::new(Recording {
+            inner: MemoryStore::new(HashKind::Sha3_256),
+            asked: Mutex::default(),
+        });
+        let store: Arc<dyn Store> = rec.clone();
+        let stats = AddStats::default();
+        let root = Blockifier::new(&*store, ChunkParams::default(), &stats)
+            .blockify_bytes(&d)
+            .unwrap();
+        let map = Arc::new(BlockMap::build(&*store, &root).unwrap());
+        let hash_of = |i: usize| match &map.leaves[i] {
+            BlockRef::Direct { hash, .. } => *hash,
+            r => panic!("leaf {i} is {r:?}"),
+        };
+        assert!(map.leaves.len() > 3 * READAHEAD);
+        let cache = Arc::new(LeafCache::new(64 << 20));
+        let step = 128 << 10;
+        assert_eq!(
+            map.read(&store, &cache, 0, step).unwrap(),
+            &d[..step as usize]
+        );
+        // One request for the whole window after the read, in file order.
+        let next = map.index(step - 1) + 1;
+        let want: Vec<Hash> = (next..next + READAHEAD).map(hash_of).collect();
+        assert_eq!(*rec.asked.lock().unwrap(), vec![want]);
+        // Read to the end: every later leaf is asked for once, in order.
+        let mut off = step;
+        while off < d.len() as u64 {
+            let got = map.read(&store, &cache, off, step).unwrap();
+            assert_eq!(
+                got,
+                &d[off as usize..(off + step).min(d.len() as u64) as usize]
+            );
+            off += step;
+        }
+        let asked: Vec<Hash> = rec.asked.lock().unwrap().concat();
+        let later: Vec<Hash> = (next..map.leaves.len()).map(hash_of).collect();
+        assert_eq!(asked, later);
     }
 
     fn data() -> Vec<u8> {
