@@ -94,9 +94,13 @@ pub(crate) struct Inner {
     walker: std::sync::OnceLock<std::sync::mpsc::Sender<Vec<(Ino, BlockRef)>>>,
 }
 
-/// Where a directory's reader was when its files were last fetched ahead,
-/// and the last name fetched.
-type Window = (Vec<u8>, Vec<u8>);
+/// A directory's files last fetched ahead.
+struct Window {
+    /// Where its reader was (the name it opened).
+    from: Vec<u8>,
+    /// The last name fetched.
+    upto: Vec<u8>,
+}
 
 /// A file fetched ahead: its position in its directory's listing (from a
 /// listing from the start; else 0), inode and content.
@@ -243,23 +247,17 @@ fn stored_file(st: &State, ino: Ino) -> Option<BlockRef> {
 /// Failures (the kernel forgot the inode, a block cannot be read) are left
 /// for a READ to meet.
 fn push_batch(
-    notifier: &fuser::Notifier,
-    fence: &Arc<PushFence>,
+    push: &PagePush,
     store: &Arc<dyn Store>,
     cache: &Arc<LeafCache>,
     batch: Vec<(Ino, BlockRef)>,
 ) {
     for (ino, block) in batch {
         if let Some(d) = cache.cached(&block) {
-            push_one(notifier, fence, ino, &d);
+            push.file(ino, &d);
             continue;
         }
-        let (store, cache, notifier, fence) = (
-            store.clone(),
-            cache.clone(),
-            notifier.clone(),
-            fence.clone(),
-        );
+        let (store, cache, push) = (store.clone(), cache.clone(), push.clone());
         rayon::spawn(move || {
             let span = block.span();
             if span > PUSH_WHOLE {
@@ -270,21 +268,31 @@ fn push_batch(
                 .and_then(|m| Arc::new(m).read(&store, &cache, 0, span));
             // A short read would leave its last page incomplete.
             if let Some(d) = data.ok().filter(|d| d.len() as u64 == span) {
-                push_one(&notifier, &fence, ino, &d);
+                push.file(ino, &d);
             }
         });
     }
 }
 
-/// Puts `data`, file `ino`'s whole stored content, into its page cache,
-/// unless the file changed since (see [`PushFence`]); if it changed while
-/// the push ran, what was pushed is dropped again.
-fn push_one(notifier: &fuser::Notifier, fence: &PushFence, ino: Ino, data: &[u8]) {
-    let pushed = fence.push(ino, || {
-        let _ = notifier.store(INodeNo(ino), 0, data);
-    });
-    if pushed == Pushed::Overtaken {
-        let _ = notifier.inval_inode(INodeNo(ino), 0, 0);
+/// What puts file contents into the kernel's page cache: the session's
+/// notifier, behind the mount's fence against writes.
+#[derive(Clone)]
+struct PagePush {
+    notifier: fuser::Notifier,
+    fence: Arc<PushFence>,
+}
+
+impl PagePush {
+    /// Puts `data`, file `ino`'s whole stored content, into its page
+    /// cache, unless the file changed since (see [`PushFence`]); if it
+    /// changed while the push ran, what was pushed is dropped again.
+    fn file(&self, ino: Ino, data: &[u8]) {
+        let pushed = self.fence.push(ino, || {
+            let _ = self.notifier.store(INodeNo(ino), 0, data);
+        });
+        if pushed == Pushed::Overtaken {
+            let _ = self.notifier.inval_inode(INodeNo(ino), 0, 0);
+        }
     }
 }
 
@@ -665,8 +673,8 @@ impl Inner {
         // starts a new one.
         let upto = pf
             .get(&dir)
-            .filter(|(at, _)| from >= *at)
-            .map(|(_, upto)| upto.clone());
+            .filter(|w| from >= w.from)
+            .map(|w| w.upto.clone());
         let near_end = match &upto {
             None => true,
             Some(upto) => kids
@@ -706,7 +714,7 @@ impl Inner {
             }
         }
         if let Some(l) = last {
-            pf.insert(dir, (from, l));
+            pf.insert(dir, Window { from, upto: l });
         }
         // The directory's own files first: its lister reads them next
         // (once they are pushed with the listing's next part, so they are
@@ -855,17 +863,16 @@ impl Inner {
         }
         let pusher = self.pusher.get_or_init(|| {
             let (tx, rx) = std::sync::mpsc::channel::<PushBatch>();
-            let (store, cache, notifier, fence) = (
-                self.store.clone(),
-                self.cache.clone(),
-                notifier.clone(),
-                self.fence.clone(),
-            );
+            let (store, cache) = (self.store.clone(), self.cache.clone());
+            let push = PagePush {
+                notifier: notifier.clone(),
+                fence: self.fence.clone(),
+            };
             let spawned = std::thread::Builder::new()
                 .name("vt-push".into())
                 .spawn(move || {
                     for (batch, done) in rx {
-                        push_batch(&notifier, &fence, &store, &cache, batch);
+                        push_batch(&push, &store, &cache, batch);
                         if let Some(d) = done {
                             let _ = d.try_send(());
                         }

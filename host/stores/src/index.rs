@@ -149,12 +149,12 @@ const RELEASE_EVERY: u64 = 256;
 /// Runs up to this size are read ahead whole when look-ups come in bulk
 /// and find them out of the page cache ([`Index::read_ahead`]).
 const READ_AHEAD_BELOW: usize = 64 << 20;
-/// Look-ups between probes of the runs for being cached: a look-up on a
-/// cold run faults in a page or two, a few hundred microseconds each, so
-/// a bulk reader (a mount's first read of a large file after the page
-/// cache was dropped: 84 faults, 28 ms, before its first 128 KiB with a
-/// probe every 256) is better off probing early; a probe is one
-/// `mincore` per run.
+/// Look-ups between probes of the runs for being cached: until a probe
+/// finds a run cold and reads it ahead, each look-up on it faults in a
+/// page or two, one read each (a mount's first 128 KiB of a large file
+/// after the page cache was dropped: 85 major faults with a probe every
+/// 256 look-ups, 14 with one every 16; as fast on a virtio disk, where a
+/// seek costs little). A probe is one `mincore` per run.
 const PROBE_EVERY: u64 = 16;
 /// Pages of a run probed for being cached, every [`PROBE_EVERY`]
 /// look-ups.
