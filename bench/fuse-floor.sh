@@ -23,6 +23,8 @@ case "$BENCH_DIR/" in
 esac
 # shellcheck source=bench/lib.sh
 . "$REPO_ROOT/bench/lib.sh"
+hold_page_reporting
+trap release_page_reporting EXIT
 
 log "building vt and fuse-floor (release)"
 (cd "$REPO_ROOT" && cargo build --release -p vt -q)
@@ -42,7 +44,6 @@ cleanup() {
     fusermount3 -u "$BENCH_DIR/mnt-floor" 2>/dev/null || true
     wait 2>/dev/null || true
 }
-hold_page_reporting
 trap 'cleanup; release_page_reporting' EXIT
 "$VT" -q mount -r "$BENCH_DIR/work/l.vt" "$BENCH_DIR/mnt-vt" &
 "$FLOOR" "$BENCH_DIR/mnt-floor" "$LARGE_MB" 2>/dev/null &

@@ -24,6 +24,13 @@ PAGE_REPORTING_SAVED=
 PAGE_REPORTING_NOTE=
 hold_page_reporting() {
     local d=$PAGE_REPORTING_DIR
+    case ${PAGE_REPORTING:-hold} in
+    hold | keep) ;;
+    *)
+        echo "${0##*/}: PAGE_REPORTING must be hold or keep" >&2
+        exit 2
+        ;;
+    esac
     if [[ ! -w $d/min_free_ms || ! -w $d/max_waiting_mib ]]; then
         PAGE_REPORTING_NOTE="no free page reporting knobs on this kernel."
         return 0

@@ -24,6 +24,10 @@ PAIRS=${PAIRS:-6}
 WHAT=${WHAT:-"large small"}
 [[ $PAIRS =~ ^[1-9][0-9]*$ ]] || { echo "mount-ab.sh: PAIRS must be a positive number" >&2; exit 2; }
 [[ -f $CORPUS/large.bin ]] || { echo "mount-ab.sh: $CORPUS has no large.bin" >&2; exit 2; }
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+hold_page_reporting
+trap release_page_reporting EXIT
 rm -rf "$B" && mkdir -p "$B/mnt"
 MNT=$B/mnt
 declare -A BIN=([old]=$OLD [new]=$NEW)
@@ -32,10 +36,6 @@ for v in old new; do
     mkdir -p "$B/$v/cfg/vt" "$B/$v/data"
     env $(env_of $v) "${BIN[$v]}" -q import "$CORPUS" "$B/$v/a.vt" >/dev/null
 done
-# shellcheck source=bench/lib.sh
-. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-hold_page_reporting
-trap release_page_reporting EXIT
 drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 read_one() { # what

@@ -45,7 +45,6 @@ KERNEL_PKG=${KERNEL_PKG:-linux-source-6.1}
 CORPUS_CACHE=${CORPUS_CACHE:-/tmp/vt-bench/corpus}
 ROUNDS=${ROUNDS:-1}
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "mount.sh: ROUNDS must be a positive number" >&2; exit 2; }
-[[ ${PAGE_REPORTING:-hold} =~ ^(hold|keep)$ ]] || { echo "mount.sh: PAGE_REPORTING must be hold or keep" >&2; exit 2; }
 case "$BENCH_DIR/" in
     "$REPO_ROOT"/*) echo "mount.sh: BENCH_DIR is inside the repository" >&2; exit 2 ;;
 esac
@@ -53,6 +52,8 @@ esac
 
 # shellcheck source=bench/lib.sh
 . "$REPO_ROOT/bench/lib.sh"
+hold_page_reporting
+trap release_page_reporting EXIT
 
 need_pkgs=()
 command -v restic >/dev/null || need_pkgs+=(restic)
@@ -64,8 +65,6 @@ if ((${#need_pkgs[@]})); then
     apt-get install -y -q "${need_pkgs[@]}" >&2 || { apt-get update -q >&2 && apt-get install -y -q "${need_pkgs[@]}" >&2; }
 fi
 
-hold_page_reporting
-trap release_page_reporting EXIT
 log "building vt (cargo build --release -p vt)"
 (cd "$REPO_ROOT" && cargo build --release -p vt -q)
 VT=$REPO_ROOT/target/release/vt
