@@ -41,6 +41,9 @@
 #                 freed in the last 5 minutes one by one: a kernel-tree restore
 #                 under /tmp took 10-12 s there against 5.2 s elsewhere);
 #                 "same": restore under $BENCH_DIR/run/restore
+#   PAGE_REPORTING  "hold" [default]: on a VM that reports free memory to
+#                 its host, hold that off for the run (see bench/lib.sh);
+#                 "keep": leave it as it is
 #
 # The report (versions, machine, corpus, table, notes) goes to stdout;
 # progress goes to stderr.
@@ -89,6 +92,8 @@ ROUNDS=${ROUNDS:-1}
 
 # shellcheck source=bench/lib.sh
 . "$REPO_ROOT/bench/lib.sh"
+hold_page_reporting
+trap release_page_reporting EXIT
 die() { log "error: $*"; exit 1; }
 
 # ---------------------------------------------------------------- prerequisites
@@ -233,6 +238,7 @@ cleanup() {
     [[ -n $S3_PID ]] && kill "$S3_PID" 2>/dev/null
     for t in vt restic borg; do drop_fs "$RUN/restore/$t" 2>/dev/null || true; done
     ((KEEP)) || rm -rf "$RUN/vt" "$RUN/restic" "$RUN/borg" "$RUN/restore" "$RUN/src" "$RUN/s3root"
+    release_page_reporting
 }
 trap cleanup EXIT
 
@@ -466,7 +472,7 @@ echo
 echo "Machine: $(nproc) CPUs ($cpu_model), $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM,"
 echo "$(uname -sr), work dir $BENCH_DIR on $(df -T "$BENCH_DIR" | awk 'NR==2{print $2" ("$1")"}')."
 echo "Load average (1/5/15 min) at start: $load_start, at end: $load_end (other work on the machine skews timings)."
-echo "Page cache: $CACHE_MODE ($([[ $CACHE_MODE == cold ]] && echo 'dropped before every measured command' || echo 'inputs pre-read before every measured command'))."
+echo "Page cache: $CACHE_MODE ($([[ $CACHE_MODE == cold ]] && echo 'dropped before every measured command' || echo 'inputs pre-read before every measured command')); $PAGE_REPORTING_NOTE"
 echo "Restore target: $([[ $RESTORE_FS == fresh ]] && echo 'a newly made ext4 filesystem per tool (sparse image on a loop device; RESTORE_FS=fresh)' || echo "$RUN/restore on the filesystem of $BENCH_DIR (RESTORE_FS=same)")."
 echo
 echo "Versions:"

@@ -13,7 +13,8 @@
 #          $BENCH_DIR/corpus/linux-source-*-<oldest>; else the cargo
 #          registry sources]
 # Environment: BENCH_DIR [/tmp/vt-bench], PAIRS [5], WARM [0],
-#   VT [target/release/vt, built if missing]
+#   VT [target/release/vt, built if missing], PAGE_REPORTING [hold: see
+#   bench/lib.sh; keep: leave the VM's free page reporting as it is]
 set -euo pipefail
 export LC_ALL=C
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -25,10 +26,12 @@ VT=${VT:-$ROOT/target/release/vt}
 
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
+hold_page_reporting
+trap release_page_reporting EXIT
 TREE=$(tree_arg reimport.sh "$@")
 [[ -x $VT ]] || (cd "$ROOT" && cargo build --release -q -p vt)
 W=$BENCH_DIR/reimport
-trap 'rm -rf "$W"' EXIT
+trap 'rm -rf "$W"; release_page_reporting' EXIT
 cache() {
     sync
     if ((WARM)); then
@@ -68,4 +71,4 @@ for ((p = 1; p <= PAIRS; p++)); do
 done
 med=$(median %.3f "${ratios[@]}")
 echo
-echo "Median ratio over $PAIRS pairs: $med ($( ((WARM)) && echo warm || echo cold) page cache; vt $(cd "$ROOT" && git rev-parse --short HEAD); tree $TREE)."
+echo "Median ratio over $PAIRS pairs: $med ($( ((WARM)) && echo warm || echo cold) page cache; vt $(cd "$ROOT" && git rev-parse --short HEAD); tree $TREE); $PAGE_REPORTING_NOTE"

@@ -46,6 +46,9 @@
 #   RESTORE_FS    "fresh" [default when root]: each tool restores into a
 #                 newly made ext4 filesystem (see compare.sh); "same":
 #                 under $BENCH_DIR/remote/restore
+#   PAGE_REPORTING  "hold" [default]: on a VM that reports free memory to
+#                 its host, hold that off for the run (see bench/lib.sh);
+#                 "keep": leave it as it is
 #
 # The report (versions, machine, corpus, table, goals, notes) goes to
 # stdout; progress goes to stderr. Exit status 0 even when goals fail.
@@ -103,6 +106,8 @@ if has restic || has borg; then NEED_SSH=1; fi
 . "$REPO_ROOT/bench/lib.sh"
 die() { log "error: $*"; exit 1; }
 [[ $(id -u) == 0 ]] || die "run as root (sshd, drop_caches, apt-get, loop mounts)"
+hold_page_reporting
+trap release_page_reporting EXIT
 
 # ---------------------------------------------------------------- prerequisites
 need_pkgs=()
@@ -489,6 +494,7 @@ cleanup() {
         for t in $ALL_TOOLS; do rm -rf "${RUN:?}/$t"; done
         rm -rf "$RUN/restore" "$RUN/src" "$RUN/xdg"
     fi
+    release_page_reporting
     true
 }
 trap cleanup EXIT
@@ -729,7 +735,7 @@ echo
 echo "Machine: $(nproc) CPUs ($cpu_model), $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM,"
 echo "$(uname -sr), work dir $BENCH_DIR on $(df -T "$BENCH_DIR" | awk 'NR==2{print $2" ("$1")"}')."
 echo "Load average (1/5/15 min) at start: $load_start, at end: $load_end (other work on the machine skews timings)."
-echo "Page cache: $CACHE_MODE ($([[ $CACHE_MODE == cold ]] && echo 'dropped before every measured command' || echo 'inputs pre-read before every measured command'))."
+echo "Page cache: $CACHE_MODE ($([[ $CACHE_MODE == cold ]] && echo 'dropped before every measured command' || echo 'inputs pre-read before every measured command')); $PAGE_REPORTING_NOTE"
 echo "Restore target: $([[ $RESTORE_FS == fresh ]] && echo 'a newly made ext4 filesystem per tool (sparse image on a loop device; RESTORE_FS=fresh)' || echo "$RUN/restore on the filesystem of $BENCH_DIR (RESTORE_FS=same)")."
 echo "Client and servers run on this one machine: they share its $(nproc) CPUs."
 echo

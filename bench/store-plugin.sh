@@ -8,7 +8,8 @@
 #   TREE   [the oldest kernel tree under $BENCH_DIR/corpus, as
 #          bench/compare.sh unpacks it; else the cargo registry sources]
 # Environment: BENCH_DIR [/tmp/vt-bench], ROUNDS [3],
-#   VT [target/release/vt, built if missing]
+#   VT [target/release/vt, built if missing], PAGE_REPORTING [hold: see
+#   bench/lib.sh; keep: leave the VM's free page reporting as it is]
 set -euo pipefail
 export LC_ALL=C
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -19,10 +20,12 @@ VT=${VT:-$ROOT/target/release/vt}
 
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
+hold_page_reporting
+trap release_page_reporting EXIT
 TREE=$(tree_arg store-plugin.sh "$@")
 [[ -x $VT ]] || (cd "$ROOT" && cargo build --release -q -p vt)
 W=$BENCH_DIR/store-plugin
-trap 'rm -rf "$W"' EXIT
+trap 'rm -rf "$W"; release_page_reporting' EXIT
 cold() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 # timed OUTVAR CMD...: wall seconds of CMD into OUTVAR.
 timed() {
@@ -56,4 +59,4 @@ for ((r = 1; r <= ROUNDS; r++)); do
     echo "| $r | $dd_i | $sd_i | $rt | $dd_e | $sd_e | $exact |"
 done
 echo
-echo "Median import ratio (store-dir / DataDir) over $ROUNDS rounds: $(median %.2f "${ratios[@]}") (vt $(cd "$ROOT" && git rev-parse --short HEAD); tree $TREE; $(nproc) cores)."
+echo "Median import ratio (store-dir / DataDir) over $ROUNDS rounds: $(median %.2f "${ratios[@]}") (vt $(cd "$ROOT" && git rev-parse --short HEAD); tree $TREE; $(nproc) cores); $PAGE_REPORTING_NOTE"
