@@ -93,7 +93,6 @@ ROUNDS=${ROUNDS:-1}
 # shellcheck source=bench/lib.sh
 . "$REPO_ROOT/bench/lib.sh"
 hold_page_reporting
-trap release_page_reporting EXIT
 die() { log "error: $*"; exit 1; }
 
 # ---------------------------------------------------------------- prerequisites

@@ -24,7 +24,6 @@ esac
 # shellcheck source=bench/lib.sh
 . "$REPO_ROOT/bench/lib.sh"
 hold_page_reporting
-trap release_page_reporting EXIT
 
 log "building vt and fuse-floor (release)"
 (cd "$REPO_ROOT" && cargo build --release -p vt -q)

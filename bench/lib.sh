@@ -17,8 +17,9 @@ log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 # this holds reporting off for the run where the kernel has the knobs
 # (min_free_ms and max_waiting_mib of the page_reporting module) and root
 # may set them; PAGE_REPORTING=keep leaves them alone. Sets
-# PAGE_REPORTING_NOTE to a sentence for the report; restore with
-# release_page_reporting (at exit).
+# PAGE_REPORTING_NOTE to a sentence for the report. Sets an EXIT trap that
+# restores them (release_page_reporting); a script that sets its own EXIT
+# trap later calls release_page_reporting from it.
 PAGE_REPORTING_DIR=/sys/module/page_reporting/parameters
 PAGE_REPORTING_SAVED=
 PAGE_REPORTING_NOTE=
@@ -40,6 +41,7 @@ hold_page_reporting() {
         return 0
     fi
     PAGE_REPORTING_SAVED="$(<"$d/min_free_ms") $(<"$d/max_waiting_mib")"
+    trap release_page_reporting EXIT
     if echo 300000 >"$d/min_free_ms" 2>/dev/null &&
         echo $(($(awk '/^MemTotal:/ {print $2}' /proc/meminfo) >> 10)) >"$d/max_waiting_mib" 2>/dev/null; then
         PAGE_REPORTING_NOTE="free page reporting to the host held off during the run (memory freed by a drop is reported only after 5 minutes free), as bench/lib.sh explains."

@@ -27,7 +27,6 @@ WHAT=${WHAT:-"large small"}
 # shellcheck source=bench/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 hold_page_reporting
-trap release_page_reporting EXIT
 rm -rf "$B" && mkdir -p "$B/mnt"
 MNT=$B/mnt
 declare -A BIN=([old]=$OLD [new]=$NEW)

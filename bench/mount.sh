@@ -53,7 +53,6 @@ esac
 # shellcheck source=bench/lib.sh
 . "$REPO_ROOT/bench/lib.sh"
 hold_page_reporting
-trap release_page_reporting EXIT
 
 need_pkgs=()
 command -v restic >/dev/null || need_pkgs+=(restic)

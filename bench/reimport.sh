@@ -27,7 +27,6 @@ VT=${VT:-$ROOT/target/release/vt}
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
 hold_page_reporting
-trap release_page_reporting EXIT
 TREE=$(tree_arg reimport.sh "$@")
 [[ -x $VT ]] || (cd "$ROOT" && cargo build --release -q -p vt)
 W=$BENCH_DIR/reimport

@@ -107,7 +107,6 @@ if has restic || has borg; then NEED_SSH=1; fi
 die() { log "error: $*"; exit 1; }
 [[ $(id -u) == 0 ]] || die "run as root (sshd, drop_caches, apt-get, loop mounts)"
 hold_page_reporting
-trap release_page_reporting EXIT
 
 # ---------------------------------------------------------------- prerequisites
 need_pkgs=()

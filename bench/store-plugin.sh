@@ -21,7 +21,6 @@ VT=${VT:-$ROOT/target/release/vt}
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
 hold_page_reporting
-trap release_page_reporting EXIT
 TREE=$(tree_arg store-plugin.sh "$@")
 [[ -x $VT ]] || (cd "$ROOT" && cargo build --release -q -p vt)
 W=$BENCH_DIR/store-plugin
