@@ -9,6 +9,7 @@
 //! - [`S3Store`]: a store in an S3 bucket (AWS or any S3-compatible server).
 
 pub mod archive_route;
+pub(crate) mod base_cache;
 pub mod datadir;
 pub mod datafile;
 pub mod delta;
