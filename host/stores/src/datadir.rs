@@ -2793,19 +2793,29 @@ mod tests {
         assert_eq!(base_of(&dd, &h), None);
     }
 
+    /// Stores 64 KiB of noise from `seed`, then its `n` near copies
+    /// `edited(&base, 1..=n)`, which are stored as its deltas; returns the
+    /// base, its hash and the copies' hashes.
+    fn base_and_deltas(dd: &DataDir, seed: u64, n: u64) -> (Vec<u8>, Hash, Vec<Hash>) {
+        let base = noise(seed, 64 << 10);
+        let (hb, _) = dd.add(&base).unwrap();
+        dd.sync().unwrap();
+        let deltas: Vec<Hash> = (1..=n)
+            .map(|i| dd.add(&edited(&base, i)).unwrap().0)
+            .collect();
+        dd.sync().unwrap();
+        assert_eq!(dd.stats().unwrap().delta_blocks, n);
+        (base, hb, deltas)
+    }
+
     #[test]
     fn deltas_sharing_a_base_decode_it_once() {
         let t = tempfile::tempdir().unwrap();
         let dd = DataDir::open(t.path(), Some(HashKind::Sha3_256)).unwrap();
-        let base = noise(9, 64 << 10);
-        let (hb, _) = dd.add(&base).unwrap();
-        dd.sync().unwrap();
-        let near: Vec<Vec<u8>> = (1..=4).map(|i| edited(&base, i)).collect();
-        let hashes: Vec<Hash> = near.iter().map(|d| dd.add(d).unwrap().0).collect();
-        dd.sync().unwrap();
-        assert_eq!(dd.stats().unwrap().delta_blocks, 4);
+        let (base, hb, deltas) = base_and_deltas(&dd, 9, 4);
         let dd = DataDir::open(t.path(), None).unwrap();
-        for (h, d) in hashes.iter().zip(&near) {
+        for (i, h) in (1..).zip(&deltas) {
+            let d = edited(&base, i);
             assert_eq!(base_of(&dd, h), Some(hb));
             assert_eq!(&dd.get_shared(h).unwrap().unwrap()[..], &d[..]);
         }
@@ -2818,14 +2828,7 @@ mod tests {
     fn a_damaged_base_is_reported_for_every_delta_and_never_returned() {
         let t = tempfile::tempdir().unwrap();
         let dd = DataDir::open(t.path(), Some(HashKind::Sha3_256)).unwrap();
-        let base = noise(7, 64 << 10);
-        let (hb, _) = dd.add(&base).unwrap();
-        dd.sync().unwrap();
-        let deltas: Vec<Hash> = (1..=3)
-            .map(|i| dd.add(&edited(&base, i)).unwrap().0)
-            .collect();
-        dd.sync().unwrap();
-        assert_eq!(dd.stats().unwrap().delta_blocks, 3);
+        let (_, hb, deltas) = base_and_deltas(&dd, 7, 3);
         let loc = dd.index.get(&hb).unwrap().unwrap();
         let path = dd.reader(loc.file).unwrap().0;
         let f = OpenOptions::new().write(true).open(&path).unwrap();
