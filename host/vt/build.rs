@@ -65,6 +65,9 @@ fn main() {
     ] {
         cmd.env_remove(var);
     }
+    // tests/tests/common/plugin_build.rs builds the test suite's plugins
+    // into this target directory with these same settings, so that what is
+    // compiled here is not compiled again.
     // WebAssembly SIMD (wasmtime runs it natively): memchr and memmem, with
     // which the scanners look for their patterns, use it.
     cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "false")

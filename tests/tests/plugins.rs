@@ -9,40 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use common::{du, Env, Rng};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Where test plugins are built (shared by the tests of this file).
-fn plugin_target() -> PathBuf {
-    repo().join("target/test-plugins")
-}
+use common::{du, plugin_build, Env, Rng};
 
 /// Builds tests/plugins (hostile, wit1, wit2) for wasm32-wasip2, once.
 fn test_plugins() -> &'static (PathBuf, PathBuf, PathBuf) {
     static BUILT: OnceLock<(PathBuf, PathBuf, PathBuf)> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let st = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--manifest-path",
-            ])
-            .arg(repo().join("tests/plugins/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(plugin_target())
-            .env_remove("CARGO_TARGET_DIR")
-            .status()
-            .expect("run cargo");
-        assert!(
-            st.success(),
-            "building tests/plugins for wasm32-wasip2 failed"
-        );
-        let dir = plugin_target().join("wasm32-wasip2/release");
+        let dir = plugin_build::build_test_plugins(&["hostile", "wit1", "wit2"]);
         (
             dir.join("hostile.wasm"),
             dir.join("wit1.wasm"),
@@ -222,14 +195,14 @@ fn plugin_new_builds_passes_its_test_installs_and_scans() {
         let st = Command::new(env!("CARGO"))
             .args(args)
             .current_dir(&krate)
-            .env("CARGO_TARGET_DIR", plugin_target().join("scaffold"))
+            .env("CARGO_TARGET_DIR", plugin_build::scaffold_target())
             .status()
             .expect("run cargo");
         assert!(st.success(), "cargo {args:?} failed in the new plugin");
     };
     cargo(&["test", "--quiet"]);
     cargo(&["build", "--target", "wasm32-wasip2"]);
-    let wasm = plugin_target().join("scaffold/wasm32-wasip2/debug/myscanner.wasm");
+    let wasm = plugin_build::scaffold_target().join("wasm32-wasip2/debug/myscanner.wasm");
     let out = env.ok(&["plugin", "install", wasm.to_str().unwrap()]);
     assert!(out.contains("installed scanner myscanner 0.1.0"), "{out}");
     let info = env.ok(&["plugin", "info", "myscanner"]);

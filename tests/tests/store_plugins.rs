@@ -131,24 +131,12 @@ fn unknown_schemes_and_settings_are_errors_that_say_what_is_known() {
     assert!(e.contains("set preopen"), "{e}");
 }
 
-/// Builds tests/plugins (its hostile store among them) for wasm32-wasip2,
-/// once; returns the hostile store's component.
+/// Builds the hostile store of tests/plugins for wasm32-wasip2, once;
+/// returns its component.
 fn hostile_store() -> &'static std::path::PathBuf {
     static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     BUILT.get_or_init(|| {
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let target = repo.join("target/test-plugins");
-        let st = std::process::Command::new(env!("CARGO"))
-            .args(["build", "--release", "--target", "wasm32-wasip2"])
-            .args(["-p", "hostile-store", "--manifest-path"])
-            .arg(repo.join("tests/plugins/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target)
-            .env_remove("CARGO_TARGET_DIR")
-            .status()
-            .expect("run cargo");
-        assert!(st.success(), "building tests/plugins/hostile-store failed");
-        target.join("wasm32-wasip2/release/hostile_store.wasm")
+        plugin_build::build_test_plugins(&["hostile-store"]).join("hostile_store.wasm")
     })
 }
 
@@ -253,8 +241,9 @@ fn plugin_new_store_builds_passes_its_test_installs_and_round_trips() {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let krate = work.join("myscheme");
-    let target =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-plugins/scaffold-store");
+    // The scanner scaffold's test builds in the same directory: the same
+    // dependencies, compiled once.
+    let target = plugin_build::scaffold_target();
     let cargo = |args: &[&str]| {
         let st = std::process::Command::new(env!("CARGO"))
             .args(args)

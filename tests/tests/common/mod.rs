@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod plugin_build;
 pub mod proxy;
 pub mod s3;
 pub mod server;

@@ -1,0 +1,61 @@
+//! Builds the test suite's own plugins with cargo, into target directories
+//! shared so that nothing is compiled twice in one run.
+//!
+//! A clean CI run compiles every nested build from nothing: the hostile
+//! components of `tests/plugins` share `target/bundled-plugins` with the
+//! bundled plugins that `host/vt/build.rs` builds (same release settings,
+//! same flags, so the wit-bindgen macro and its parsers compiled there are
+//! reused), and the two crates made by `vt plugin new` share one target
+//! directory (their dependencies are the same).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Where `host/vt/build.rs` builds the bundled plugins (it honours
+/// `CARGO_TARGET_DIR`; the tests run from the repository's `target`).
+fn bundled_target() -> PathBuf {
+    repo().join("target/bundled-plugins")
+}
+
+/// Builds `packages` of the `tests/plugins` workspace for wasm32-wasip2
+/// with the settings of the bundled build (must match `host/vt/build.rs`)
+/// and returns the directory the components land in.
+pub fn build_test_plugins(packages: &[&str]) -> PathBuf {
+    let mut c = Command::new(env!("CARGO"));
+    c.args(["build", "--release", "--target", "wasm32-wasip2"])
+        .arg("--manifest-path")
+        .arg(repo().join("tests/plugins/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(bundled_target());
+    for p in packages {
+        c.args(["-p", p]);
+    }
+    for var in [
+        "RUSTFLAGS",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+    ] {
+        c.env_remove(var);
+    }
+    c.env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "true")
+        .env("CARGO_ENCODED_RUSTFLAGS", "-Ctarget-feature=+simd128");
+    let st = c.status().expect("run cargo");
+    assert!(
+        st.success(),
+        "building tests/plugins {packages:?} for wasm32-wasip2 failed"
+    );
+    bundled_target().join("wasm32-wasip2/release")
+}
+
+/// The target directory for crates made by `vt plugin new` (scanner and
+/// store scheme alike).
+pub fn scaffold_target() -> PathBuf {
+    repo().join("target/test-plugins/scaffold")
+}
