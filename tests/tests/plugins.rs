@@ -192,7 +192,7 @@ fn plugin_new_builds_passes_its_test_installs_and_scans() {
     assert!(o.status.success(), "{}", stderr(&o));
     let krate = work.join("myscanner");
     let cargo = |args: &[&str]| {
-        let st = Command::new(env!("CARGO"))
+        let st = plugin_build::cargo()
             .args(args)
             .current_dir(&krate)
             .env("CARGO_TARGET_DIR", plugin_build::scaffold_target())

@@ -245,7 +245,7 @@ fn plugin_new_store_builds_passes_its_test_installs_and_round_trips() {
     // dependencies, compiled once.
     let target = plugin_build::scaffold_target();
     let cargo = |args: &[&str]| {
-        let st = std::process::Command::new(env!("CARGO"))
+        let st = plugin_build::cargo()
             .args(args)
             .current_dir(&krate)
             .env("CARGO_TARGET_DIR", &target)
@@ -284,12 +284,11 @@ fn plugin_new_store_builds_passes_its_test_installs_and_round_trips() {
 fn native_library(features: &str, dir: &str) -> std::path::PathBuf {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let target = repo.join("target/test-plugins").join(dir);
-    let mut c = std::process::Command::new(env!("CARGO"));
+    let mut c = plugin_build::cargo();
     c.args(["build", "-p", "vt-plugin-store-native", "--manifest-path"])
         .arg(repo.join("Cargo.toml"))
         .arg("--target-dir")
-        .arg(&target)
-        .env_remove("CARGO_TARGET_DIR");
+        .arg(&target);
     if !features.is_empty() {
         c.args(["--features", features]);
     }

@@ -16,6 +16,17 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Cargo, for a build nested in a test: without the settings of the
+/// build that runs the tests (`tests/run.sh` lints through clippy-driver
+/// as the workspace wrapper; a nested build is of other crates).
+pub fn cargo() -> Command {
+    let mut c = Command::new(env!("CARGO"));
+    for var in ["RUSTC_WORKSPACE_WRAPPER", "CLIPPY_ARGS", "CARGO_TARGET_DIR"] {
+        c.env_remove(var);
+    }
+    c
+}
+
 /// Where `host/vt/build.rs` builds the bundled plugins (it honours
 /// `CARGO_TARGET_DIR`; the tests run from the repository's `target`).
 fn bundled_target() -> PathBuf {
@@ -26,7 +37,7 @@ fn bundled_target() -> PathBuf {
 /// with the settings of the bundled build (must match `host/vt/build.rs`)
 /// and returns the directory the components land in.
 pub fn build_test_plugins(packages: &[&str]) -> PathBuf {
-    let mut c = Command::new(env!("CARGO"));
+    let mut c = cargo();
     c.args(["build", "--release", "--target", "wasm32-wasip2"])
         .arg("--manifest-path")
         .arg(repo().join("tests/plugins/Cargo.toml"))
@@ -35,12 +46,7 @@ pub fn build_test_plugins(packages: &[&str]) -> PathBuf {
     for p in packages {
         c.args(["-p", p]);
     }
-    for var in [
-        "RUSTFLAGS",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_BUILD_TARGET",
-        "CARGO_TARGET_DIR",
-    ] {
+    for var in ["RUSTFLAGS", "CARGO_BUILD_TARGET"] {
         c.env_remove(var);
     }
     c.env("CARGO_PROFILE_RELEASE_DEBUG", "false")
