@@ -100,6 +100,21 @@ pub fn request_summaries() -> Vec<String> {
                 c.contains
             )
         }));
+    let caches = OPENED_CACHES.lock().unwrap_or_else(|e| e.into_inner());
+    out.extend(caches.iter().map(|f| {
+        let c = f.counts();
+        format!(
+            "cache {}: {} hits, {} misses, {} corrupt, {} promoted; {} files, {} blocks, {} bytes",
+            f.dir().display(),
+            c.hits,
+            c.misses,
+            c.corrupt,
+            c.promoted,
+            c.files,
+            c.blocks,
+            c.bytes
+        )
+    }));
     out
 }
 
@@ -122,6 +137,10 @@ fn parse_duration(t: &str) -> Option<Duration> {
 
 /// The S3 stores this process opened.
 static OPENED_S3: std::sync::Mutex<Vec<Arc<S3Store>>> = std::sync::Mutex::new(Vec::new());
+
+/// The file caches this process opened, for their lines in `vt -v`.
+static OPENED_CACHES: std::sync::Mutex<Vec<Arc<vt_stores::FileCache>>> =
+    std::sync::Mutex::new(Vec::new());
 
 /// The index cache of an S3 store that names none: one directory per
 /// endpoint, bucket and prefix, so that two stores never share one.
@@ -690,10 +709,15 @@ impl Opener<'_> {
                     // Caches on one directory keep apart (each locks its
                     // own files) and adopt what exited ones left.
                     let d = dir.unwrap_or_else(|| default_cache_dir(label));
-                    Arc::new(
+                    let c = Arc::new(
                         vt_stores::FileCache::open(&d, limit, backend.store.clone())
                             .with_context(|| format!("open the cache in {}", d.display()))?,
-                    )
+                    );
+                    OPENED_CACHES
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(c.clone());
+                    c
                 } else {
                     Arc::new(vt_stores::MemCache::new(backend.store.clone(), limit))
                 };
