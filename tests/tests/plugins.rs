@@ -191,18 +191,7 @@ fn plugin_new_builds_passes_its_test_installs_and_scans() {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let krate = work.join("myscanner");
-    let cargo = |args: &[&str]| {
-        let st = plugin_build::cargo()
-            .args(args)
-            .current_dir(&krate)
-            .env("CARGO_TARGET_DIR", plugin_build::scaffold_target())
-            .status()
-            .expect("run cargo");
-        assert!(st.success(), "cargo {args:?} failed in the new plugin");
-    };
-    cargo(&["test", "--quiet"]);
-    cargo(&["build", "--target", "wasm32-wasip2"]);
-    let wasm = plugin_build::scaffold_target().join("wasm32-wasip2/debug/myscanner.wasm");
+    let wasm = plugin_build::test_and_build_scaffold(&krate, "myscanner");
     let out = env.ok(&["plugin", "install", wasm.to_str().unwrap()]);
     assert!(out.contains("installed scanner myscanner 0.1.0"), "{out}");
     let info = env.ok(&["plugin", "info", "myscanner"]);

@@ -241,21 +241,7 @@ fn plugin_new_store_builds_passes_its_test_installs_and_round_trips() {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let krate = work.join("myscheme");
-    // The scanner scaffold's test builds in the same directory: the same
-    // dependencies, compiled once.
-    let target = plugin_build::scaffold_target();
-    let cargo = |args: &[&str]| {
-        let st = plugin_build::cargo()
-            .args(args)
-            .current_dir(&krate)
-            .env("CARGO_TARGET_DIR", &target)
-            .status()
-            .expect("run cargo");
-        assert!(st.success(), "cargo {args:?} failed in the new plugin");
-    };
-    cargo(&["test", "--quiet"]);
-    cargo(&["build", "--target", "wasm32-wasip2"]);
-    let wasm = target.join("wasm32-wasip2/debug/myscheme.wasm");
+    let wasm = plugin_build::test_and_build_scaffold(&krate, "myscheme");
     let out = env.ok(&["plugin", "install", wasm.to_str().unwrap()]);
     assert!(
         out.contains("installed store scheme myscheme 0.1.0"),
@@ -282,7 +268,7 @@ fn plugin_new_store_builds_passes_its_test_installs_and_round_trips() {
 /// Builds plugins/store-native (the example native scheme) as a shared
 /// library into its own target directory, with `features`; returns it.
 fn native_library(features: &str, dir: &str) -> std::path::PathBuf {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let repo = plugin_build::repo();
     let target = repo.join("target/test-plugins").join(dir);
     let mut c = plugin_build::cargo();
     c.args(["build", "-p", "vt-plugin-store-native", "--manifest-path"])

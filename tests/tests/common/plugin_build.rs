@@ -61,7 +61,26 @@ pub fn build_test_plugins(packages: &[&str]) -> PathBuf {
 }
 
 /// The target directory for crates made by `vt plugin new` (scanner and
-/// store scheme alike).
-pub fn scaffold_target() -> PathBuf {
+/// store scheme alike: the same dependencies, compiled once).
+fn scaffold_target() -> PathBuf {
     repo().join("target/test-plugins/scaffold")
+}
+
+/// Runs the tests of the crate `vt plugin new` made in `krate`, builds it
+/// for wasm32-wasip2 as its README says, and returns the component,
+/// `name`.wasm.
+pub fn test_and_build_scaffold(krate: &Path, name: &str) -> PathBuf {
+    for args in [
+        &["test", "--quiet"][..],
+        &["build", "--target", "wasm32-wasip2"],
+    ] {
+        let st = cargo()
+            .args(args)
+            .current_dir(krate)
+            .env("CARGO_TARGET_DIR", scaffold_target())
+            .status()
+            .expect("run cargo");
+        assert!(st.success(), "cargo {args:?} failed in the new plugin");
+    }
+    scaffold_target().join(format!("wasm32-wasip2/debug/{name}.wasm"))
 }
