@@ -10,6 +10,7 @@
 //! one go).
 
 use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -46,9 +47,24 @@ impl LeafCache {
         }
     }
 
+    /// Whether `h` has been fetched into the cache (not only reserved).
+    #[cfg(test)]
     fn contains(&self, h: &Hash) -> bool {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        g.map.contains_key(h)
+        g.map
+            .get(h)
+            .is_some_and(|(s, _)| matches!(s.get(), Some(Some(_))))
+    }
+
+    /// Makes an empty slot for `h` unless it has one: true if it made
+    /// one, so that a fetch about to start is not asked for again.
+    fn reserve(&self, h: &Hash, span: u64) -> bool {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if g.map.contains_key(h) {
+            return false;
+        }
+        self.insert(&mut g, h, span);
+        true
     }
 
     /// The slot for `h`, new (and accounted `span` bytes) if absent.
@@ -57,6 +73,11 @@ impl LeafCache {
         if let Some((s, _)) = g.map.get(h) {
             return s.clone();
         }
+        self.insert(&mut g, h, span)
+    }
+
+    /// Adds an empty slot for `h`, evicting the oldest beyond the cap.
+    fn insert(&self, g: &mut CacheInner, h: &Hash, span: u64) -> Slot {
         let s: Slot = Arc::default();
         let n = usize::try_from(span).unwrap_or(usize::MAX);
         g.bytes = g.bytes.saturating_add(n);
@@ -229,18 +250,49 @@ impl BlockMap {
             return Ok(Vec::new());
         }
         let end = self.span.min(offset + len);
-        let mut i = self.index(offset);
-        let first = i;
-        let mut parts = Vec::new();
-        while i < self.leaves.len() && self.starts[i] < end {
-            let a = self.starts[i];
-            let from = offset.max(a) - a;
-            let to = end.min(a + self.leaves[i].span()) - a;
-            parts.push(self.leaf_part(&**store, cache, i, from, to)?);
-            i += 1;
+        let first = self.index(offset);
+        let next = self.starts.partition_point(|&s| s < end);
+        // This read's own leaves after its first come from the pool while
+        // this thread fetches the first, and the window ahead is started
+        // before this read waits on any of them.
+        self.fetch_on_pool(store, cache, first + 1..next);
+        self.read_ahead(store, cache, first, next);
+        (first..next)
+            .map(|i| {
+                let a = self.starts[i];
+                let from = offset.max(a) - a;
+                let to = end.min(a + self.leaves[i].span()) - a;
+                self.leaf_part(&**store, cache, i, from, to)
+            })
+            .collect()
+    }
+
+    /// Fetches the stored leaves of `range` not yet cached on the rayon
+    /// pool, without waiting. The store hears of them all at once first:
+    /// a remote store asks for them in one go, where the fetches, a few
+    /// at a time (one per thread of the pool), would each wait for a
+    /// round trip; a local store ignores the hint.
+    fn fetch_on_pool(&self, store: &Arc<dyn Store>, cache: &Arc<LeafCache>, range: Range<usize>) {
+        let want: Vec<(Hash, u64)> = self.leaves[range]
+            .iter()
+            .filter_map(|l| match l {
+                BlockRef::Direct { hash, span } if cache.reserve(hash, *span) => {
+                    Some((*hash, *span))
+                }
+                _ => None,
+            })
+            .collect();
+        if want.is_empty() {
+            return;
         }
-        self.read_ahead(store, cache, first, i);
-        Ok(parts)
+        let hashes: Vec<Hash> = want.iter().map(|w| w.0).collect();
+        store.prefetch(&hashes);
+        for (hash, span) in want {
+            let (store, cache) = (store.clone(), cache.clone());
+            rayon::spawn(move || {
+                let _ = cache.fetch(&*store, &hash, span);
+            });
+        }
     }
 
     /// Up to `len` bytes from `offset` in one buffer: within one leaf a
@@ -288,24 +340,8 @@ impl BlockMap {
         {
             return;
         }
-        let want: Vec<(Hash, u64)> = (next.max(done)..target)
-            .filter_map(|i| match &self.leaves[i] {
-                BlockRef::Direct { hash, span } if !cache.contains(hash) => Some((*hash, *span)),
-                _ => None,
-            })
-            .collect();
-        // The whole window at once: a remote store asks for it in one go,
-        // where the fetches below, a few at a time (one per thread of the
-        // pool), would each wait for a round trip. A local store ignores
-        // the hint.
-        let hashes: Vec<Hash> = want.iter().map(|w| w.0).collect();
-        store.prefetch(&hashes);
-        for (hash, span) in want {
-            let (store, cache) = (store.clone(), cache.clone());
-            rayon::spawn(move || {
-                let _ = cache.fetch(&*store, &hash, span);
-            });
-        }
+        let window = next.max(done)..target;
+        self.fetch_on_pool(store, cache, window);
     }
 
     /// The next offset at or after `offset` that is data (`data`) or in a
@@ -418,10 +454,15 @@ mod tests {
             map.read(&store, &cache, 0, step).unwrap(),
             &d[..step as usize]
         );
-        // One request for the whole window after the read, in file order.
+        // One request for the read's own leaves after its first (fetched
+        // on the pool meanwhile), then one for the whole window after the
+        // read, in file order.
         let next = map.index(step - 1) + 1;
+        assert!(next > 1, "the first read spans several leaves");
+        let own: Vec<Hash> = (1..next).map(hash_of).collect();
         let want: Vec<Hash> = (next..next + READAHEAD).map(hash_of).collect();
-        assert_eq!(*rec.asked.lock().unwrap(), vec![want]);
+        let expect: Vec<Vec<Hash>> = [own, want].into_iter().filter(|w| !w.is_empty()).collect();
+        assert_eq!(*rec.asked.lock().unwrap(), expect);
         // Read to the end: every later leaf is asked for once, in order.
         let mut off = step;
         while off < d.len() as u64 {
@@ -433,7 +474,7 @@ mod tests {
             off += step;
         }
         let asked: Vec<Hash> = rec.asked.lock().unwrap().concat();
-        let later: Vec<Hash> = (next..map.leaves.len()).map(hash_of).collect();
+        let later: Vec<Hash> = (1..map.leaves.len()).map(hash_of).collect();
         assert_eq!(asked, later);
     }
 
