@@ -48,7 +48,6 @@ impl LeafCache {
     }
 
     /// Whether `h` has been fetched into the cache (not only reserved).
-    #[cfg(test)]
     fn contains(&self, h: &Hash) -> bool {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         g.map
@@ -293,6 +292,23 @@ impl BlockMap {
                 let _ = cache.fetch(&*store, &hash, span);
             });
         }
+    }
+
+    /// Whether reading `len` bytes from `offset` needs no store read:
+    /// every stored leaf of the range is in `cache` already.
+    pub fn is_cached(&self, cache: &LeafCache, offset: u64, len: u64) -> bool {
+        if offset >= self.span || len == 0 {
+            return true;
+        }
+        let end = self.span.min(offset + len);
+        let next = self.starts.partition_point(|&s| s < end);
+        self.leaves[self.index(offset)..next]
+            .iter()
+            .all(|l| match l {
+                BlockRef::Direct { hash, .. } => cache.contains(hash),
+                BlockRef::Literal(_) | BlockRef::Rle { .. } => true,
+                _ => false,
+            })
     }
 
     /// Up to `len` bytes from `offset` in one buffer: within one leaf a
@@ -594,6 +610,23 @@ mod tests {
         let len = map.starts[2];
         let got = map.read(&store, &cache, 0, len).unwrap();
         assert_eq!(got, &d[..len as usize]);
+    }
+
+    #[test]
+    fn a_range_is_cached_once_its_leaves_are_fetched() {
+        let d = random(24 << 20);
+        let (store, _, map) = stored(&d);
+        // The last leaf lies beyond the window fetched ahead of the read.
+        assert!(map.leaves.len() > 3 * READAHEAD);
+        let cache = Arc::new(LeafCache::new(64 << 20));
+        let len = map.starts[2];
+        assert!(!map.is_cached(&cache, 0, len), "nothing fetched yet");
+        assert!(map.is_cached(&cache, d.len() as u64, 1), "past the end");
+        map.read(&store, &cache, 0, len).unwrap();
+        assert!(map.is_cached(&cache, 0, len));
+        assert!(map.is_cached(&cache, 1, len - 1));
+        let last = map.starts[map.leaves.len() - 1];
+        assert!(!map.is_cached(&cache, last, 1), "the last leaf is not");
     }
 
     #[test]

@@ -1097,6 +1097,9 @@ impl Inner {
                     _ => return Err(Errno::EINVAL),
                 }
             };
+            // Building the map reads the store: another request thread
+            // reads the next request meanwhile.
+            fuser::hand_off_reading();
             let m = Arc::new(BlockMap::build(&*self.store, &block).map_err(eio)?);
             let mut st = self.state();
             if let Some(Node {
@@ -1111,9 +1114,15 @@ impl Inner {
             }
         };
         match src {
-            Src::Map(m) => m
-                .read_parts(&self.store, &self.cache, offset, u64::from(size))
-                .map_err(eio),
+            Src::Map(m) => {
+                if !m.is_cached(&self.cache, offset, u64::from(size)) {
+                    // This READ waits on the store: another request thread
+                    // reads the next request meanwhile.
+                    fuser::hand_off_reading();
+                }
+                m.read_parts(&self.store, &self.cache, offset, u64::from(size))
+                    .map_err(eio)
+            }
             Src::Backing(b) => b
                 .read_at(offset, size)
                 .map(|d| vec![Bytes::from(d)])

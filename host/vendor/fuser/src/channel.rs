@@ -80,15 +80,17 @@ impl Channel {
         }
         self.1.lead().map_err(|_| Errno::ENODEV)?;
         let deadline = Instant::now() + poll;
-        let ready = loop {
-            let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
-            match nix::poll::poll(&mut fds, PollTimeout::ZERO) {
-                // Yielding lets other threads of this CPU run meanwhile.
-                Ok(0) if Instant::now() < deadline => std::thread::yield_now(),
-                Ok(0) => break false,
-                _ => break true,
-            }
-        };
+        // No poll after file data (see `Relay::after_data`).
+        let ready = !self.1.after_data()
+            && loop {
+                let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
+                match nix::poll::poll(&mut fds, PollTimeout::ZERO) {
+                    // Yielding lets other threads of this CPU run meanwhile.
+                    Ok(0) if Instant::now() < deadline => std::thread::yield_now(),
+                    Ok(0) => break false,
+                    _ => break true,
+                }
+            };
         if !ready {
             self.1.sleep();
         }
@@ -105,6 +107,12 @@ impl Channel {
                 Err(e)
             }
         }
+    }
+
+    /// Notes whether the request just read is file data (READ, WRITE):
+    /// with request polling on, the next reader does not poll after one.
+    pub(crate) fn note_request(&self, data: bool) {
+        self.1.note_request(data);
     }
 
     /// Makes this thread's [`hand_off_reading`] hand this channel's reader

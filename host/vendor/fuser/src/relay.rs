@@ -14,7 +14,7 @@
 //! side.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -81,6 +81,9 @@ pub(crate) struct Relay {
     watch: Condvar,
     /// The other waiting threads wait here.
     follow: Condvar,
+    /// The last request read was file data (READ or WRITE): the next
+    /// reader sleeps at once instead of polling ([`Relay::after_data`]).
+    data: AtomicBool,
 }
 
 /// Why a thread could not become the leader.
@@ -175,6 +178,23 @@ impl Relay {
         g.watcher = false;
         self.follow.notify_one();
         Ok(took)
+    }
+
+    /// Notes whether the request just read is file data (READ, WRITE).
+    pub(crate) fn note_request(&self, data: bool) {
+        self.data.store(data, Ordering::Relaxed);
+    }
+
+    /// Whether the last request read was file data. A reader does not
+    /// poll after one: file data comes as a stream of READs or WRITEs,
+    /// each a round trip through the reading process, which the kernel
+    /// sends the next of only once that process has the previous one's
+    /// pages (a large `cat`: a READ every 0.5 ms), so polling for it
+    /// only takes the CPU that process and the store's threads need
+    /// (cold reads of a 1 GiB file: 0.47-0.59 s without polling, against
+    /// 0.53-0.84 s with it, 8 pairs).
+    pub(crate) fn after_data(&self) -> bool {
+        self.data.load(Ordering::Relaxed)
     }
 
     /// The leader is about to sleep in `read(2)`.

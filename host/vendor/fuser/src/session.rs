@@ -542,14 +542,24 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
                 Ok(size) => match RequestWithSender::new(self.ch.sender(), &buf[..size]) {
                     // Dispatch request
                     Some(req) => {
-                        match req.request.operation() {
+                        let op = req.request.operation();
+                        self.ch.note_request(matches!(
+                            op,
+                            Ok(Operation::Read(_) | Operation::Write(_))
+                        ));
+                        match op {
                             Ok(Operation::Destroy(_)) => {
                                 req.reply::<ReplyEmpty>().ok();
                                 return Ok(());
                             }
-                            // File data: may wait on storage, so another
-                            // thread reads the next request meanwhile.
-                            Ok(Operation::Read(_) | Operation::Write(_)) => {
+                            // A WRITE may wait on storage, so another
+                            // thread reads the next request meanwhile. A
+                            // READ keeps the role: the filesystem hands it
+                            // off itself when the READ will wait (most of
+                            // a stream's READs find their data fetched
+                            // ahead), and the watcher takes it over when
+                            // one takes long.
+                            Ok(Operation::Write(_)) => {
                                 crate::channel::hand_off_reading();
                                 req.dispatch(self)
                             }
