@@ -416,10 +416,28 @@ mod tests {
         (store, root, map)
     }
 
-    /// A memory store that records what it is asked to prefetch.
+    /// A memory store that records what it is asked to prefetch, and
+    /// whose fetch of one block can be made to wait (up to 5 s) for
+    /// another block's fetch, failing if it does not come.
     struct Recording {
         inner: MemoryStore,
         asked: Mutex<Vec<Vec<Hash>>>,
+        /// (the block that waits, the block it waits for)
+        gate: Mutex<Option<(Hash, Hash)>>,
+        done: Mutex<bool>,
+        cv: std::sync::Condvar,
+    }
+
+    impl Recording {
+        fn new() -> Self {
+            Recording {
+                inner: MemoryStore::new(HashKind::Sha3_256),
+                asked: Mutex::default(),
+                gate: Mutex::default(),
+                done: Mutex::default(),
+                cv: std::sync::Condvar::new(),
+            }
+        }
     }
 
     impl Store for Recording {
@@ -430,6 +448,22 @@ mod tests {
             self.inner.add_hashed(hash, data)
         }
         fn get(&self, hash: &Hash) -> Result<Option<Vec<u8>>> {
+            let gate = *self.gate.lock().unwrap();
+            if let Some((waits, awaited)) = gate {
+                if *hash == waits {
+                    let done = self.done.lock().unwrap();
+                    let (done, _) = self
+                        .cv
+                        .wait_timeout_while(done, std::time::Duration::from_secs(5), |d| !*d)
+                        .unwrap();
+                    if !*done {
+                        return Err(Error::Store(format!("{hash} fetched before {awaited}")));
+                    }
+                } else if *hash == awaited {
+                    *self.done.lock().unwrap() = true;
+                    self.cv.notify_all();
+                }
+            }
             self.inner.get(hash)
         }
         fn contains(&self, hash: &Hash) -> Result<bool> {
@@ -446,23 +480,32 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_sequential_reader_s_window_is_asked_of_the_store_at_once() {
-        let d = random(24 << 20);
-        let rec = Arc::new(Recording {
-            inner: MemoryStore::new(HashKind::Sha3_256),
-            asked: Mutex::default(),
-        });
+    /// `d` blockified into a [`Recording`] store: the store, as itself and
+    /// as a `Store`, and the map.
+    fn recorded(d: &[u8]) -> (Arc<Recording>, Arc<dyn Store>, Arc<BlockMap>) {
+        let rec = Arc::new(Recording::new());
         let store: Arc<dyn Store> = rec.clone();
         let stats = AddStats::default();
         let root = Blockifier::new(&*store, ChunkParams::default(), &stats)
-            .blockify_bytes(&d)
+            .blockify_bytes(d)
             .unwrap();
         let map = Arc::new(BlockMap::build(&*store, &root).unwrap());
-        let hash_of = |i: usize| match &map.leaves[i] {
+        (rec, store, map)
+    }
+
+    /// The hashcode of leaf `i` of `map`, a stored block.
+    fn leaf_hash(map: &BlockMap, i: usize) -> Hash {
+        match &map.leaves[i] {
             BlockRef::Direct { hash, .. } => *hash,
             r => panic!("leaf {i} is {r:?}"),
-        };
+        }
+    }
+
+    #[test]
+    fn a_sequential_reader_s_window_is_asked_of_the_store_at_once() {
+        let d = random(24 << 20);
+        let (rec, store, map) = recorded(&d);
+        let hash_of = |i: usize| leaf_hash(&map, i);
         assert!(map.leaves.len() > 3 * READAHEAD);
         let cache = Arc::new(LeafCache::new(64 << 20));
         let step = 128 << 10;
@@ -537,75 +580,13 @@ mod tests {
         assert!(probe(10), "leaf 10 fetched ahead of a reader at the start");
     }
 
-    /// A memory store whose fetch of one block waits (up to 5 s) for
-    /// another block to be fetched, and fails if it is not.
-    struct Gated {
-        inner: MemoryStore,
-        /// (the block that waits, the block it waits for)
-        gate: Mutex<Option<(Hash, Hash)>>,
-        done: Mutex<bool>,
-        cv: std::sync::Condvar,
-    }
-
-    impl Store for Gated {
-        fn hash_kind(&self) -> HashKind {
-            self.inner.hash_kind()
-        }
-        fn add_hashed(&self, hash: &Hash, data: &[u8]) -> Result<bool> {
-            self.inner.add_hashed(hash, data)
-        }
-        fn get(&self, hash: &Hash) -> Result<Option<Vec<u8>>> {
-            let gate = *self.gate.lock().unwrap();
-            if let Some((waits, awaited)) = gate {
-                if *hash == waits {
-                    let done = self.done.lock().unwrap();
-                    let (done, _) = self
-                        .cv
-                        .wait_timeout_while(done, std::time::Duration::from_secs(5), |d| !*d)
-                        .unwrap();
-                    if !*done {
-                        return Err(Error::Store(format!("{hash} fetched before {awaited}")));
-                    }
-                } else if *hash == awaited {
-                    *self.done.lock().unwrap() = true;
-                    self.cv.notify_all();
-                }
-            }
-            self.inner.get(hash)
-        }
-        fn contains(&self, hash: &Hash) -> Result<bool> {
-            self.inner.contains(hash)
-        }
-        fn sync(&self) -> Result<()> {
-            self.inner.sync()
-        }
-        fn stats(&self) -> Result<vt_core::store::StoreStats> {
-            self.inner.stats()
-        }
-    }
-
     #[test]
     fn a_read_s_leaves_are_fetched_side_by_side() {
         // The first leaf's fetch waits for the second's: fetched one
         // after the other, as a read's leaves once were, the read fails.
         let d = random(4 << 20);
-        let gated = Arc::new(Gated {
-            inner: MemoryStore::new(HashKind::Sha3_256),
-            gate: Mutex::default(),
-            done: Mutex::default(),
-            cv: std::sync::Condvar::new(),
-        });
-        let store: Arc<dyn Store> = gated.clone();
-        let stats = AddStats::default();
-        let root = Blockifier::new(&*store, ChunkParams::default(), &stats)
-            .blockify_bytes(&d)
-            .unwrap();
-        let map = Arc::new(BlockMap::build(&*store, &root).unwrap());
-        let hash_of = |i: usize| match &map.leaves[i] {
-            BlockRef::Direct { hash, .. } => *hash,
-            r => panic!("leaf {i} is {r:?}"),
-        };
-        *gated.gate.lock().unwrap() = Some((hash_of(0), hash_of(1)));
+        let (gated, store, map) = recorded(&d);
+        *gated.gate.lock().unwrap() = Some((leaf_hash(&map, 0), leaf_hash(&map, 1)));
         let cache = Arc::new(LeafCache::new(64 << 20));
         let len = map.starts[2];
         let got = map.read(&store, &cache, 0, len).unwrap();
