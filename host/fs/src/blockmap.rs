@@ -209,6 +209,16 @@ impl BlockMap {
         self.span
     }
 
+    /// Indexes of the leaves holding bytes `offset..offset + len` (none
+    /// past the end, or for no bytes).
+    fn leaves_of(&self, offset: u64, len: u64) -> Range<usize> {
+        if offset >= self.span || len == 0 {
+            return 0..0;
+        }
+        let end = self.span.min(offset + len);
+        self.index(offset)..self.starts.partition_point(|&s| s < end)
+    }
+
     /// Index of the leaf holding `offset` (which must be below the span).
     fn index(&self, offset: u64) -> usize {
         self.starts
@@ -245,12 +255,14 @@ impl BlockMap {
         offset: u64,
         len: u64,
     ) -> Result<Vec<Bytes>> {
-        if offset >= self.span || len == 0 {
+        let Range {
+            start: first,
+            end: next,
+        } = self.leaves_of(offset, len);
+        if first == next {
             return Ok(Vec::new());
         }
         let end = self.span.min(offset + len);
-        let first = self.index(offset);
-        let next = self.starts.partition_point(|&s| s < end);
         // This read's own leaves after its first come from the pool while
         // this thread fetches the first, and the window ahead is started
         // before this read waits on any of them.
@@ -297,12 +309,7 @@ impl BlockMap {
     /// Whether reading `len` bytes from `offset` needs no store read:
     /// every stored leaf of the range is in `cache` already.
     pub fn is_cached(&self, cache: &LeafCache, offset: u64, len: u64) -> bool {
-        if offset >= self.span || len == 0 {
-            return true;
-        }
-        let end = self.span.min(offset + len);
-        let next = self.starts.partition_point(|&s| s < end);
-        self.leaves[self.index(offset)..next]
+        self.leaves[self.leaves_of(offset, len)]
             .iter()
             .all(|l| match l {
                 BlockRef::Direct { hash, .. } => cache.contains(hash),
