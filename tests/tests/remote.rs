@@ -462,11 +462,15 @@ fn file_cache_stays_within_its_limit_and_serves_rereads() {
     let src = env.path("src");
     std::fs::create_dir_all(&src).unwrap();
     let mut rng = Rng(9);
-    // 48 MiB in all, one file of 6 MiB.
+    // 47 MiB in all, one file of 5 MiB: small enough for the newer half
+    // of the cache's files (4 of 8 shares of about 1.5 MiB under a 12 MiB
+    // limit). A block the first read finds there is not promoted, and
+    // writing more than four shares after it (a 6 MiB file could need
+    // that) may delete the file holding it: the reread would miss it.
     for i in 0..6 {
         std::fs::write(src.join(format!("f{i}")), rng.bytes(7 << 20)).unwrap();
     }
-    std::fs::write(src.join("big"), rng.bytes(6 << 20)).unwrap();
+    std::fs::write(src.join("big"), rng.bytes(5 << 20)).unwrap();
     env.ok(&["-S", &srv.spec, "import", &src.to_string_lossy(), "t"]);
     let cache = env.path("cache");
     let spec = format!("cache(limit=12MiB,dir={}):{}", cache.display(), srv.spec);
@@ -477,7 +481,7 @@ fn file_cache_stays_within_its_limit_and_serves_rereads() {
         assert_same_tree(&src, &out);
         assert!(du(&cache) <= 12 << 20, "cache holds {} bytes", du(&cache));
     }
-    // The 6 MiB file read twice: the second read asks the server nothing.
+    // The 5 MiB file read twice: the second read asks the server nothing.
     let read = |n: usize| {
         let o = env
             .cmd()
