@@ -462,11 +462,7 @@ fn file_cache_stays_within_its_limit_and_serves_rereads() {
     let src = env.path("src");
     std::fs::create_dir_all(&src).unwrap();
     let mut rng = Rng(9);
-    // 47 MiB in all, one file of 5 MiB: small enough for the newer half
-    // of the cache's files (4 of 8 shares of about 1.5 MiB under a 12 MiB
-    // limit). A block the first read finds there is not promoted, and
-    // writing more than four shares after it (a 6 MiB file could need
-    // that) may delete the file holding it: the reread would miss it.
+    // 47 MiB in all, one file of 5 MiB.
     for i in 0..6 {
         std::fs::write(src.join(format!("f{i}")), rng.bytes(7 << 20)).unwrap();
     }
@@ -481,7 +477,14 @@ fn file_cache_stays_within_its_limit_and_serves_rereads() {
         assert_same_tree(&src, &out);
         assert!(du(&cache) <= 12 << 20, "cache holds {} bytes", du(&cache));
     }
-    // The 5 MiB file read twice: the second read asks the server nothing.
+    // The 5 MiB file read twice through a cache of its own (less than
+    // the newer half of its files: 4 of 8 shares of about 1.5 MiB): the
+    // second read, another process adopting the first one's files, asks
+    // the server nothing. Through the cache the exports churned there is
+    // no such promise: a block the first read finds in the newer half is
+    // not promoted, and the blocks written after it may delete its file.
+    let reread = env.path("reread");
+    let spec = format!("cache(limit=12MiB,dir={}):{}", reread.display(), srv.spec);
     let read = |n: usize| {
         let o = env
             .cmd()
